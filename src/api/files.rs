@@ -1,0 +1,303 @@
+//! `/files`: upload (multipart), list, retrieve, content, delete.
+
+use axum::body::Body;
+use axum::extract::multipart::Field;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Serialize;
+
+use super::error::{multipart_error, ApiMultipart, ApiQuery, ApiResult};
+use super::{body_limit, ListResponse, Project};
+use crate::app::AppState;
+use crate::config::Config;
+use crate::domain::{Error, FileExpiry, FileRecord, Purpose};
+use crate::service::files::{self, ListParams, NewFile};
+use crate::storage::{StagedFile, Staging};
+
+pub fn router(config: &Config) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/files",
+            post(create)
+                .layer(DefaultBodyLimit::max(body_limit(config.max_file_bytes)))
+                .get(list),
+        )
+        .route("/files/{file_id}", get(retrieve).delete(delete))
+        .route("/files/{file_id}/content", get(content))
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileObject {
+    pub id: String,
+    pub object: &'static str,
+    pub bytes: i64,
+    pub created_at: i64,
+    pub filename: String,
+    pub purpose: &'static str,
+    pub status: &'static str,
+    pub expires_at: Option<i64>,
+    pub status_details: Option<String>,
+}
+
+impl From<&FileRecord> for FileObject {
+    fn from(f: &FileRecord) -> Self {
+        Self {
+            id: f.id.to_string(),
+            object: "file",
+            bytes: f.bytes,
+            created_at: f.created_at,
+            filename: f.filename.clone(),
+            purpose: f.purpose.as_str(),
+            status: f.status.as_str(),
+            expires_at: f.expires_at,
+            status_details: f.status_details.clone(),
+        }
+    }
+}
+
+/// Longest text form field we accept (purpose, expires_after[...]).
+const MAX_TEXT_FIELD: usize = 4096;
+
+pub(crate) async fn read_text_field(
+    mut field: Field<'_>,
+    param: &'static str,
+) -> ApiResult<String> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if buf.len() + chunk.len() > MAX_TEXT_FIELD {
+            return Err(Error::invalid(
+                format!("The form field '{param}' is longer than {MAX_TEXT_FIELD} bytes."),
+                param,
+            )
+            .into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| {
+        Error::invalid(
+            format!("The form field '{param}' is not valid UTF-8."),
+            param,
+        )
+        .into()
+    })
+}
+
+/// Streams a form field into a staged file, refusing it once it passes `max` bytes.
+pub(crate) async fn stage_field(
+    staging: &Staging,
+    mut field: Field<'_>,
+    max: u64,
+    param: &'static str,
+) -> ApiResult<StagedFile> {
+    let mut writer = staging.writer(false);
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if writer.len() + chunk.len() as u64 > max {
+            return Err(Error::too_large(
+                format!("The '{param}' is larger than the {max} bytes allowed."),
+                param,
+            )
+            .into());
+        }
+        writer.write(chunk).await?;
+    }
+    Ok(writer.finish().await?)
+}
+
+async fn create(
+    State(st): State<AppState>,
+    Project(project): Project,
+    ApiMultipart(mut form): ApiMultipart,
+) -> ApiResult<Json<FileObject>> {
+    let mut purpose: Option<Purpose> = None;
+    let mut anchor: Option<String> = None;
+    let mut seconds: Option<String> = None;
+    let mut file: Option<(String, StagedFile)> = None;
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("file") => {
+                if file.is_some() {
+                    return Err(Error::invalid(
+                        "Only one 'file' may be uploaded per request.",
+                        "file",
+                    )
+                    .into());
+                }
+                let filename = field.file_name().map(str::to_owned).ok_or_else(|| {
+                    Error::invalid(
+                        "The 'file' field must be a file upload with a filename.",
+                        "file",
+                    )
+                })?;
+                // A purpose sent before the file already tells us its limit.
+                let max = purpose.map_or(st.config.max_file_bytes, |p| files::max_bytes(&st, p));
+                let staged = stage_field(&st.staging, field, max, "file").await?;
+                file = Some((filename, staged));
+            }
+            Some("purpose") => {
+                let text = read_text_field(field, "purpose").await?;
+                purpose = Some(Purpose::from_request(text.trim(), "purpose")?);
+            }
+            Some("expires_after[anchor]") => {
+                anchor = Some(read_text_field(field, "expires_after[anchor]").await?);
+            }
+            Some("expires_after[seconds]") => {
+                seconds = Some(read_text_field(field, "expires_after[seconds]").await?);
+            }
+            // Unknown fields are skipped; next_field drains them.
+            _ => {}
+        }
+    }
+    let purpose = purpose.ok_or_else(|| Error::missing("purpose"))?;
+    let expiry = FileExpiry::from_parts(anchor.as_deref(), seconds.as_deref())?;
+    let (filename, staged) = file.ok_or_else(|| Error::missing("file"))?;
+    let record = files::create(
+        &st,
+        &project,
+        NewFile {
+            filename,
+            purpose,
+            expiry,
+            staged,
+        },
+    )
+    .await?;
+    Ok(Json(FileObject::from(&record)))
+}
+
+async fn list(
+    State(st): State<AppState>,
+    Project(project): Project,
+    ApiQuery(q): ApiQuery,
+) -> ApiResult<Json<ListResponse<FileObject>>> {
+    let get = |k: &str| q.get(k).map(String::as_str);
+    let page = files::list(
+        &st,
+        &project,
+        ListParams {
+            purpose: get("purpose"),
+            limit: get("limit"),
+            order: get("order"),
+            after: get("after"),
+        },
+    )
+    .await?;
+    let data = page.items.iter().map(FileObject::from).collect();
+    Ok(Json(ListResponse::new(data, page.has_more, |f| &f.id)))
+}
+
+async fn retrieve(
+    State(st): State<AppState>,
+    Project(project): Project,
+    Path(file_id): Path<String>,
+) -> ApiResult<Json<FileObject>> {
+    let record = files::get(&st, &project, &file_id).await?;
+    Ok(Json(FileObject::from(&record)))
+}
+
+#[derive(Debug, Serialize)]
+struct Deleted {
+    id: String,
+    object: &'static str,
+    deleted: bool,
+}
+
+async fn delete(
+    State(st): State<AppState>,
+    Project(project): Project,
+    Path(file_id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    let id = files::delete(&st, &project, &file_id).await?;
+    Ok(Json(Deleted {
+        id: id.to_string(),
+        object: "file",
+        deleted: true,
+    }))
+}
+
+async fn content(
+    State(st): State<AppState>,
+    Project(project): Project,
+    Path(file_id): Path<String>,
+) -> ApiResult<Response> {
+    let (file, blob) = files::content(&st, &project, &file_id).await?;
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ),
+        (header::CONTENT_LENGTH, HeaderValue::from(blob.len)),
+        (
+            header::CONTENT_DISPOSITION,
+            content_disposition(&file.filename),
+        ),
+    ];
+    Ok((headers, Body::from_stream(blob.stream)).into_response())
+}
+
+/// RFC 6266 `attachment` with a quoted ASCII fallback and, when the name is not plain ASCII, the
+/// exact name as RFC 5987 `filename*`.
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+pub fn content_disposition(filename: &str) -> HeaderValue {
+    let mut fallback = String::with_capacity(filename.len() + 2);
+    let mut plain = true;
+    for c in filename.chars() {
+        match c {
+            '"' | '\\' => {
+                fallback.push('\\');
+                fallback.push(c);
+            }
+            ' '..='~' => fallback.push(c),
+            _ => {
+                plain = false;
+                fallback.push('_');
+            }
+        }
+    }
+    let mut value = format!("attachment; filename=\"{fallback}\"");
+    if !plain {
+        value.push_str("; filename*=UTF-8''");
+        value.extend(utf8_percent_encode(filename, ATTR_CHAR));
+    }
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_disposition;
+
+    #[test]
+    fn disposition_escapes() {
+        assert_eq!(
+            content_disposition("report.pdf"),
+            "attachment; filename=\"report.pdf\""
+        );
+        assert_eq!(
+            content_disposition("a \"quoted\" \\ name.txt"),
+            "attachment; filename=\"a \\\"quoted\\\" \\\\ name.txt\""
+        );
+        assert_eq!(
+            content_disposition("résumé.txt"),
+            "attachment; filename=\"r_sum_.txt\"; filename*=UTF-8''r%C3%A9sum%C3%A9.txt"
+        );
+        // Control characters never reach a header line.
+        let v = content_disposition("evil\r\nX-Injected: 1");
+        assert!(!v.as_bytes().contains(&b'\n'));
+    }
+}

@@ -1,0 +1,154 @@
+//! The one typed configuration. Flags and `RAGSTORE_*` environment variables are read here and
+//! nowhere else.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ragstore",
+    version,
+    about = "Self-hosted, OpenAI-compatible Files, Uploads and Vector Stores server",
+    long_about = "ragstore serves OpenAI's /v1/files and /v1/uploads APIs (and, for llama-stack \
+                  clients, the same routes under /v1/openai/v1) from a single binary. By default \
+                  everything lives under one data directory: a SQLite database and the file blobs.\n\n\
+                  Every flag can also be set with the environment variable shown next to it."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server until SIGINT or SIGTERM.
+    Serve(Box<Config>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything the server needs to start. Tests build it with [`Config::for_data_dir`].
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "RAGSTORE_ADDR", default_value = "127.0.0.1:8321")]
+    pub addr: SocketAddr,
+
+    /// Directory holding the SQLite database, file blobs and temporary uploads. Created if missing.
+    #[arg(long, env = "RAGSTORE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Largest file accepted by POST /v1/files (e.g. 512MiB, 1GB, 1048576).
+    #[arg(long, env = "RAGSTORE_MAX_FILE_BYTES", default_value = "512MiB", value_parser = parse_bytes)]
+    pub max_file_bytes: u64,
+
+    /// Largest single part accepted by POST /v1/uploads/{id}/parts.
+    #[arg(long, env = "RAGSTORE_MAX_PART_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub max_part_bytes: u64,
+
+    /// Largest total size an Upload may declare.
+    #[arg(long, env = "RAGSTORE_MAX_UPLOAD_BYTES", default_value = "8GiB", value_parser = parse_bytes)]
+    pub max_upload_bytes: u64,
+
+    /// Largest file accepted with purpose=batch (it must also be valid JSONL).
+    #[arg(long, env = "RAGSTORE_MAX_BATCH_FILE_BYTES", default_value = "200MiB", value_parser = parse_bytes)]
+    pub max_batch_file_bytes: u64,
+
+    /// Default lifetime of purpose=batch files without expires_after, in seconds (0 = never expire).
+    #[arg(long, env = "RAGSTORE_BATCH_FILE_TTL_SECS", default_value_t = 30 * 24 * 3600)]
+    pub batch_file_ttl_secs: i64,
+
+    /// How long an Upload accepts parts before it expires, in seconds.
+    #[arg(long, env = "RAGSTORE_UPLOAD_TTL_SECS", default_value_t = 3600)]
+    pub upload_ttl_secs: i64,
+
+    /// How often the reaper removes expired files and uploads, in seconds.
+    #[arg(long, env = "RAGSTORE_REAPER_INTERVAL_SECS", default_value_t = 60.0)]
+    pub reaper_interval_secs: f64,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in seconds.
+    #[arg(long, env = "RAGSTORE_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
+    pub shutdown_grace_secs: f64,
+
+    /// Log line format.
+    #[arg(long, env = "RAGSTORE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults, with everything under `data_dir`.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        use clap::FromArgMatches;
+        let matches = <Self as clap::Args>::augment_args(clap::Command::new("ragstore"))
+            .no_binary_name(true)
+            .get_matches_from(std::iter::empty::<String>());
+        let mut config = match Self::from_arg_matches(&matches) {
+            Ok(c) => c,
+            // The defaults are literals above; they always parse.
+            Err(e) => unreachable!("default config does not parse: {e}"),
+        };
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    pub fn reaper_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.reaper_interval_secs.max(0.01))
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0))
+    }
+}
+
+/// `512MiB`, `8GB`, `64M`, `1048576` -> bytes. Decimal units (KB, MB, GB) are powers of 1000,
+/// binary ones (KiB, MiB, GiB, and bare K, M, G) powers of 1024.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 512MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit '{other}' in '{s}'")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("8GB"), Ok(8_000_000_000));
+        assert_eq!(parse_bytes("10"), Ok(10));
+        assert_eq!(parse_bytes("1k"), Ok(1024));
+        assert!(parse_bytes("MB").is_err());
+        assert!(parse_bytes("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::for_data_dir("/tmp/x");
+        assert_eq!(c.max_file_bytes, 512 << 20);
+        assert_eq!(c.max_upload_bytes, 8 << 30);
+        assert_eq!(c.addr.port(), 8321);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+}

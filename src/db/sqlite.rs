@@ -1,0 +1,416 @@
+//! [`Metadata`] on SQLite (WAL, synchronous=FULL), the embedded default.
+//!
+//! Write transactions start with their write so SQLite takes the write lock first; a deferred
+//! transaction that reads and then upgrades can fail with SQLITE_BUSY regardless of the timeout.
+
+use anyhow::Context;
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{db_err, FileListQuery, Metadata};
+use crate::domain::{
+    Error, FileId, FileRecord, FileStatus, Order, PartId, PartRecord, ProjectId, Purpose, Result,
+    UploadId, UploadRecord, UploadStatus,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteMetadata {
+    pool: SqlitePool,
+}
+
+impl SqliteMetadata {
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening SQLite database {}", path.display()))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("running SQLite migrations")?;
+        Ok(Self { pool })
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> Error {
+    Error::Internal(anyhow::anyhow!("unexpected {what} {value:?} in database"))
+}
+
+fn file_from_row(row: &SqliteRow) -> Result<FileRecord> {
+    let purpose: String = row.try_get("purpose").map_err(db_err)?;
+    let status: String = row.try_get("status").map_err(db_err)?;
+    Ok(FileRecord {
+        id: FileId::from_db(row.try_get("id").map_err(db_err)?),
+        project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
+        filename: row.try_get("filename").map_err(db_err)?,
+        purpose: Purpose::parse(&purpose).ok_or_else(|| corrupt("purpose", &purpose))?,
+        bytes: row.try_get("bytes").map_err(db_err)?,
+        created_at: row.try_get("created_at").map_err(db_err)?,
+        expires_at: row.try_get("expires_at").map_err(db_err)?,
+        status: FileStatus::parse(&status).ok_or_else(|| corrupt("file status", &status))?,
+        status_details: row.try_get("status_details").map_err(db_err)?,
+        storage_key: row.try_get("storage_key").map_err(db_err)?,
+    })
+}
+
+fn upload_from_row(row: &SqliteRow) -> Result<UploadRecord> {
+    let purpose: String = row.try_get("purpose").map_err(db_err)?;
+    let status: String = row.try_get("status").map_err(db_err)?;
+    let file_id: Option<String> = row.try_get("file_id").map_err(db_err)?;
+    Ok(UploadRecord {
+        id: UploadId::from_db(row.try_get("id").map_err(db_err)?),
+        project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
+        filename: row.try_get("filename").map_err(db_err)?,
+        purpose: Purpose::parse(&purpose).ok_or_else(|| corrupt("purpose", &purpose))?,
+        bytes: row.try_get("bytes").map_err(db_err)?,
+        mime_type: row.try_get("mime_type").map_err(db_err)?,
+        created_at: row.try_get("created_at").map_err(db_err)?,
+        expires_at: row.try_get("expires_at").map_err(db_err)?,
+        status: UploadStatus::parse(&status).ok_or_else(|| corrupt("upload status", &status))?,
+        file_id: file_id.map(FileId::from_db),
+        file_expires_after: row.try_get("file_expires_after").map_err(db_err)?,
+    })
+}
+
+fn part_from_row(row: &SqliteRow) -> Result<PartRecord> {
+    Ok(PartRecord {
+        id: PartId::from_db(row.try_get("id").map_err(db_err)?),
+        upload_id: UploadId::from_db(row.try_get("upload_id").map_err(db_err)?),
+        project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
+        created_at: row.try_get("created_at").map_err(db_err)?,
+        bytes: row.try_get("bytes").map_err(db_err)?,
+        storage_key: row.try_get("storage_key").map_err(db_err)?,
+    })
+}
+
+const INSERT_FILE: &str =
+    "INSERT INTO files (id, project_id, filename, purpose, bytes, created_at, \
+     expires_at, status, status_details, storage_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+fn bind_file<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    f: &'q FileRecord,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    q.bind(f.id.as_str())
+        .bind(f.project_id.as_str())
+        .bind(&f.filename)
+        .bind(f.purpose.as_str())
+        .bind(f.bytes)
+        .bind(f.created_at)
+        .bind(f.expires_at)
+        .bind(f.status.as_str())
+        .bind(&f.status_details)
+        .bind(&f.storage_key)
+}
+
+/// A file the client can still see.
+const VISIBLE: &str = "deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?)";
+
+#[async_trait]
+impl Metadata for SqliteMetadata {
+    async fn insert_file(&self, file: &FileRecord) -> Result<()> {
+        bind_file(sqlx::query(INSERT_FILE), file)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_file(
+        &self,
+        project: &ProjectId,
+        id: &FileId,
+        now: i64,
+    ) -> Result<Option<FileRecord>> {
+        let sql = format!("SELECT * FROM files WHERE id = ? AND project_id = ? AND {VISIBLE}");
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .bind(project.as_str())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    async fn file_position(
+        &self,
+        project: &ProjectId,
+        id: &FileId,
+    ) -> Result<Option<(i64, FileId)>> {
+        let row = sqlx::query("SELECT created_at FROM files WHERE id = ? AND project_id = ?")
+            .bind(id.as_str())
+            .bind(project.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        match row {
+            Some(r) => Ok(Some((r.try_get("created_at").map_err(db_err)?, id.clone()))),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_files(
+        &self,
+        project: &ProjectId,
+        q: &FileListQuery,
+        now: i64,
+    ) -> Result<Vec<FileRecord>> {
+        let (cmp, dir) = match q.order {
+            Order::Asc => (">", "ASC"),
+            Order::Desc => ("<", "DESC"),
+        };
+        let mut sql = format!("SELECT * FROM files WHERE project_id = ? AND {VISIBLE}");
+        if q.purpose.is_some() {
+            sql.push_str(" AND purpose = ?");
+        }
+        if q.after.is_some() {
+            sql.push_str(&format!(
+                " AND (created_at {cmp} ? OR (created_at = ? AND id {cmp} ?))"
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY created_at {dir}, id {dir} LIMIT ?"));
+        let mut query = sqlx::query(&sql).bind(project.as_str()).bind(now);
+        if let Some(p) = q.purpose {
+            query = query.bind(p.as_str());
+        }
+        if let Some((created_at, id)) = &q.after {
+            query = query.bind(*created_at).bind(*created_at).bind(id.as_str());
+        }
+        let rows = query
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(file_from_row).collect()
+    }
+
+    async fn mark_file_deleted(
+        &self,
+        project: &ProjectId,
+        id: &FileId,
+        now: i64,
+    ) -> Result<Option<FileRecord>> {
+        let sql = format!(
+            "UPDATE files SET deleted_at = ? WHERE id = ? AND project_id = ? AND {VISIBLE} RETURNING *"
+        );
+        let row = sqlx::query(&sql)
+            .bind(now)
+            .bind(id.as_str())
+            .bind(project.as_str())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    async fn mark_expired_files_deleted(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE files SET deleted_at = ? \
+             WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?",
+        )
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn deleted_files(&self, limit: u32) -> Result<Vec<FileRecord>> {
+        let rows = sqlx::query("SELECT * FROM files WHERE deleted_at IS NOT NULL LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(file_from_row).collect()
+    }
+
+    async fn purge_file_row(&self, id: &FileId) -> Result<()> {
+        sqlx::query("DELETE FROM files WHERE id = ? AND deleted_at IS NOT NULL")
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn file_row_exists(&self, id: &FileId) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM files WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(row.is_some())
+    }
+
+    async fn insert_upload(&self, u: &UploadRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, project_id, filename, purpose, bytes, mime_type, created_at, \
+             expires_at, status, file_id, file_expires_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(u.id.as_str())
+        .bind(u.project_id.as_str())
+        .bind(&u.filename)
+        .bind(u.purpose.as_str())
+        .bind(u.bytes)
+        .bind(&u.mime_type)
+        .bind(u.created_at)
+        .bind(u.expires_at)
+        .bind(u.status.as_str())
+        .bind(u.file_id.as_ref().map(|f| f.as_str()))
+        .bind(u.file_expires_after)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, project: &ProjectId, id: &UploadId) -> Result<Option<UploadRecord>> {
+        let row = sqlx::query("SELECT * FROM uploads WHERE id = ? AND project_id = ?")
+            .bind(id.as_str())
+            .bind(project.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(upload_from_row).transpose()
+    }
+
+    async fn insert_part(&self, p: &PartRecord, now: i64, max_total: i64) -> Result<bool> {
+        // One statement: SQLite runs it under the write lock, so the checks and the insert are
+        // atomic against a concurrent cancel, completion or another part.
+        let done = sqlx::query(
+            "INSERT INTO upload_parts (id, upload_id, project_id, created_at, bytes, storage_key) \
+             SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS ( \
+                SELECT 1 FROM uploads WHERE id = ? AND status = 'pending' AND expires_at > ?) \
+             AND (SELECT COALESCE(SUM(bytes), 0) FROM upload_parts WHERE upload_id = ?) + ? <= ?",
+        )
+        .bind(p.id.as_str())
+        .bind(p.upload_id.as_str())
+        .bind(p.project_id.as_str())
+        .bind(p.created_at)
+        .bind(p.bytes)
+        .bind(&p.storage_key)
+        .bind(p.upload_id.as_str())
+        .bind(now)
+        .bind(p.upload_id.as_str())
+        .bind(p.bytes)
+        .bind(max_total)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn parts_of(&self, upload: &UploadId) -> Result<Vec<PartRecord>> {
+        let rows = sqlx::query("SELECT * FROM upload_parts WHERE upload_id = ?")
+            .bind(upload.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(part_from_row).collect()
+    }
+
+    async fn part_exists(&self, id: &PartId) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM upload_parts WHERE id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(row.is_some())
+    }
+
+    async fn complete_upload(
+        &self,
+        upload: &UploadId,
+        file: &FileRecord,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let done = sqlx::query(
+            "UPDATE uploads SET status = 'completed', file_id = ? \
+             WHERE id = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(file.id.as_str())
+        .bind(upload.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(false);
+        }
+        bind_file(sqlx::query(INSERT_FILE), file)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn finish_pending_upload(&self, upload: &UploadId, to: UploadStatus) -> Result<bool> {
+        let done = sqlx::query("UPDATE uploads SET status = ? WHERE id = ? AND status = 'pending'")
+            .bind(to.as_str())
+            .bind(upload.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn expire_uploads(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE uploads SET status = 'expired' WHERE status = 'pending' AND expires_at <= ?",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn finished_uploads_with_parts(&self, limit: u32) -> Result<Vec<UploadId>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT p.upload_id FROM upload_parts p JOIN uploads u ON u.id = p.upload_id \
+             WHERE u.status <> 'pending' LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| Ok(UploadId::from_db(r.try_get("upload_id").map_err(db_err)?)))
+            .collect()
+    }
+
+    async fn delete_parts(&self, upload: &UploadId) -> Result<()> {
+        sqlx::query("DELETE FROM upload_parts WHERE upload_id = ?")
+            .bind(upload.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,103 @@
+use std::fmt;
+
+/// Which kind of object a lookup did not find; names the `*_not_found` error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    File,
+    Upload,
+    Part,
+}
+
+impl Resource {
+    pub fn object_name(self) -> &'static str {
+        match self {
+            Resource::File => "File",
+            Resource::Upload => "Upload",
+            Resource::Part => "Part",
+        }
+    }
+}
+
+/// The one error type of the domain and services. No HTTP in it: `api::error` maps each variant
+/// to a status and the OpenAI error shape.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or breaks a documented limit (HTTP 400).
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        param: Option<String>,
+        code: Option<&'static str>,
+    },
+    /// Unknown id, or an id of another project (HTTP 404).
+    #[error("No such {} object: {id}", kind.object_name())]
+    NotFound { kind: Resource, id: String },
+    /// The object exists but its state forbids the operation (HTTP 409).
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        param: Option<String>,
+    },
+    /// A body or a declared size is over a configured limit (HTTP 413).
+    #[error("{message}")]
+    TooLarge {
+        message: String,
+        param: Option<String>,
+    },
+    /// Anything else: logged once, reported as a bare 500.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(message: impl fmt::Display, param: impl Into<Option<&'static str>>) -> Self {
+        Error::Invalid {
+            message: message.to_string(),
+            param: param.into().map(str::to_owned),
+            code: None,
+        }
+    }
+
+    pub fn not_found(kind: Resource, id: impl Into<String>) -> Self {
+        Error::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    pub fn conflict(message: impl fmt::Display, param: impl Into<Option<&'static str>>) -> Self {
+        Error::Conflict {
+            message: message.to_string(),
+            param: param.into().map(str::to_owned),
+        }
+    }
+
+    pub fn too_large(message: impl fmt::Display, param: impl Into<Option<&'static str>>) -> Self {
+        Error::TooLarge {
+            message: message.to_string(),
+            param: param.into().map(str::to_owned),
+        }
+    }
+
+    pub fn missing(param: &'static str) -> Self {
+        Error::Invalid {
+            message: format!("Missing required parameter: '{param}'."),
+            param: Some(param.to_owned()),
+            code: Some("missing_required_parameter"),
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Internal(e.into())
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Internal(e.into())
+    }
+}

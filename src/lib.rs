@@ -1,0 +1,13 @@
+//! ragstore: a self-hosted, OpenAI-compatible Files, Uploads and Vector Stores server.
+
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod service;
+pub mod storage;
+
+pub use app::{App, AppState};
+pub use config::Config;

@@ -1,0 +1,36 @@
+//! Where file bytes live. [`FileStorage`] is the seam: local disk now, S3-compatible later.
+//! Blobs are addressed by keys we generate (`files/<file-id>`, `parts/<upload>/<part>`).
+
+pub mod local;
+pub mod staging;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+use crate::domain::Result;
+pub use staging::{StagedFile, StagedWriter, Staging};
+
+/// A blob being read: its size and its bytes as a stream.
+pub struct Blob {
+    pub len: u64,
+    pub stream: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+#[async_trait]
+pub trait FileStorage: Send + Sync + 'static {
+    /// Makes the staged bytes durable under `key`, replacing nothing: keys are unique.
+    async fn put(&self, key: &str, staged: StagedFile) -> Result<()>;
+
+    /// `None` when there is no blob under `key`.
+    async fn get(&self, key: &str) -> Result<Option<Blob>>;
+
+    /// Idempotent: deleting a missing key succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Deletes every key under `prefix` (which ends in `/`). Idempotent.
+    async fn delete_prefix(&self, prefix: &str) -> Result<()>;
+
+    /// All keys under `prefix`, for the start-up sweep of blobs no row refers to.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+}
