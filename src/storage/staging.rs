@@ -95,7 +95,10 @@ fn write_loop(path: &Path, mut rx: mpsc::Receiver<Msg>, md5: bool) -> std::io::R
             }
         }
     }
-    // The sender went away without Finish: the upload was abandoned. The TempPath removes the file.
+    // The sender went away without Finish: the upload was abandoned. The writer's TempPath may
+    // have been dropped before this thread created the file, so remove it here too.
+    drop(out);
+    let _ = std::fs::remove_file(path);
     Err(std::io::Error::new(
         std::io::ErrorKind::Interrupted,
         "staged write abandoned",

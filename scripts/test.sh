@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need, builds ragstore once
+# (debug profile, shared by every test), runs the Rust tests (unit + the integration binary that
+# drives the real app over HTTP), then the Python suite that drives a running `ragstore serve`
+# with the official `openai` SDK.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> Python test dependencies (openai SDK, pytest)"
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    -r tests/python/requirements.txt
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "==> installing cargo-nextest (not on this machine)"
+    cargo install --locked cargo-nextest
+fi
+
+echo "==> building"
+cargo build --locked --all-targets
+
+echo "==> Rust tests"
+cargo nextest run --locked --no-fail-fast
+
+echo "==> Python openai SDK tests"
+RAGSTORE_BIN="$PWD/target/debug/ragstore" python3 -m pytest tests/python -q -p no:cacheprovider

@@ -1,0 +1,220 @@
+//! What a dying client or a killed process leaves behind: nothing visible, nothing orphaned.
+//! The process tests run the real `ragstore` binary.
+
+use crate::{eventually, files_under, multipart_head, multipart_tail, post_head, TestApp};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_upload_leaves_nothing() {
+    let app = TestApp::spawn().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let tmp = app.data_dir().join("tmp");
+    let head = multipart_head("assistants", "cut.bin");
+    let declared = head.len() + 10_000_000 + multipart_tail().len();
+    let stream = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&post_head("/v1/files", declared)).unwrap();
+        s.write_all(&head).unwrap();
+        s.write_all(&vec![b'z'; 3_000_000]).unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    assert!(
+        eventually(5, || !files_under(&tmp).is_empty()).await,
+        "the upload was being staged"
+    );
+    drop(stream);
+    assert!(
+        eventually(5, || files_under(&tmp).is_empty()).await,
+        "staged bytes were not removed"
+    );
+    let (_, list) = app.get_json("/v1/files").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    assert!(files_under(&app.data_dir().join("blobs")).is_empty());
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(data_dir: &Path) -> Server {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_ragstore"))
+        .args(["serve", "--addr", &addr, "--data-dir"])
+        .arg(data_dir)
+        .env("RAGSTORE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    for _ in 0..250 {
+        if http_get(&addr, "/health").is_some_and(|(s, _)| s == 200) {
+            return Server { child, addr };
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("ragstore did not start");
+}
+
+/// A bare HTTP/1.1 GET: (status, body).
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    read_response(&mut s)
+}
+
+fn read_response(s: &mut TcpStream) -> Option<(u16, String)> {
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split(' ').nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+fn listed_files(addr: &str) -> Vec<Value> {
+    let (status, body) = http_get(addr, "/v1/files").unwrap();
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["data"].as_array().unwrap().clone()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn a_process_killed_mid_upload_leaves_no_file_and_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = start(&data);
+
+    // A first, complete file that must survive everything below.
+    let head = multipart_head("assistants", "kept.txt");
+    let mut body = head.clone();
+    body.extend_from_slice(b"kept bytes");
+    body.extend(multipart_tail());
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.write_all(&post_head("/v1/files", body.len())).unwrap();
+    s.write_all(&body).unwrap();
+    let (status, _) = read_response(&mut s).unwrap();
+    assert_eq!(status, 200);
+
+    // Half an upload, then SIGKILL.
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    let head = multipart_head("assistants", "doomed.bin");
+    s.write_all(&post_head(
+        "/v1/files",
+        head.len() + 8_000_000 + multipart_tail().len(),
+    ))
+    .unwrap();
+    s.write_all(&head).unwrap();
+    s.write_all(&vec![b'd'; 4_000_000]).unwrap();
+    let tmp = data.join("tmp");
+    for _ in 0..250 {
+        if !files_under(&tmp).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!files_under(&tmp).is_empty(), "the upload was being staged");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    drop(s);
+
+    // What a kill between "blob published" and "row committed" would leave.
+    let orphan = data.join("blobs/files/file-OrphanNoRowXXXXXXXXXXX");
+    std::fs::write(&orphan, b"orphan").unwrap();
+    let orphan_part = data.join("blobs/parts/upload_gone/part_gone");
+    std::fs::create_dir_all(orphan_part.parent().unwrap()).unwrap();
+    std::fs::write(&orphan_part, b"orphan part").unwrap();
+
+    let mut server = start(&data);
+    assert!(
+        files_under(&tmp).is_empty(),
+        "staged bytes survived a restart"
+    );
+    assert!(!orphan.exists(), "a blob without a row survived a restart");
+    assert!(
+        !orphan_part.exists(),
+        "a part without a row survived a restart"
+    );
+    let files = listed_files(&server.addr);
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["filename"], "kept.txt");
+    let blobs = files_under(&data.join("blobs"));
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    signal(&server.child, "-TERM");
+    assert!(server.child.wait().unwrap().success());
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_upload_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = start(&data);
+
+    let head = multipart_head("user_data", "in-flight.txt");
+    let payload = vec![b'q'; 2_000_000];
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.write_all(&post_head(
+        "/v1/files",
+        head.len() + payload.len() + multipart_tail().len(),
+    ))
+    .unwrap();
+    s.write_all(&head).unwrap();
+    s.write_all(&payload[..1_000_000]).unwrap();
+    let tmp = data.join("tmp");
+    for _ in 0..250 {
+        if !files_under(&tmp).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&server.child, "-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // Still running: it waits for the request in flight.
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+    s.write_all(&payload[1_000_000..]).unwrap();
+    s.write_all(&multipart_tail()).unwrap();
+    let (status, body) = read_response(&mut s).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    assert!(files_under(&tmp).is_empty());
+
+    let mut server = start(&data);
+    let files = listed_files(&server.addr);
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["bytes"], 2_000_000);
+    signal(&server.child, "-TERM");
+    assert!(server.child.wait().unwrap().success());
+}

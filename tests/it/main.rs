@@ -1,0 +1,194 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+//! One integration-test binary: each test builds the real `App` on a temp dir and drives it
+//! over HTTP, or runs the real binary where a process must die.
+
+mod crash;
+mod errors;
+mod files;
+mod uploads;
+
+use ragstore::clock::ManualClock;
+use ragstore::{App, AppState, Config};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub state: AppState,
+    pub dir: TempDir,
+    shutdown: CancellationToken,
+    server: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::spawn_in(dir, tweak).await
+    }
+
+    /// Builds the app on `dir` (which may hold an earlier run's data) and serves it.
+    pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::for_data_dir(dir.path().join("data"));
+        tweak(&mut config);
+        let clock = Arc::new(ManualClock::new());
+        let app = App::build_with_clock(config, clock.clone()).await.unwrap();
+        let state = app.state().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.serve(listener, shutdown.clone()));
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            clock,
+            state,
+            dir,
+            shutdown,
+            server,
+        }
+    }
+
+    /// Shuts the server down gracefully and hands back its directory.
+    pub async fn stop(self) -> TempDir {
+        self.shutdown.cancel();
+        self.server.await.unwrap().unwrap();
+        self.dir
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn upload(&self, filename: &str, bytes: Vec<u8>, purpose: &str) -> Value {
+        let res = self.upload_raw(filename, bytes, purpose).await;
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    pub async fn upload_raw(
+        &self,
+        filename: &str,
+        bytes: Vec<u8>,
+        purpose: &str,
+    ) -> reqwest::Response {
+        let form = reqwest::multipart::Form::new()
+            .text("purpose", purpose.to_owned())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
+            );
+        self.client
+            .post(self.url("/v1/files"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let res = self.client.get(self.url(path)).send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap())
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let res = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap())
+    }
+}
+
+/// Asserts the OpenAI error shape and returns `error`.
+pub fn assert_error(body: &Value, kind: &str) -> Value {
+    let e = body
+        .get("error")
+        .unwrap_or_else(|| panic!("no error in {body}"));
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(e["type"], kind, "{body}");
+    for k in ["param", "code"] {
+        assert!(e.get(k).is_some(), "missing {k} in {body}");
+    }
+    e.clone()
+}
+
+/// Files in a directory (recursively), for checking what is on disk.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Polls `cond` every 20 ms for up to `secs`.
+pub async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// A multipart/form-data body by hand, for raw-socket tests.
+pub const BOUNDARY: &str = "ragstoreTestBoundary7MA4YWxk";
+
+pub fn multipart_head(purpose: &str, filename: &str) -> Vec<u8> {
+    format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{purpose}\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+pub fn multipart_tail() -> Vec<u8> {
+    format!("\r\n--{BOUNDARY}--\r\n").into_bytes()
+}
+
+/// HTTP/1.1 request head for a multipart POST of `content_length` bytes.
+pub fn post_head(path: &str, content_length: usize) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n\
+         Content-Length: {content_length}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
