@@ -114,7 +114,7 @@ cleanup() {
     fi
     wait "$SERVER_PID" 2>/dev/null || true
   fi
-  rm -f "$DD_OUT"
+  rm -f "$DD_OUT" "$BENCH_DIR/rss.out" "$BENCH_DIR/upload.json"
   rm -rf "$DATA_DIR"
   exit "$status"
 }
@@ -198,7 +198,7 @@ for i in $(seq "$RUNS"); do
     "$BENCH_DIR/upload.json")
   [[ -n "$id" ]] || die "no file id in the upload response: $(head -c 500 "$BENCH_DIR/upload.json")"
   [[ "$bytes" -eq "$SIZE_BYTES" ]] || die "server stored $bytes bytes, expected $SIZE_BYTES"
-  up_s+=("$secs")
+  up_s+=("$(printf '%.3f' "$secs")")
   up_mbps+=("$(mbps "$secs")")
   up_rss+=("$(cat "$BENCH_DIR/rss.out")")
 
@@ -246,7 +246,7 @@ for i in $(seq "$RUNS"); do
   read -r code secs size <<<"$out"
   [[ "$code" == 200 ]] || die "GET /v1/files/$FILE_ID/content answered HTTP $code"
   [[ "$size" -eq "$SIZE_BYTES" ]] || die "GET returned $size bytes, expected $SIZE_BYTES"
-  get_s+=("$secs")
+  get_s+=("$(printf '%.3f' "$secs")")
   get_mbps+=("$(mbps "$secs")")
 
   log "cat run $i/$RUNS"

@@ -133,7 +133,9 @@ async fn create(
                     )
                 })?;
                 // A purpose sent before the file already tells us its limit.
-                let max = purpose.map_or(st.config.max_file_bytes, |p| files::max_bytes(&st, p));
+                let max = purpose.map_or(st.config.max_file_bytes, |p| {
+                    files::max_bytes(&st, p, false)
+                });
                 let staged = stage_field(&st.staging, field, max, "file").await?;
                 file = Some((filename, staged));
             }

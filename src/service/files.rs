@@ -17,11 +17,17 @@ pub struct NewFile {
     pub staged: StagedFile,
 }
 
-/// The size limit for one file of this purpose.
-pub fn max_bytes(st: &AppState, purpose: Purpose) -> u64 {
+/// The size limit for a file of this purpose sent whole (`POST /files`), or assembled from an
+/// upload's parts (`via_upload`).
+pub fn max_bytes(st: &AppState, purpose: Purpose, via_upload: bool) -> u64 {
+    let max = if via_upload {
+        st.config.max_upload_bytes
+    } else {
+        st.config.max_file_bytes
+    };
     match purpose {
-        Purpose::Batch => st.config.max_file_bytes.min(st.config.max_batch_file_bytes),
-        _ => st.config.max_file_bytes,
+        Purpose::Batch => max.min(st.config.max_batch_file_bytes),
+        _ => max,
     }
 }
 
@@ -49,9 +55,10 @@ pub async fn check_content(
     st: &AppState,
     purpose: Purpose,
     staged: &StagedFile,
+    via_upload: bool,
     param: &'static str,
 ) -> Result<()> {
-    let max = max_bytes(st, purpose);
+    let max = max_bytes(st, purpose, via_upload);
     if staged.len > max {
         return Err(Error::too_large(
             format!(
@@ -96,7 +103,7 @@ pub fn expires_at(
 
 pub async fn create(st: &AppState, project: &ProjectId, new: NewFile) -> Result<FileRecord> {
     check_filename(&new.filename, "file")?;
-    check_content(st, new.purpose, &new.staged, "file").await?;
+    check_content(st, new.purpose, &new.staged, false, "file").await?;
     let now = st.clock.now();
     let id = FileId::generate();
     let record = FileRecord {

@@ -1,7 +1,7 @@
 use futures_util::StreamExt;
 use std::collections::HashMap;
 
-use super::files::{check_content, check_filename, discard_blob, expires_at};
+use super::files::{check_content, check_filename, discard_blob, expires_at, max_bytes};
 use crate::app::AppState;
 use crate::domain::{
     Error, FileExpiry, FileId, FileRecord, FileStatus, PartId, PartRecord, ProjectId, Purpose,
@@ -19,13 +19,7 @@ pub struct NewUpload {
 
 pub async fn create(st: &AppState, project: &ProjectId, new: NewUpload) -> Result<UploadRecord> {
     check_filename(&new.filename, "filename")?;
-    let max = match new.purpose {
-        Purpose::Batch => st
-            .config
-            .max_upload_bytes
-            .min(st.config.max_batch_file_bytes),
-        _ => st.config.max_upload_bytes,
-    };
+    let max = max_bytes(st, new.purpose, true);
     if new.bytes < 0 || new.bytes as u64 > max {
         return Err(Error::invalid(
             format!(
@@ -234,7 +228,7 @@ pub async fn complete(
             ));
         }
     }
-    check_content(st, upload.purpose, &staged, "part_ids").await?;
+    check_content(st, upload.purpose, &staged, true, "part_ids").await?;
 
     let now = st.clock.now();
     let file_id = FileId::generate();
