@@ -6,6 +6,8 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod index;
+pub mod ingest;
 pub mod service;
 pub mod storage;
 

@@ -69,6 +69,12 @@ id_type!(
     /// `part_…`
     PartId, "part_");
 id_type!(
+    /// `vs_…`
+    VectorStoreId, "vs_");
+id_type!(
+    /// `vsfb_…`
+    FileBatchId, "vsfb_");
+id_type!(
     /// `proj_…`: every row belongs to one project.
     ProjectId, "proj_");
 

@@ -1,13 +1,23 @@
 //! Types and rules with no I/O: ids, purposes, statuses, records, limits.
 
+pub mod attributes;
+pub mod chunking;
 pub mod error;
 pub mod file;
+pub mod filter;
 pub mod ids;
 pub mod page;
 pub mod upload;
+pub mod vector_store;
 
+pub use attributes::{AttrValue, Attributes};
+pub use chunking::Chunking;
 pub use error::{Error, Resource, Result};
 pub use file::{FileExpiry, FileRecord, FileStatus, Purpose};
-pub use ids::{FileId, PartId, ProjectId, UploadId};
+pub use filter::{CompareOp, Filter, Scalar};
+pub use ids::{FileBatchId, FileId, PartId, ProjectId, UploadId, VectorStoreId};
 pub use page::{Order, Page};
 pub use upload::{PartRecord, UploadRecord, UploadStatus};
+pub use vector_store::{
+    FileBatchRecord, FileCounts, IngestErrorCode, VectorStoreRecord, VsFileRecord, VsFileStatus,
+};

@@ -1,0 +1,126 @@
+//! `chunking_strategy`: `auto` or `static {max_chunk_size_tokens, chunk_overlap_tokens}`.
+
+use serde_json::Value;
+
+use super::error::{Error, Result};
+
+/// The numbers a file is chunked with. Responses always report these as `static`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Chunking {
+    pub max_tokens: u32,
+    pub overlap_tokens: u32,
+}
+
+pub const MIN_CHUNK_TOKENS: u32 = 100;
+pub const MAX_CHUNK_TOKENS: u32 = 4096;
+
+impl Chunking {
+    /// `auto` is model-aware: OpenAI's 800/400 would overflow a small model's window and be cut,
+    /// so the chunk fills the window (`model_max_tokens`, capped at 800) with half of it overlapping.
+    pub fn auto(model_max_tokens: u32) -> Self {
+        let max_tokens = model_max_tokens.clamp(MIN_CHUNK_TOKENS, 800);
+        Chunking {
+            max_tokens,
+            overlap_tokens: max_tokens / 2,
+        }
+    }
+
+    /// A stable key naming this chunking, for caching chunks and embeddings per file.
+    pub fn key(&self) -> String {
+        format!("static-{}-{}", self.max_tokens, self.overlap_tokens)
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "type": "static",
+            "static": {
+                "max_chunk_size_tokens": self.max_tokens,
+                "chunk_overlap_tokens": self.overlap_tokens,
+            }
+        })
+    }
+
+    /// Parses a request's `chunking_strategy`; `None`/`null`/`auto` give `auto`.
+    pub fn parse(v: Option<&Value>, model_max_tokens: u32, param: &'static str) -> Result<Self> {
+        let bad = |m: String| Error::invalid(format!("Invalid '{param}': {m}"), param);
+        let Some(v) = v.filter(|v| !v.is_null()) else {
+            return Ok(Self::auto(model_max_tokens));
+        };
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("expected an object".into()))?;
+        match obj.get("type").and_then(Value::as_str) {
+            Some("auto") => Ok(Self::auto(model_max_tokens)),
+            Some("static") => {
+                let s = obj
+                    .get("static")
+                    .and_then(Value::as_object)
+                    .ok_or_else(|| bad("a 'static' strategy needs a 'static' object".into()))?;
+                let num = |k: &str| -> Result<i64> {
+                    s.get(k)
+                        .and_then(Value::as_i64)
+                        .ok_or_else(|| bad(format!("'{k}' must be an integer")))
+                };
+                let max = num("max_chunk_size_tokens")?;
+                let overlap = num("chunk_overlap_tokens")?;
+                if !(i64::from(MIN_CHUNK_TOKENS)..=i64::from(MAX_CHUNK_TOKENS)).contains(&max) {
+                    return Err(bad(format!(
+                        "max_chunk_size_tokens must be between {MIN_CHUNK_TOKENS} and {MAX_CHUNK_TOKENS}, got {max}"
+                    )));
+                }
+                if overlap < 0 || overlap > max / 2 {
+                    return Err(bad(format!(
+                        "chunk_overlap_tokens must be between 0 and half of max_chunk_size_tokens ({}), got {overlap}",
+                        max / 2
+                    )));
+                }
+                Ok(Chunking {
+                    max_tokens: max as u32,
+                    overlap_tokens: overlap as u32,
+                })
+            }
+            Some("other") => Err(bad("the 'other' strategy cannot be requested".into())),
+            _ => Err(bad("'type' must be 'auto' or 'static'".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn auto_fits_the_model() {
+        assert_eq!(
+            Chunking::auto(256),
+            Chunking {
+                max_tokens: 256,
+                overlap_tokens: 128
+            }
+        );
+        assert_eq!(
+            Chunking::auto(8192),
+            Chunking {
+                max_tokens: 800,
+                overlap_tokens: 400
+            }
+        );
+        assert_eq!(
+            Chunking::parse(None, 256, "c").ok(),
+            Some(Chunking::auto(256))
+        );
+    }
+
+    #[test]
+    fn static_bounds() {
+        let s = |m: i64, o: i64| json!({"type": "static", "static": {"max_chunk_size_tokens": m, "chunk_overlap_tokens": o}});
+        assert!(Chunking::parse(Some(&s(100, 50)), 256, "c").is_ok());
+        assert!(Chunking::parse(Some(&s(4096, 2048)), 256, "c").is_ok());
+        assert!(Chunking::parse(Some(&s(99, 0)), 256, "c").is_err());
+        assert!(Chunking::parse(Some(&s(4097, 0)), 256, "c").is_err());
+        assert!(Chunking::parse(Some(&s(200, 101)), 256, "c").is_err());
+        assert!(Chunking::parse(Some(&s(200, -1)), 256, "c").is_err());
+        assert!(Chunking::parse(Some(&json!({"type": "magic"})), 256, "c").is_err());
+    }
+}

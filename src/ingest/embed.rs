@@ -1,0 +1,22 @@
+//! Text -> vectors. [`Embedder`] is the seam: a local ONNX model through fastembed (default), or
+//! any OpenAI-compatible `/v1/embeddings` endpoint.
+
+use async_trait::async_trait;
+
+use crate::domain::Result;
+
+#[async_trait]
+pub trait Embedder: Send + Sync + 'static {
+    /// The model name reported by `/v1/embeddings`.
+    fn model(&self) -> &str;
+
+    /// Vector dimensions.
+    fn dims(&self) -> usize;
+
+    /// The most tokens the model reads at once (its window); `auto` chunking fits inside it.
+    fn max_input_tokens(&self) -> usize;
+
+    /// One L2-normalised vector per text, in order. A text longer than the window is embedded from
+    /// all of its text (the normalised mean of its windows' vectors), never truncated.
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>>;
+}

@@ -1,0 +1,3 @@
+//! The ingestion pipeline: extract -> chunk -> embed -> index.
+
+pub mod embed;
