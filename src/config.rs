@@ -76,6 +76,44 @@ pub struct Config {
     #[arg(long, env = "RAGSTORE_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
     pub shutdown_grace_secs: f64,
 
+    /// Directory holding the embedding model and the ONNX Runtime library
+    /// (fetched by scripts/fetch-models.sh).
+    #[arg(long, env = "RAGSTORE_MODELS_DIR", default_value = "./models")]
+    pub models_dir: PathBuf,
+
+    /// Ingestion workers (jobs run at once); 0 = one per CPU core.
+    #[arg(long, env = "RAGSTORE_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// Threads for the local embedding model (concurrent model runs).
+    #[arg(long, env = "RAGSTORE_EMBED_THREADS", default_value_t = 1)]
+    pub embed_threads: usize,
+
+    /// Use an OpenAI-compatible embeddings endpoint (e.g. http://host:8000/v1) instead of the
+    /// local model.
+    #[arg(long, env = "RAGSTORE_EMBEDDING_URL")]
+    pub embedding_url: Option<String>,
+
+    /// Model name sent to --embedding-url.
+    #[arg(
+        long,
+        env = "RAGSTORE_EMBEDDING_MODEL",
+        default_value = "all-MiniLM-L6-v2"
+    )]
+    pub embedding_model: String,
+
+    /// Bearer key for --embedding-url.
+    #[arg(long, env = "RAGSTORE_EMBEDDING_API_KEY", hide_env_values = true)]
+    pub embedding_api_key: Option<String>,
+
+    /// Window (tokens) of the remote model; `auto` chunking fits inside it.
+    #[arg(long, env = "RAGSTORE_EMBEDDING_MAX_TOKENS", default_value_t = 256)]
+    pub embedding_max_tokens: usize,
+
+    /// Run ingestion workers inside the server (tests turn this off to drive the queue by hand).
+    #[arg(skip = true)]
+    pub workers_enabled: bool,
+
     /// Log line format.
     #[arg(long, env = "RAGSTORE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -95,6 +133,14 @@ impl Config {
         };
         config.data_dir = data_dir.into();
         config
+    }
+
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
     }
 
     pub fn reaper_interval(&self) -> Duration {

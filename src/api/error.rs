@@ -56,6 +56,9 @@ impl IntoResponse for ApiError {
                     Resource::File => "file_not_found",
                     Resource::Upload => "upload_not_found",
                     Resource::Part => "part_not_found",
+                    Resource::VectorStore => "vector_store_not_found",
+                    Resource::VectorStoreFile => "vector_store_file_not_found",
+                    Resource::FileBatch => "file_batch_not_found",
                 }),
             ),
             Error::Conflict { param, .. } => body(

@@ -1,10 +1,12 @@
 //! The OpenAI HTTP surface. One module per resource, each with a `router()`; the same routes are
 //! served under `/v1` and, for llama-stack clients, `/v1/openai/v1`.
 
+pub mod embeddings;
 pub mod error;
 pub mod files;
 pub mod json;
 pub mod uploads;
+pub mod vector_stores;
 
 use axum::extract::{FromRequestParts, OriginalUri, Request};
 use axum::http::request::Parts;
@@ -37,6 +39,8 @@ fn v1_routes(config: &Config) -> Router<AppState> {
     Router::new()
         .merge(files::router(config))
         .merge(uploads::router(config))
+        .merge(vector_stores::router())
+        .merge(embeddings::router())
         .method_not_allowed_fallback(method_not_allowed)
 }
 

@@ -2,13 +2,20 @@
 //! above it knows which database answers.
 
 pub mod sqlite;
+mod sqlite_vs;
 
 use async_trait::async_trait;
+use serde_json::{Map, Value};
 
 use crate::domain::{
-    FileId, FileRecord, Order, PartId, PartRecord, ProjectId, Purpose, Result, UploadId,
-    UploadRecord, UploadStatus,
+    Attributes, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId, FileRecord,
+    IngestErrorCode, Job, NewJob, Order, PartId, PartRecord, ProjectId, Purpose, Result, UploadId,
+    UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord, VsFileStatus,
 };
+
+/// Everything the services need from the metadata database.
+pub trait Metadata: FileMetadata + VectorMetadata + JobQueue {}
+impl<T: FileMetadata + VectorMetadata + JobQueue> Metadata for T {}
 
 /// Filters and cursor of `GET /files`.
 #[derive(Debug, Clone)]
@@ -22,10 +29,11 @@ pub struct FileListQuery {
 }
 
 #[async_trait]
-pub trait Metadata: Send + Sync + 'static {
+pub trait FileMetadata: Send + Sync + 'static {
     // --- files ---------------------------------------------------------------------------------
 
-    async fn insert_file(&self, file: &FileRecord) -> Result<()>;
+    /// Inserts the file row and, in the same transaction, its first job (text extraction).
+    async fn insert_file(&self, file: &FileRecord, job: Option<&NewJob>) -> Result<()>;
 
     /// A file the client can see: not deleted and not past `expires_at`.
     async fn get_file(
@@ -49,19 +57,17 @@ pub trait Metadata: Send + Sync + 'static {
         now: i64,
     ) -> Result<Vec<FileRecord>>;
 
-    /// Marks a visible file deleted; returns it, or `None` if it was not visible.
-    async fn mark_file_deleted(
+    /// In one transaction: marks a file deleted, removes it from every vector store, cancels its
+    /// jobs and enqueues its purge. Returns it, or `None` if it was already deleted.
+    async fn delete_file(
         &self,
         project: &ProjectId,
         id: &FileId,
         now: i64,
     ) -> Result<Option<FileRecord>>;
 
-    /// Marks every file past its `expires_at` deleted; returns how many.
-    async fn mark_expired_files_deleted(&self, now: i64) -> Result<u64>;
-
-    /// Files marked deleted whose blob and row still need purging.
-    async fn deleted_files(&self, limit: u32) -> Result<Vec<FileRecord>>;
+    /// Visible files whose `expires_at` has passed.
+    async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>>;
 
     /// Removes the row of a file already marked deleted.
     async fn purge_file_row(&self, id: &FileId) -> Result<()>;
@@ -85,8 +91,13 @@ pub trait Metadata: Send + Sync + 'static {
 
     /// In one transaction: the pending, unexpired upload becomes completed and the file row is
     /// inserted. `false` (and nothing written) if the upload was no longer pending.
-    async fn complete_upload(&self, upload: &UploadId, file: &FileRecord, now: i64)
-        -> Result<bool>;
+    async fn complete_upload(
+        &self,
+        upload: &UploadId,
+        file: &FileRecord,
+        job: Option<&NewJob>,
+        now: i64,
+    ) -> Result<bool>;
 
     /// Moves a pending upload to `to`; `false` if it was not pending.
     async fn finish_pending_upload(&self, upload: &UploadId, to: UploadStatus) -> Result<bool>;
@@ -99,8 +110,269 @@ pub trait Metadata: Send + Sync + 'static {
 
     async fn delete_parts(&self, upload: &UploadId) -> Result<()>;
 
+    /// Sets a file's (deprecated) `status` and `status_details`.
+    async fn set_file_status(
+        &self,
+        id: &FileId,
+        status: crate::domain::FileStatus,
+        details: Option<&str>,
+    ) -> Result<()>;
+
+    /// Filenames of the given files (deleted ones included), for search results.
+    async fn filenames(&self, ids: &[FileId]) -> Result<Vec<(FileId, String)>>;
+
     /// Closes connections cleanly (checkpoints the SQLite WAL).
     async fn close(&self);
+}
+
+/// A cursor position in a listing ordered by `(created_at, id)`.
+pub type Position = (i64, String);
+
+#[derive(Debug, Clone)]
+pub struct ListWindow {
+    pub order: Order,
+    pub after: Option<Position>,
+    pub before: Option<Position>,
+    /// Rows to return (callers ask for one more than they show, to learn `has_more`).
+    pub limit: u32,
+}
+
+/// What attaching a file to a store did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attached {
+    /// A new row and its ingest job.
+    New(VsFileRecord),
+    /// The file was already in the store; nothing changed.
+    Existing(VsFileRecord),
+}
+
+/// The extracted text of a file, or why there is none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileText {
+    Ok {
+        storage_key: String,
+        format: String,
+    },
+    Failed {
+        code: IngestErrorCode,
+        message: String,
+    },
+}
+
+/// One chunk of a file under one chunking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRow {
+    pub idx: u32,
+    pub text: String,
+    pub extra: Map<String, Value>,
+    pub embedding: Option<Vec<f32>>,
+}
+
+#[async_trait]
+pub trait VectorMetadata: Send + Sync + 'static {
+    // --- stores --------------------------------------------------------------------------------
+
+    /// Inserts the store and, in the same transaction, attaches `files` (each with its job).
+    async fn create_vector_store(
+        &self,
+        store: &VectorStoreRecord,
+        files: &[(VsFileRecord, NewJob)],
+    ) -> Result<()>;
+
+    async fn get_vector_store(
+        &self,
+        project: &ProjectId,
+        id: &VectorStoreId,
+    ) -> Result<Option<VectorStoreRecord>>;
+
+    async fn vector_store_position(
+        &self,
+        project: &ProjectId,
+        id: &VectorStoreId,
+    ) -> Result<Option<Position>>;
+
+    async fn list_vector_stores(
+        &self,
+        project: &ProjectId,
+        w: &ListWindow,
+    ) -> Result<Vec<VectorStoreRecord>>;
+
+    /// Writes name, description, metadata, expiry and last_active_at.
+    async fn update_vector_store(&self, store: &VectorStoreRecord) -> Result<()>;
+
+    /// In one transaction: marks the store deleted, detaches its files, cancels its jobs and
+    /// enqueues its purge. `false` if it did not exist.
+    async fn delete_vector_store(
+        &self,
+        project: &ProjectId,
+        id: &VectorStoreId,
+        purge: &NewJob,
+        now: i64,
+    ) -> Result<bool>;
+
+    /// File counts by status and the summed usage bytes of a store.
+    async fn store_stats(&self, id: &VectorStoreId) -> Result<(FileCounts, i64)>;
+
+    /// Removes the rows of a deleted store once its points are gone.
+    async fn purge_vector_store_rows(&self, id: &VectorStoreId) -> Result<()>;
+
+    // --- files in stores ------------------------------------------------------------------------
+
+    /// Attaches a file with its ingest job, in one transaction.
+    async fn attach_file(&self, vs_file: &VsFileRecord, job: &NewJob) -> Result<Attached>;
+
+    async fn get_vs_file(
+        &self,
+        store: &VectorStoreId,
+        file: &FileId,
+    ) -> Result<Option<VsFileRecord>>;
+
+    async fn vs_file_position(
+        &self,
+        store: &VectorStoreId,
+        file: &FileId,
+    ) -> Result<Option<Position>>;
+
+    async fn list_vs_files(
+        &self,
+        store: &VectorStoreId,
+        batch: Option<&FileBatchId>,
+        status: Option<VsFileStatus>,
+        w: &ListWindow,
+    ) -> Result<Vec<VsFileRecord>>;
+
+    async fn set_vs_file_attributes(
+        &self,
+        store: &VectorStoreId,
+        file: &FileId,
+        attributes: &Attributes,
+    ) -> Result<bool>;
+
+    /// In one transaction: removes the file from the store, cancels its ingest job and enqueues
+    /// the purge of its points. `None` if it was not in the store.
+    async fn detach_file(
+        &self,
+        store: &VectorStoreId,
+        file: &FileId,
+        purge: &NewJob,
+        now: i64,
+    ) -> Result<Option<VsFileRecord>>;
+
+    /// Files whose points in this store await a purge (deleted, or detached): searches exclude
+    /// them so a deleted file disappears at once, not when its purge job runs.
+    async fn files_pending_purge(&self, store: &VectorStoreId) -> Result<Vec<FileId>>;
+
+    /// Stores whose chunking of this file is `chunking` and whose ingestion completed.
+    async fn completed_with_chunking(&self, file: &FileId, chunking: &Chunking) -> Result<bool>;
+
+    // --- batches --------------------------------------------------------------------------------
+
+    /// Inserts the batch and attaches its files (each with its job) in one transaction. Files
+    /// already in the store keep their row and join no batch.
+    async fn create_batch(
+        &self,
+        batch: &FileBatchRecord,
+        files: &[(VsFileRecord, NewJob)],
+    ) -> Result<()>;
+
+    async fn get_batch(
+        &self,
+        store: &VectorStoreId,
+        id: &FileBatchId,
+    ) -> Result<Option<FileBatchRecord>>;
+
+    async fn batch_counts(&self, id: &FileBatchId) -> Result<FileCounts>;
+
+    /// Marks the batch cancelled, its in-progress files cancelled and their jobs cancelled.
+    async fn cancel_batch(&self, id: &FileBatchId) -> Result<()>;
+
+    // --- per-file caches ------------------------------------------------------------------------
+
+    async fn get_file_text(&self, file: &FileId) -> Result<Option<FileText>>;
+
+    async fn put_file_text(&self, file: &FileId, text: &FileText, now: i64) -> Result<()>;
+
+    /// Number of chunks stored for (file, chunking); 0 if not chunked yet.
+    async fn chunk_count(&self, file: &FileId, chunking: &Chunking) -> Result<u32>;
+
+    /// Replaces the chunks of (file, chunking) in one transaction.
+    async fn put_chunks(
+        &self,
+        file: &FileId,
+        chunking: &Chunking,
+        chunks: &[ChunkRow],
+    ) -> Result<()>;
+
+    /// Chunks of (file, chunking) from `offset`, at most `limit`, with embeddings if `with_vectors`.
+    async fn get_chunks(
+        &self,
+        file: &FileId,
+        chunking: &Chunking,
+        offset: u32,
+        limit: u32,
+        with_vectors: bool,
+    ) -> Result<Vec<ChunkRow>>;
+
+    /// Chunks without an embedding from `model`, at most `limit`.
+    async fn chunks_to_embed(
+        &self,
+        file: &FileId,
+        chunking: &Chunking,
+        model: &str,
+        limit: u32,
+    ) -> Result<Vec<ChunkRow>>;
+
+    async fn set_embeddings(
+        &self,
+        file: &FileId,
+        chunking: &Chunking,
+        model: &str,
+        vectors: &[(u32, Vec<f32>)],
+    ) -> Result<()>;
+
+    /// Removes a deleted file's text row and chunks.
+    async fn delete_file_caches(&self, file: &FileId) -> Result<()>;
+}
+
+/// How a finished job ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEnd {
+    Done,
+    /// Permanent failure: the job stops; an ingest job's file becomes `failed`.
+    Failed {
+        code: IngestErrorCode,
+        message: String,
+    },
+    /// Transient failure: run again at `retry_at`.
+    Retry {
+        message: String,
+        retry_at: i64,
+    },
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    async fn enqueue(&self, job: &NewJob, now: i64) -> Result<i64>;
+
+    /// Claims the oldest runnable job under a lease until `now + lease_secs`.
+    async fn claim_job(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>>;
+
+    /// Extends the lease; `false` if the job is no longer this worker's (cancelled or reclaimed).
+    async fn heartbeat(&self, job: &Job, until: i64) -> Result<bool>;
+
+    /// Ends the job, fenced on `locked_by`. For an ingest job, the file's status follows in the
+    /// same transaction (`usage_bytes` when done). `false` if the job was no longer ours.
+    async fn finish_job(&self, job: &Job, end: &JobEnd, usage_bytes: i64, now: i64)
+        -> Result<bool>;
+
+    /// Puts jobs whose lease expired before `now` back in the queue (all running jobs at start-up).
+    async fn requeue_expired(&self, now: i64) -> Result<u64>;
+
+    /// Whether the job is still running under this worker's lease.
+    async fn job_is_ours(&self, job: &Job) -> Result<bool>;
+
+    /// Queued or running jobs (for tests and shutdown).
+    async fn pending_jobs(&self) -> Result<u64>;
 }
 
 pub(crate) fn db_err(e: sqlx::Error) -> crate::domain::Error {

@@ -13,17 +13,17 @@ use sqlx::Row;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{db_err, FileListQuery, Metadata};
+use super::{db_err, FileListQuery, FileMetadata};
 use crate::domain::{
-    Error, FileId, FileRecord, FileStatus, Order, PartId, PartRecord, ProjectId, Purpose, Result,
-    UploadId, UploadRecord, UploadStatus,
+    Error, FileId, FileRecord, FileStatus, NewJob, Order, PartId, PartRecord, ProjectId, Purpose,
+    Result, UploadId, UploadRecord, UploadStatus,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug, Clone)]
 pub struct SqliteMetadata {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteMetadata {
@@ -52,7 +52,7 @@ fn corrupt(what: &str, value: &str) -> Error {
     Error::Internal(anyhow::anyhow!("unexpected {what} {value:?} in database"))
 }
 
-fn file_from_row(row: &SqliteRow) -> Result<FileRecord> {
+pub(super) fn file_from_row(row: &SqliteRow) -> Result<FileRecord> {
     let purpose: String = row.try_get("purpose").map_err(db_err)?;
     let status: String = row.try_get("status").map_err(db_err)?;
     Ok(FileRecord {
@@ -120,16 +120,20 @@ fn bind_file<'q>(
 }
 
 /// A file the client can still see.
-const VISIBLE: &str = "deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?)";
+pub(super) const VISIBLE: &str = "deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?)";
 
 #[async_trait]
-impl Metadata for SqliteMetadata {
-    async fn insert_file(&self, file: &FileRecord) -> Result<()> {
+impl FileMetadata for SqliteMetadata {
+    async fn insert_file(&self, file: &FileRecord, job: Option<&NewJob>) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         bind_file(sqlx::query(INSERT_FILE), file)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(())
+        if let Some(job) = job {
+            super::sqlite_vs::insert_job(&mut tx, job, file.created_at).await?;
+        }
+        tx.commit().await.map_err(db_err)
     }
 
     async fn get_file(
@@ -201,45 +205,42 @@ impl Metadata for SqliteMetadata {
         rows.iter().map(file_from_row).collect()
     }
 
-    async fn mark_file_deleted(
+    async fn delete_file(
         &self,
         project: &ProjectId,
         id: &FileId,
         now: i64,
     ) -> Result<Option<FileRecord>> {
-        let sql = format!(
-            "UPDATE files SET deleted_at = ? WHERE id = ? AND project_id = ? AND {VISIBLE} RETURNING *"
-        );
-        let row = sqlx::query(&sql)
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Not the visibility check: the reaper deletes files precisely because they expired.
+        let row = sqlx::query(
+            "UPDATE files SET deleted_at = ? WHERE id = ? AND project_id = ? AND deleted_at IS NULL RETURNING *",
+        )
             .bind(now)
             .bind(id.as_str())
             .bind(project.as_str())
-            .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(file_from_row).transpose()
+        let Some(row) = row else {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(None);
+        };
+        let file = file_from_row(&row)?;
+        super::sqlite_vs::unlink_file(&mut tx, &file, now).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(file))
     }
 
-    async fn mark_expired_files_deleted(&self, now: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE files SET deleted_at = ? \
-             WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ?",
+    async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM files WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ? LIMIT ?",
         )
         .bind(now)
-        .bind(now)
-        .execute(&self.pool)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn deleted_files(&self, limit: u32) -> Result<Vec<FileRecord>> {
-        let rows = sqlx::query("SELECT * FROM files WHERE deleted_at IS NOT NULL LIMIT ?")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
         rows.iter().map(file_from_row).collect()
     }
 
@@ -341,6 +342,7 @@ impl Metadata for SqliteMetadata {
         &self,
         upload: &UploadId,
         file: &FileRecord,
+        job: Option<&NewJob>,
         now: i64,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
@@ -362,6 +364,9 @@ impl Metadata for SqliteMetadata {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        if let Some(job) = job {
+            super::sqlite_vs::insert_job(&mut tx, job, now).await?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(true)
     }
@@ -408,6 +413,37 @@ impl Metadata for SqliteMetadata {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn set_file_status(
+        &self,
+        id: &FileId,
+        status: FileStatus,
+        details: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE files SET status = ?, status_details = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(details)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn filenames(&self, ids: &[FileId]) -> Result<Vec<(FileId, String)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query("SELECT filename FROM files WHERE id = ?")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+            if let Some(r) = row {
+                out.push((id.clone(), r.try_get("filename").map_err(db_err)?));
+            }
+        }
+        Ok(out)
     }
 
     async fn close(&self) {

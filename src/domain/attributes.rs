@@ -7,12 +7,26 @@ use std::collections::BTreeMap;
 use super::error::{Error, Result};
 
 /// One attribute value: the spec allows strings, numbers and booleans.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum AttrValue {
     Bool(bool),
     Number(f64),
     String(String),
+}
+
+/// Whole numbers go out as integers (`2019`, not `2019.0`), as clients sent them.
+impl Serialize for AttrValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            AttrValue::Bool(b) => s.serialize_bool(*b),
+            AttrValue::String(v) => s.serialize_str(v),
+            AttrValue::Number(n) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
+                s.serialize_i64(*n as i64)
+            }
+            AttrValue::Number(n) => s.serialize_f64(*n),
+        }
+    }
 }
 
 pub type Attributes = BTreeMap<String, AttrValue>;
@@ -80,12 +94,14 @@ pub fn parse_attributes(v: Option<&Value>, param: &'static str) -> Result<Attrib
                     param,
                 )
             })?),
-            _ => return Err(Error::invalid(
-                format!(
+            _ => {
+                return Err(Error::invalid(
+                    format!(
                     "Invalid '{param}': the value of '{key}' must be a string, number or boolean."
                 ),
-                param,
-            )),
+                    param,
+                ))
+            }
         };
         out.insert(key.clone(), parsed);
     }

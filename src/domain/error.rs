@@ -6,6 +6,9 @@ pub enum Resource {
     File,
     Upload,
     Part,
+    VectorStore,
+    VectorStoreFile,
+    FileBatch,
 }
 
 impl Resource {
@@ -14,6 +17,9 @@ impl Resource {
             Resource::File => "File",
             Resource::Upload => "Upload",
             Resource::Part => "Part",
+            Resource::VectorStore => "VectorStore",
+            Resource::VectorStoreFile => "VectorStoreFile",
+            Resource::FileBatch => "VectorStoreFileBatch",
         }
     }
 }

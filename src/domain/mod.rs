@@ -6,6 +6,7 @@ pub mod error;
 pub mod file;
 pub mod filter;
 pub mod ids;
+pub mod job;
 pub mod page;
 pub mod upload;
 pub mod vector_store;
@@ -16,6 +17,7 @@ pub use error::{Error, Resource, Result};
 pub use file::{FileExpiry, FileRecord, FileStatus, Purpose};
 pub use filter::{CompareOp, Filter, Scalar};
 pub use ids::{FileBatchId, FileId, PartId, ProjectId, UploadId, VectorStoreId};
+pub use job::{Job, JobKind, NewJob};
 pub use page::{Order, Page};
 pub use upload::{PartRecord, UploadRecord, UploadStatus};
 pub use vector_store::{

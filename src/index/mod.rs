@@ -13,6 +13,8 @@
 //!
 //! Every query filters on `vector_store_id`. Nothing in this trait is specific to one engine.
 
+pub mod edge;
+
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -57,13 +59,15 @@ pub trait VectorIndex: Send + Sync + 'static {
     /// Inserts or overwrites points (by id).
     async fn upsert(&self, points: Vec<Point>) -> Result<()>;
 
-    /// The `limit` nearest points of one store that pass `filter` (on attributes) and score at
-    /// least `score_threshold` (cosine), best first.
+    /// The `limit` nearest points of one store that pass `filter` (on attributes), are not of
+    /// `exclude_files` (deleted, awaiting their purge) and score at least `score_threshold`
+    /// (cosine), best first.
     async fn search(
         &self,
         store: &VectorStoreId,
         vector: Vec<f32>,
         filter: Option<&Filter>,
+        exclude_files: &[FileId],
         limit: usize,
         score_threshold: Option<f32>,
     ) -> Result<Vec<Hit>>;

@@ -20,3 +20,11 @@ pub trait Embedder: Send + Sync + 'static {
     /// all of its text (the normalised mean of its windows' vectors), never truncated.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>>;
 }
+
+/// Scales `v` to unit length in place; a zero vector stays zero.
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}

@@ -1,3 +1,27 @@
 //! The ingestion pipeline: extract -> chunk -> embed -> index.
 
+pub mod chunk;
 pub mod embed;
+pub mod extract;
+pub mod local;
+pub mod remote;
+pub mod worker;
+
+use std::sync::Arc;
+
+use chunk::Chunker;
+use embed::Embedder;
+
+/// The CPU-heavy parts of ingestion and search, chosen once in `app.rs`.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub embedder: Arc<dyn Embedder>,
+    pub chunker: Arc<Chunker>,
+}
+
+impl Pipeline {
+    /// The chunk size `auto` uses: the embedding model's window.
+    pub fn auto_chunk_tokens(&self) -> u32 {
+        u32::try_from(self.embedder.max_input_tokens()).unwrap_or(u32::MAX)
+    }
+}

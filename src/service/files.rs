@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use crate::app::AppState;
 use crate::db::FileListQuery;
 use crate::domain::{
-    page, Error, FileExpiry, FileId, FileRecord, FileStatus, Order, Page, ProjectId, Purpose,
-    Resource, Result,
+    page, Error, FileExpiry, FileId, FileRecord, FileStatus, JobKind, NewJob, Order, Page,
+    ProjectId, Purpose, Resource, Result,
 };
 use crate::storage::{Blob, StagedFile};
 
@@ -119,12 +119,27 @@ pub async fn create(st: &AppState, project: &ProjectId, new: NewFile) -> Result<
         status_details: None,
     };
     st.storage.put(&record.storage_key, new.staged).await?;
-    if let Err(e) = st.meta.insert_file(&record).await {
+    let job = extract_job(&record);
+    if let Err(e) = st.meta.insert_file(&record, job.as_ref()).await {
         discard_blob(st, &record.storage_key).await;
         return Err(e);
     }
+    if job.is_some() {
+        st.jobs_notify.notify_one();
+    }
     tracing::info!(file_id = %record.id, bytes = record.bytes, purpose = record.purpose.as_str(), "file created");
     Ok(record)
+}
+
+/// Files meant for retrieval have their text extracted right after upload, so a later attach
+/// only chunks and embeds; other purposes are extracted at first attach.
+pub(crate) fn extract_job(file: &FileRecord) -> Option<NewJob> {
+    matches!(file.purpose, Purpose::Assistants | Purpose::UserData).then(|| NewJob {
+        kind: JobKind::Extract,
+        project_id: file.project_id.clone(),
+        file_id: Some(file.id.clone()),
+        vector_store_id: None,
+    })
 }
 
 /// Removes a blob no row refers to; a failure is only logged, the start-up sweep retries.
@@ -207,24 +222,17 @@ pub async fn content(st: &AppState, project: &ProjectId, id: &str) -> Result<(Fi
     Ok((file, blob))
 }
 
-/// Marks the file deleted (it is gone for clients from this moment), then purges its bytes and
-/// row. If the purge fails or the process dies, the reaper finishes it.
+/// One transaction marks the file deleted (it is gone for clients from this moment), removes it
+/// from every vector store, cancels its jobs and enqueues its purge (points, caches, bytes, row).
 pub async fn delete(st: &AppState, project: &ProjectId, id: &str) -> Result<FileId> {
-    let id = parse_id(id)?;
+    // An expired file is already gone for clients: 404, like any unknown id.
+    let id = get(st, project, id).await?.id;
     let file = st
         .meta
-        .mark_file_deleted(project, &id, st.clock.now())
+        .delete_file(project, &id, st.clock.now())
         .await?
         .ok_or_else(|| Error::not_found(Resource::File, id.as_str()))?;
-    if let Err(e) = purge(st, &file).await {
-        tracing::warn!(file_id = %file.id, error = %e, "purge after delete failed; the reaper will retry");
-    }
+    st.jobs_notify.notify_one();
     tracing::info!(file_id = %file.id, "file deleted");
     Ok(file.id)
-}
-
-/// Removes the bytes, then the row, of a file already marked deleted. Idempotent.
-pub(crate) async fn purge(st: &AppState, file: &FileRecord) -> Result<()> {
-    st.storage.delete(&file.storage_key).await?;
-    st.meta.purge_file_row(&file.id).await
 }

@@ -10,7 +10,7 @@ use crate::domain::{FileId, PartId, Result};
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReapReport {
     pub expired_files: u64,
-    pub purged_files: u64,
+    pub requeued_jobs: u64,
     pub expired_uploads: u64,
     pub freed_uploads: u64,
 }
@@ -19,19 +19,29 @@ pub struct ReapReport {
 pub async fn reap_once(st: &AppState) -> Result<ReapReport> {
     let now = st.clock.now();
     let mut report = ReapReport {
-        expired_files: st.meta.mark_expired_files_deleted(now).await?,
         expired_uploads: st.meta.expire_uploads(now).await?,
+        requeued_jobs: st.meta.requeue_expired(now).await?,
         ..Default::default()
     };
+    // Expired files are deleted like any other: hidden at once, purged by a job.
     loop {
-        let batch = st.meta.deleted_files(256).await?;
+        let batch = st.meta.expired_files(now, 256).await?;
         if batch.is_empty() {
             break;
         }
         for file in &batch {
-            super::files::purge(st, file).await?;
-            report.purged_files += 1;
+            if st
+                .meta
+                .delete_file(&file.project_id, &file.id, now)
+                .await?
+                .is_some()
+            {
+                report.expired_files += 1;
+            }
         }
+    }
+    if report.expired_files > 0 {
+        st.jobs_notify.notify_one();
     }
     loop {
         let uploads = st.meta.finished_uploads_with_parts(256).await?;
@@ -91,6 +101,11 @@ pub async fn startup_sweep(st: &AppState) -> Result<SweepReport> {
             ?report,
             "start-up sweep removed leftovers of an earlier run"
         );
+    }
+    // One server per data dir: whatever was running belonged to a process that is gone.
+    let requeued = st.meta.requeue_expired(i64::MAX).await?;
+    if requeued > 0 {
+        tracing::info!(requeued, "jobs of an earlier run queued again");
     }
     reap_once(st).await?;
     Ok(report)

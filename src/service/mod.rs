@@ -5,3 +5,5 @@ pub mod files;
 pub mod jsonl;
 pub mod maintenance;
 pub mod uploads;
+pub mod vector_stores;
+pub mod vs_files;

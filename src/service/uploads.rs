@@ -252,7 +252,11 @@ pub async fn complete(
         status_details: None,
     };
     st.storage.put(&file.storage_key, staged).await?;
-    let completed = st.meta.complete_upload(&upload.id, &file, now).await;
+    let job = super::files::extract_job(&file);
+    let completed = st
+        .meta
+        .complete_upload(&upload.id, &file, job.as_ref(), now)
+        .await;
     if !matches!(completed, Ok(true)) {
         discard_blob(st, &file.storage_key).await;
     }
@@ -260,6 +264,9 @@ pub async fn complete(
         let now_upload = get(st, project, id).await?;
         let s = now_upload.effective_status(st.clock.now());
         return Err(not_pending(&now_upload, s, "it can no longer be completed"));
+    }
+    if job.is_some() {
+        st.jobs_notify.notify_one();
     }
     drop_parts(st, &upload.id).await;
     tracing::info!(upload_id = %upload.id, file_id = %file.id, bytes = file.bytes, "upload completed");

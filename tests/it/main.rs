@@ -7,6 +7,7 @@ mod crash;
 mod errors;
 mod files;
 mod uploads;
+mod vector_stores;
 
 use ragstore::clock::ManualClock;
 use ragstore::{App, AppState, Config};
@@ -40,10 +41,23 @@ impl TestApp {
 
     /// Builds the app on `dir` (which may hold an earlier run's data) and serves it.
     pub async fn spawn_in(dir: TempDir, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_custom(dir, tweak, None).await
+    }
+
+    pub async fn spawn_custom(
+        dir: TempDir,
+        tweak: impl FnOnce(&mut Config),
+        embedder: Option<Arc<dyn ragstore::ingest::embed::Embedder>>,
+    ) -> Self {
         let mut config = Config::for_data_dir(dir.path().join("data"));
+        config.models_dir = models_dir();
+        // Tests drive the queue themselves with `drain()`, so every step is deterministic.
+        config.workers_enabled = false;
         tweak(&mut config);
         let clock = Arc::new(ManualClock::new());
-        let app = App::build_with_clock(config, clock.clone()).await.unwrap();
+        let app = App::build_custom(config, clock.clone(), embedder)
+            .await
+            .unwrap();
         let state = app.state().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -65,6 +79,16 @@ impl TestApp {
         self.shutdown.cancel();
         self.server.await.unwrap().unwrap();
         self.dir
+    }
+
+    /// Runs queued jobs until none is runnable; returns how many ran.
+    pub async fn drain(&self) -> usize {
+        let worker = ragstore::ingest::worker::Worker::new(self.state.clone(), "test");
+        let mut n = 0;
+        while worker.try_run_one().await.unwrap() {
+            n += 1;
+        }
+        n
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -118,6 +142,10 @@ impl TestApp {
         let status = res.status().as_u16();
         (status, res.json().await.unwrap())
     }
+}
+
+pub fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
 }
 
 /// Asserts the OpenAI error shape and returns `error`.

@@ -90,6 +90,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     port = _free_port()
     root = f"http://127.0.0.1:{port}"
 
+    models_dir = os.environ.get("RAGSTORE_MODELS_DIR", str(REPO_ROOT / "models"))
     # Only the flags below configure the server; stray RAGSTORE_* variables must not leak in.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTORE_")}
     cmd = [
@@ -101,6 +102,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "--max-part-bytes", "256KiB",
         "--max-upload-bytes", "4MiB",
         "--shutdown-grace-secs", "5",
+        "--models-dir", models_dir,
     ]
     stderr_file = open(stderr_path, "wb")
     proc = subprocess.Popen(

@@ -1,0 +1,63 @@
+//! Jobs of the durable ingestion queue.
+
+use super::ids::{FileId, ProjectId, VectorStoreId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Extract a file's text (once per file).
+    Extract,
+    /// Extract if needed, chunk, embed and index one file into one store.
+    Ingest,
+    /// A deleted file: its points in every store, its caches, its bytes, its row.
+    PurgeFile,
+    /// A file detached from one store: its points in that store.
+    PurgeVsFile,
+    /// A deleted store: its points and rows.
+    PurgeStore,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Extract => "extract",
+            JobKind::Ingest => "ingest",
+            JobKind::PurgeFile => "purge_file",
+            JobKind::PurgeVsFile => "purge_vs_file",
+            JobKind::PurgeStore => "purge_store",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            JobKind::Extract,
+            JobKind::Ingest,
+            JobKind::PurgeFile,
+            JobKind::PurgeVsFile,
+            JobKind::PurgeStore,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub kind: JobKind,
+    pub project_id: ProjectId,
+    pub file_id: Option<FileId>,
+    pub vector_store_id: Option<VectorStoreId>,
+}
+
+/// A job claimed by a worker, under a lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: i64,
+    pub kind: JobKind,
+    pub project_id: ProjectId,
+    pub file_id: Option<FileId>,
+    pub vector_store_id: Option<VectorStoreId>,
+    /// Including this run.
+    pub attempts: i64,
+    pub locked_by: String,
+}

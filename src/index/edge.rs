@@ -1,0 +1,1241 @@
+//! The embedded default [`VectorIndex`]: one `qdrant-edge` shard in the data directory.
+//!
+//! qdrant-edge 0.7.2 is a synchronous library with no background workers: every call below runs
+//! on tokio's blocking pool, and HNSW graphs are only built when [`VectorIndex::maintain`] runs
+//! the shard's optimisers. Until then new points sit in a plain (brute-force) segment, which is
+//! exact but slows down as it grows.
+//!
+//! Durability: 0.7.2 appends every operation to its WAL but never replays it on load (nor
+//! truncates it: `wal/` grows with every write), so what survives a crash is what the last
+//! [`VectorIndex::flush`] (or a clean drop) wrote to the segments. `maintain` therefore also
+//! flushes whenever something changed. The WAL is file-locked: one process, one open `EdgeIndex`
+//! per directory.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use anyhow::{anyhow, Context as _};
+use async_trait::async_trait;
+use qdrant_edge::external::ordered_float::OrderedFloat;
+use qdrant_edge::{
+    AnyVariants, Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeOptimizersConfig,
+    EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter as EdgeFilter,
+    JsonPath, KeywordIndexParams, Match, NamedQuery, Payload, PayloadFieldSchema, PayloadOps,
+    PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
+    QueryEnum, QueryRequest, Range, ScoredPoint, ScoringQuery, SetPayloadOp, UpdateOperation,
+    ValueVariants, VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
+};
+use serde_json::{Map, Value};
+
+use super::{Hit, Point, VectorIndex};
+use crate::domain::{Attributes, CompareOp, Error, FileId, Filter, Result, Scalar, VectorStoreId};
+
+const STORE_KEY: &str = "vector_store_id";
+const FILE_KEY: &str = "file_id";
+const CHUNK_KEY: &str = "chunk_index";
+const TEXT_KEY: &str = "text";
+const ATTRIBUTES_KEY: &str = "attributes";
+const EXTRA_KEY: &str = "extra";
+
+/// Tuning knobs; [`EdgeOptions::default`] suits a server.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// `maintain` runs the optimisers once this many points were written or deleted since the
+    /// last run.
+    pub optimize_after: u64,
+    /// A plain segment larger than this (vectors, in KiB) gets an HNSW graph when optimised;
+    /// `None` keeps qdrant's default (10 000 KiB).
+    pub indexing_threshold_kb: Option<usize>,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            optimize_after: 10_000,
+            indexing_threshold_kb: None,
+        }
+    }
+}
+
+pub struct EdgeIndex {
+    inner: Arc<Inner>,
+    dims: usize,
+}
+
+struct Inner {
+    shard: EdgeShard,
+    /// `EdgeShard::flush` try-locks the WAL and the segment holder and panics when either is
+    /// taken, so writers and the optimiser share this gate and flush takes it alone.
+    gate: RwLock<()>,
+    /// One optimisation at a time; a `maintain` that finds one running returns at once.
+    optimizing: Mutex<()>,
+    /// Points written or deleted since the last optimisation.
+    changed: AtomicU64,
+    /// Something was written since the last flush.
+    dirty: AtomicBool,
+    optimize_after: u64,
+}
+
+impl Inner {
+    fn write(&self, op: UpdateOperation, changed: u64) -> Result<()> {
+        let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        self.dirty.store(true, Ordering::Release);
+        self.shard.update(op).map_err(engine)?;
+        self.changed.fetch_add(changed, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn count(&self, filter: Option<EdgeFilter>) -> Result<u64> {
+        let n = self
+            .shard
+            .count(CountRequest {
+                filter,
+                exact: true,
+            })
+            .map_err(engine)?;
+        Ok(n as u64)
+    }
+
+    /// Waits for a running optimisation to finish.
+    fn flush(&self) {
+        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        self.dirty.store(false, Ordering::Release);
+        self.shard.flush();
+    }
+}
+
+fn engine(e: impl std::fmt::Display) -> Error {
+    Error::Internal(anyhow!("vector index: {e}"))
+}
+
+impl EdgeIndex {
+    /// Opens the shard in `dir`, creating it on first use, with one unnamed dense vector of
+    /// `dims` (cosine).
+    pub fn open(dir: &Path, dims: usize) -> Result<Self> {
+        Self::open_with(dir, dims, EdgeOptions::default())
+    }
+
+    pub fn open_with(dir: &Path, dims: usize, options: EdgeOptions) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config = EdgeConfig {
+            on_disk_payload: true,
+            vectors: [(
+                String::new(),
+                EdgeVectorParams {
+                    size: dims,
+                    distance: Distance::Cosine,
+                    on_disk: None,
+                    multivector_config: None,
+                    datatype: None,
+                    quantization_config: None,
+                    hnsw_config: None,
+                },
+            )]
+            .into(),
+            optimizers: EdgeOptimizersConfig {
+                indexing_threshold: options.indexing_threshold_kb,
+                ..EdgeOptimizersConfig::default()
+            },
+            ..EdgeConfig::default()
+        };
+        // `load` checks the config against the segments on disk (a different `dims` fails).
+        let shard = if dir.join("edge_config.json").exists() {
+            EdgeShard::load(dir, Some(config))
+        } else {
+            EdgeShard::new(dir, config)
+        }
+        .map_err(|e| engine(format!("cannot open {}: {e}", dir.display())))?;
+
+        // Re-issued on every open: a no-op for segments that have them, and it covers a plain
+        // segment the engine creates at load time from its (empty) default schema.
+        for (key, is_tenant) in [(STORE_KEY, true), (FILE_KEY, false)] {
+            let schema =
+                PayloadFieldSchema::FieldParams(PayloadSchemaParams::Keyword(KeywordIndexParams {
+                    is_tenant: Some(is_tenant),
+                    ..KeywordIndexParams::default()
+                }));
+            shard
+                .update(UpdateOperation::FieldIndexOperation(
+                    FieldIndexOperations::CreateIndex(CreateIndex {
+                        field_name: path(key)?,
+                        field_schema: Some(schema),
+                    }),
+                ))
+                .map_err(engine)?;
+        }
+
+        // Points left unindexed by the previous run count towards the next optimisation.
+        let info = shard.info();
+        let unindexed = info.points_count.saturating_sub(info.indexed_vectors_count) as u64;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shard,
+                gate: RwLock::new(()),
+                optimizing: Mutex::new(()),
+                changed: AtomicU64::new(unindexed),
+                dirty: AtomicBool::new(false),
+                optimize_after: options.optimize_after,
+            }),
+            dims,
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner)).await?
+    }
+
+    fn check_dims(&self, v: &[f32]) -> Result<()> {
+        if v.len() != self.dims {
+            return Err(Error::Internal(anyhow!(
+                "vector has {} dimensions, the index expects {}",
+                v.len(),
+                self.dims
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl VectorIndex for EdgeIndex {
+    #[tracing::instrument(name = "index.upsert", skip_all, fields(points = points.len()))]
+    async fn upsert(&self, points: Vec<Point>) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let n = points.len() as u64;
+        let mut list = Vec::with_capacity(points.len());
+        for p in points {
+            self.check_dims(&p.vector)?;
+            list.push(to_engine_point(p)?);
+        }
+        let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+            PointInsertOperations::PointsList(list),
+        ));
+        self.blocking(move |inner| inner.write(op, n)).await
+    }
+
+    #[tracing::instrument(name = "index.search", skip_all, fields(store = %store, limit))]
+    async fn search(
+        &self,
+        store: &VectorStoreId,
+        vector: Vec<f32>,
+        filter: Option<&Filter>,
+        exclude_files: &[FileId],
+        limit: usize,
+        score_threshold: Option<f32>,
+    ) -> Result<Vec<Hit>> {
+        self.check_dims(&vector)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut must = vec![keyword(STORE_KEY, store.as_str())?];
+        if let Some(f) = filter {
+            must.push(translate(f)?);
+        }
+        for file in exclude_files {
+            must.push(none_of(keyword(FILE_KEY, file.as_str())?));
+        }
+        let request = QueryRequest {
+            prefetches: Vec::new(),
+            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
+                NamedQuery::default_dense(vector),
+            ))),
+            filter: Some(all_of(must)),
+            score_threshold: score_threshold.map(OrderedFloat),
+            limit,
+            offset: 0,
+            params: None,
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Bool(true),
+        };
+        let found = self
+            .blocking(move |inner| inner.shard.query(request).map_err(engine))
+            .await?;
+        found.into_iter().map(to_hit).collect()
+    }
+
+    #[tracing::instrument(name = "index.delete_file", skip_all, fields(file = %file))]
+    async fn delete_file(&self, store: Option<&VectorStoreId>, file: &FileId) -> Result<()> {
+        let filter = scope(store, Some(file))?;
+        self.delete(filter).await
+    }
+
+    #[tracing::instrument(name = "index.delete_store", skip_all, fields(store = %store))]
+    async fn delete_store(&self, store: &VectorStoreId) -> Result<()> {
+        let filter = scope(Some(store), None)?;
+        self.delete(filter).await
+    }
+
+    #[tracing::instrument(name = "index.set_attributes", skip_all, fields(store = %store, file = %file))]
+    async fn set_attributes(
+        &self,
+        store: &VectorStoreId,
+        file: &FileId,
+        attributes: &Attributes,
+    ) -> Result<()> {
+        let filter = scope(Some(store), Some(file))?;
+        let value = serde_json::to_value(attributes).context("attributes to JSON")?;
+        // Setting a top-level key replaces its whole value, so keys absent from the new map go.
+        let payload = Payload([(ATTRIBUTES_KEY.to_owned(), value)].into_iter().collect());
+        self.blocking(move |inner| {
+            // Points of an indexed segment are copied to the plain one when their payload
+            // changes, so they count as changed for the next optimisation.
+            let n = inner.count(filter.clone())?;
+            if n == 0 {
+                return Ok(());
+            }
+            let op = UpdateOperation::PayloadOperation(PayloadOps::SetPayload(SetPayloadOp {
+                payload,
+                points: None,
+                filter,
+                key: None,
+            }));
+            inner.write(op, n)
+        })
+        .await
+    }
+
+    async fn count(&self, store: Option<&VectorStoreId>, file: Option<&FileId>) -> Result<u64> {
+        let filter = scope(store, file)?;
+        self.blocking(move |inner| inner.count(filter)).await
+    }
+
+    #[tracing::instrument(name = "index.maintain", skip_all)]
+    async fn maintain(&self) -> Result<()> {
+        self.blocking(|inner| {
+            let Ok(_running) = inner.optimizing.try_lock() else {
+                return Ok(());
+            };
+            let changed = inner.changed.load(Ordering::Acquire);
+            if changed >= inner.optimize_after {
+                let optimized = {
+                    let _gate = inner.gate.read().unwrap_or_else(PoisonError::into_inner);
+                    inner.shard.optimize().map_err(engine)?
+                };
+                inner.changed.fetch_sub(changed, Ordering::AcqRel);
+                tracing::info!(changed, optimized, "vector index optimised");
+            }
+            if inner.dirty.load(Ordering::Acquire) {
+                inner.flush();
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.blocking(|inner| {
+            inner.flush();
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl EdgeIndex {
+    async fn delete(&self, filter: Option<EdgeFilter>) -> Result<()> {
+        let Some(filter) = filter else {
+            return Ok(());
+        };
+        self.blocking(move |inner| {
+            let n = inner.count(Some(filter.clone()))?;
+            if n == 0 {
+                return Ok(());
+            }
+            let op = UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter));
+            inner.write(op, n)
+        })
+        .await
+    }
+}
+
+fn to_engine_point(p: Point) -> Result<PointStructPersisted> {
+    let mut payload = Map::new();
+    payload.insert(
+        STORE_KEY.into(),
+        Value::String(p.vector_store_id.as_str().into()),
+    );
+    payload.insert(FILE_KEY.into(), Value::String(p.file_id.as_str().into()));
+    payload.insert(CHUNK_KEY.into(), Value::from(p.chunk_index));
+    payload.insert(TEXT_KEY.into(), Value::String(p.text));
+    payload.insert(
+        ATTRIBUTES_KEY.into(),
+        serde_json::to_value(&p.attributes).context("attributes to JSON")?,
+    );
+    payload.insert(EXTRA_KEY.into(), Value::Object(p.extra));
+    Ok(PointStructPersisted {
+        id: PointId::Uuid(p.id),
+        vector: VectorStructPersisted::from(VectorStructInternal::Single(p.vector)),
+        payload: Some(Payload(payload)),
+    })
+}
+
+fn to_hit(p: ScoredPoint) -> Result<Hit> {
+    let PointId::Uuid(id) = p.id else {
+        return Err(engine(format!("unexpected numeric point id {}", p.id)));
+    };
+    let mut payload = p.payload.map(|p| p.0).unwrap_or_default();
+    let mut take = |key: &str| payload.remove(key).unwrap_or(Value::Null);
+    let file_id = match take(FILE_KEY) {
+        Value::String(s) => FileId::from_db(s),
+        other => return Err(engine(format!("point {id}: bad file_id {other}"))),
+    };
+    let chunk_index = take(CHUNK_KEY)
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| engine(format!("point {id}: bad chunk_index")))?;
+    let text = match take(TEXT_KEY) {
+        Value::String(s) => s,
+        other => return Err(engine(format!("point {id}: bad text {other}"))),
+    };
+    let attributes = match take(ATTRIBUTES_KEY) {
+        Value::Null => Attributes::new(),
+        v => serde_json::from_value(v)
+            .map_err(|e| engine(format!("point {id}: bad attributes: {e}")))?,
+    };
+    let extra = match take(EXTRA_KEY) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    Ok(Hit {
+        id,
+        score: p.score,
+        file_id,
+        chunk_index,
+        text,
+        attributes,
+        extra,
+    })
+}
+
+fn path(key: &str) -> Result<JsonPath> {
+    key.parse()
+        .map_err(|()| engine(format!("invalid payload path {key}")))
+}
+
+/// The payload path of attribute `key`. Quoting lets any key through except one holding `"` or
+/// `\`, which qdrant's path syntax cannot express.
+fn attribute_path(key: &str) -> Result<JsonPath> {
+    if key.contains(['"', '\\']) {
+        return Err(Error::invalid(
+            format!(
+                "Invalid 'filters': key '{key}' cannot be filtered on (it contains '\"' or '\\')."
+            ),
+            "filters",
+        ));
+    }
+    path(&format!("{ATTRIBUTES_KEY}.\"{key}\""))
+}
+
+fn keyword(key: &str, value: &str) -> Result<Condition> {
+    Ok(Condition::Field(FieldCondition::new_match(
+        path(key)?,
+        Match::new_value(ValueVariants::String(value.to_owned())),
+    )))
+}
+
+/// Restricts to a store and/or a file; `None` when neither is given.
+fn scope(store: Option<&VectorStoreId>, file: Option<&FileId>) -> Result<Option<EdgeFilter>> {
+    let mut must = Vec::new();
+    if let Some(store) = store {
+        must.push(keyword(STORE_KEY, store.as_str())?);
+    }
+    if let Some(file) = file {
+        must.push(keyword(FILE_KEY, file.as_str())?);
+    }
+    Ok((!must.is_empty()).then(|| all_of(must)))
+}
+
+fn all_of(must: Vec<Condition>) -> EdgeFilter {
+    EdgeFilter {
+        must: Some(must),
+        ..EdgeFilter::new()
+    }
+}
+
+fn any_of(should: Vec<Condition>) -> EdgeFilter {
+    EdgeFilter {
+        should: Some(should),
+        ..EdgeFilter::new()
+    }
+}
+
+fn none_of(condition: Condition) -> Condition {
+    Condition::Filter(EdgeFilter::new_must_not(condition))
+}
+
+fn range(path: JsonPath, range: Range<OrderedFloat<f64>>) -> Condition {
+    Condition::Field(FieldCondition::new_range(path, range))
+}
+
+/// A number is compared as a range so that a stored `3` and a stored `3.0` both equal `3`.
+fn equals(path: JsonPath, value: &Scalar) -> Condition {
+    let matched =
+        |v| Condition::Field(FieldCondition::new_match(path.clone(), Match::new_value(v)));
+    match value {
+        Scalar::String(s) => matched(ValueVariants::String(s.clone())),
+        Scalar::Bool(b) => matched(ValueVariants::Bool(*b)),
+        Scalar::Number(x) => range(
+            path.clone(),
+            Range {
+                gte: Some(OrderedFloat(*x)),
+                lte: Some(OrderedFloat(*x)),
+                gt: None,
+                lt: None,
+            },
+        ),
+    }
+}
+
+fn one_of(path: JsonPath, values: &[Scalar]) -> Result<Condition> {
+    let mut should = Vec::new();
+    let strings: Vec<&str> = values
+        .iter()
+        .filter_map(|v| match v {
+            Scalar::String(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !strings.is_empty() {
+        // `AnyVariants` holds an `IndexSet` with a hasher the engine does not re-export.
+        let any: AnyVariants =
+            serde_json::from_value(Value::from(strings)).context("match any strings")?;
+        should.push(Condition::Field(FieldCondition::new_match(
+            path.clone(),
+            Match::new_any(any),
+        )));
+    }
+    for v in values {
+        if !matches!(v, Scalar::String(_)) {
+            should.push(equals(path.clone(), v));
+        }
+    }
+    Ok(match should.len() {
+        1 => should.remove(0),
+        _ => Condition::Filter(any_of(should)),
+    })
+}
+
+/// The domain filter as an engine condition on `attributes.<key>`. A point without the key
+/// fails every comparison and so passes `ne` and `nin`.
+fn translate(f: &Filter) -> Result<Condition> {
+    match f {
+        Filter::And(children) => Ok(Condition::Filter(all_of(
+            children.iter().map(translate).collect::<Result<_>>()?,
+        ))),
+        Filter::Or(children) => Ok(Condition::Filter(any_of(
+            children.iter().map(translate).collect::<Result<_>>()?,
+        ))),
+        Filter::Compare { key, op, values } => {
+            let path = attribute_path(key)?;
+            let Some(first) = values.first() else {
+                return Err(Error::invalid(
+                    format!("Invalid 'filters': '{key}' needs a value."),
+                    "filters",
+                ));
+            };
+            Ok(match op {
+                CompareOp::Eq => equals(path, first),
+                CompareOp::Ne => none_of(equals(path, first)),
+                CompareOp::Gt | CompareOp::Gte | CompareOp::Lt | CompareOp::Lte => {
+                    let Scalar::Number(x) = first else {
+                        return Err(Error::invalid(
+                            format!("Invalid 'filters': comparing '{key}' needs a number."),
+                            "filters",
+                        ));
+                    };
+                    let x = Some(OrderedFloat(*x));
+                    let mut bound = Range {
+                        gt: None,
+                        gte: None,
+                        lt: None,
+                        lte: None,
+                    };
+                    match op {
+                        CompareOp::Gt => bound.gt = x,
+                        CompareOp::Gte => bound.gte = x,
+                        CompareOp::Lt => bound.lt = x,
+                        _ => bound.lte = x,
+                    }
+                    range(path, bound)
+                }
+                CompareOp::In => one_of(path, values)?,
+                CompareOp::Nin => none_of(one_of(path, values)?),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::domain::AttrValue;
+    use crate::index::point_id;
+    use serde_json::json;
+    use std::collections::BTreeSet;
+
+    const DIMS: usize = 8;
+
+    fn store(s: &str) -> VectorStoreId {
+        VectorStoreId::parse(&format!("vs_{s}")).unwrap()
+    }
+
+    fn file(s: &str) -> FileId {
+        FileId::parse(&format!("file-{s}")).unwrap()
+    }
+
+    fn attrs(v: Value) -> Attributes {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Unit vector along axis `i`, tilted towards axis `j` by `t`.
+    fn axis(i: usize, j: usize, t: f32) -> Vec<f32> {
+        let mut v = vec![0.0; DIMS];
+        v[i] = 1.0;
+        v[j] += t;
+        v
+    }
+
+    /// Deterministic pseudo-random vectors (xorshift), so failures reproduce.
+    fn random_vectors(n: usize, mut seed: u64) -> Vec<Vec<f32>> {
+        (0..n)
+            .map(|_| {
+                (0..DIMS)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        (seed % 2001) as f32 / 1000.0 - 1.0
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn point(vs: &VectorStoreId, f: &FileId, chunk: u32, vector: Vec<f32>, a: Value) -> Point {
+        Point {
+            id: point_id(f, vs, chunk),
+            vector,
+            vector_store_id: vs.clone(),
+            file_id: f.clone(),
+            chunk_index: chunk,
+            text: format!("{f} chunk {chunk}"),
+            attributes: attrs(a),
+            extra: json!({"page": chunk + 1}).as_object().cloned().unwrap(),
+        }
+    }
+
+    fn open(dir: &Path) -> EdgeIndex {
+        EdgeIndex::open(dir, DIMS).unwrap()
+    }
+
+    async fn chunks(idx: &EdgeIndex, vs: &VectorStoreId, filter: Option<Value>) -> BTreeSet<u32> {
+        let filter = filter.map(|f| Filter::parse(&f).unwrap());
+        idx.search(vs, axis(0, 1, 0.0), filter.as_ref(), &[], 1000, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.chunk_index)
+            .collect()
+    }
+
+    fn set(v: &[u32]) -> BTreeSet<u32> {
+        v.iter().copied().collect()
+    }
+
+    #[tokio::test]
+    async fn search_ranks_nearest_first_within_one_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = open(dir.path());
+        let (a, b, f) = (store("a"), store("b"), file("f"));
+        idx.upsert(vec![
+            point(&a, &f, 0, axis(1, 0, 0.0), json!({})),
+            point(&a, &f, 1, axis(0, 1, 0.2), json!({})),
+            point(&a, &f, 2, axis(0, 1, 1.0), json!({})),
+            point(&a, &f, 3, axis(0, 1, 0.05), json!({})),
+            // The exact match lives in another store and must never show up.
+            point(&b, &f, 9, axis(0, 1, 0.0), json!({})),
+        ])
+        .await
+        .unwrap();
+
+        let hits = idx
+            .search(&a, axis(0, 1, 0.0), None, &[], 10, None)
+            .await
+            .unwrap();
+        let order: Vec<u32> = hits.iter().map(|h| h.chunk_index).collect();
+        assert_eq!(order, [3, 1, 2, 0]);
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+        assert!((hits[2].score - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-4);
+        assert!(hits[3].score.abs() < 1e-4);
+        let top = &hits[0];
+        assert_eq!(top.id, point_id(&f, &a, 3));
+        assert_eq!(top.file_id, f);
+        assert_eq!(top.text, format!("{f} chunk 3"));
+        assert_eq!(top.extra, *json!({"page": 4}).as_object().unwrap());
+
+        let limited = idx
+            .search(&a, axis(0, 1, 0.0), None, &[], 2, None)
+            .await
+            .unwrap();
+        assert_eq!(limited.len(), 2);
+        let close = idx
+            .search(&a, axis(0, 1, 0.0), None, &[], 10, Some(0.9))
+            .await
+            .unwrap();
+        assert_eq!(
+            close.iter().map(|h| h.chunk_index).collect::<Vec<_>>(),
+            [3, 1]
+        );
+
+        let in_b = idx
+            .search(&b, axis(0, 1, 0.0), None, &[], 10, None)
+            .await
+            .unwrap();
+        assert_eq!(in_b.len(), 1);
+        assert_eq!(in_b[0].chunk_index, 9);
+        assert!(idx
+            .search(&store("c"), axis(0, 1, 0.0), None, &[], 10, None)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(idx
+            .search(&a, vec![1.0; DIMS + 1], None, &[], 10, None)
+            .await
+            .is_err());
+    }
+
+    async fn filter_fixture(idx: &EdgeIndex) -> VectorStoreId {
+        let (a, b, f) = (store("a"), store("b"), file("f"));
+        idx.upsert(vec![
+            point(
+                &a,
+                &f,
+                0,
+                axis(0, 1, 0.1),
+                json!({"author": "ann", "year": 2020, "draft": false, "tag": "a"}),
+            ),
+            point(
+                &a,
+                &f,
+                1,
+                axis(0, 1, 0.2),
+                json!({"author": "bob", "year": 2021.0, "draft": true, "tag": "b"}),
+            ),
+            point(
+                &a,
+                &f,
+                2,
+                axis(0, 1, 0.3),
+                json!({"author": "ann", "year": 2022, "tag": "c"}),
+            ),
+            point(&a, &f, 3, axis(0, 1, 0.4), json!({})),
+            point(
+                &a,
+                &f,
+                4,
+                axis(0, 1, 0.5),
+                json!({"author": "cy", "year": 3.5, "a.b c": "x"}),
+            ),
+            point(
+                &b,
+                &f,
+                5,
+                axis(0, 1, 0.0),
+                json!({"author": "ann", "year": 2021}),
+            ),
+        ])
+        .await
+        .unwrap();
+        // Attributes are f64 in the domain; also store a JSON integer to prove 2021 == 2021.0.
+        let mut raw = to_engine_point(point(&a, &f, 6, axis(0, 1, 0.6), json!({}))).unwrap();
+        raw.payload
+            .as_mut()
+            .unwrap()
+            .0
+            .insert(ATTRIBUTES_KEY.into(), json!({"year": 2021}));
+        idx.inner
+            .write(
+                UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                    PointInsertOperations::PointsList(vec![raw]),
+                )),
+                1,
+            )
+            .unwrap();
+        a
+    }
+
+    async fn assert_filters(idx: &EdgeIndex, a: &VectorStoreId) {
+        let cases = [
+            (
+                json!({"type": "eq", "key": "author", "value": "ann"}),
+                set(&[0, 2]),
+            ),
+            (
+                json!({"type": "ne", "key": "author", "value": "ann"}),
+                set(&[1, 3, 4, 6]),
+            ),
+            (
+                json!({"type": "eq", "key": "year", "value": 2021}),
+                set(&[1, 6]),
+            ),
+            (
+                json!({"type": "eq", "key": "year", "value": 2021.0}),
+                set(&[1, 6]),
+            ),
+            (
+                json!({"type": "eq", "key": "year", "value": 3.5}),
+                set(&[4]),
+            ),
+            (
+                json!({"type": "eq", "key": "year", "value": 2021.5}),
+                set(&[]),
+            ),
+            (json!({"type": "eq", "key": "year", "value": 3}), set(&[])),
+            (
+                json!({"type": "eq", "key": "year", "value": "2020"}),
+                set(&[]),
+            ),
+            (
+                json!({"type": "eq", "key": "draft", "value": true}),
+                set(&[1]),
+            ),
+            (
+                json!({"type": "eq", "key": "draft", "value": false}),
+                set(&[0]),
+            ),
+            (
+                json!({"type": "ne", "key": "draft", "value": true}),
+                set(&[0, 2, 3, 4, 6]),
+            ),
+            (
+                json!({"type": "gt", "key": "year", "value": 2020}),
+                set(&[1, 2, 6]),
+            ),
+            (
+                json!({"type": "gte", "key": "year", "value": 2020}),
+                set(&[0, 1, 2, 6]),
+            ),
+            (
+                json!({"type": "lt", "key": "year", "value": 2021}),
+                set(&[0, 4]),
+            ),
+            (
+                json!({"type": "lte", "key": "year", "value": 2021}),
+                set(&[0, 1, 4, 6]),
+            ),
+            (
+                json!({"type": "in", "key": "author", "value": ["ann", "cy"]}),
+                set(&[0, 2, 4]),
+            ),
+            (
+                json!({"type": "in", "key": "tag", "value": ["c"]}),
+                set(&[2]),
+            ),
+            (
+                json!({"type": "in", "key": "year", "value": [2020, 3.5]}),
+                set(&[0, 4]),
+            ),
+            (
+                json!({"type": "in", "key": "year", "value": [2022, "2020"]}),
+                set(&[2]),
+            ),
+            (
+                json!({"type": "nin", "key": "author", "value": ["ann", "bob"]}),
+                set(&[3, 4, 6]),
+            ),
+            (
+                json!({"type": "nin", "key": "year", "value": [2021, 2020]}),
+                set(&[2, 3, 4]),
+            ),
+            (
+                json!({"type": "eq", "key": "a.b c", "value": "x"}),
+                set(&[4]),
+            ),
+            (
+                json!({"type": "eq", "key": "missing", "value": "x"}),
+                set(&[]),
+            ),
+            (
+                json!({"type": "and", "filters": [
+                    {"type": "eq", "key": "author", "value": "ann"},
+                    {"type": "gte", "key": "year", "value": 2021}
+                ]}),
+                set(&[2]),
+            ),
+            (
+                json!({"type": "or", "filters": [
+                    {"type": "eq", "key": "author", "value": "bob"},
+                    {"type": "lt", "key": "year", "value": 10}
+                ]}),
+                set(&[1, 4]),
+            ),
+            (
+                json!({"type": "and", "filters": [
+                    {"type": "or", "filters": [
+                        {"type": "eq", "key": "author", "value": "ann"},
+                        {"type": "eq", "key": "author", "value": "bob"}
+                    ]},
+                    {"type": "or", "filters": [
+                        {"type": "eq", "key": "draft", "value": true},
+                        {"type": "and", "filters": [
+                            {"type": "gt", "key": "year", "value": 2021},
+                            {"type": "ne", "key": "tag", "value": "z"}
+                        ]}
+                    ]}
+                ]}),
+                set(&[1, 2]),
+            ),
+        ];
+        for (filter, expected) in cases {
+            assert_eq!(
+                chunks(idx, a, Some(filter.clone())).await,
+                expected,
+                "{filter}"
+            );
+        }
+        assert_eq!(chunks(idx, a, None).await, set(&[0, 1, 2, 3, 4, 6]));
+    }
+
+    #[tokio::test]
+    async fn every_filter_op_selects_exactly_the_expected_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = open(dir.path());
+        let a = filter_fixture(&idx).await;
+        assert_filters(&idx, &a).await;
+
+        let quoted = Filter::parse(&json!({"type": "eq", "key": "a\"b", "value": 1})).unwrap();
+        let err = idx
+            .search(&a, axis(0, 1, 0.0), Some(&quoted), &[], 5, None)
+            .await;
+        assert!(matches!(err, Err(Error::Invalid { .. })));
+    }
+
+    #[tokio::test]
+    async fn deletes_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = open(dir.path());
+        let (a, b, f, g) = (store("a"), store("b"), file("f"), file("g"));
+        let mut points = Vec::new();
+        for (vs, fi, n) in [(&a, &f, 3), (&a, &g, 2), (&b, &f, 4), (&b, &g, 1)] {
+            for c in 0..n {
+                points.push(point(vs, fi, c, axis(c as usize, 7, 0.5), json!({})));
+            }
+        }
+        idx.upsert(points).await.unwrap();
+        assert_eq!(idx.count(None, None).await.unwrap(), 10);
+        assert_eq!(idx.count(Some(&a), None).await.unwrap(), 5);
+        assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 7);
+        assert_eq!(idx.count(Some(&b), Some(&f)).await.unwrap(), 4);
+        assert_eq!(idx.count(Some(&store("c")), None).await.unwrap(), 0);
+
+        idx.delete_file(Some(&a), &f).await.unwrap();
+        assert_eq!(idx.count(Some(&a), Some(&f)).await.unwrap(), 0);
+        assert_eq!(idx.count(Some(&b), Some(&f)).await.unwrap(), 4);
+        assert_eq!(idx.count(None, None).await.unwrap(), 7);
+        let left: BTreeSet<_> = idx
+            .search(&a, axis(0, 7, 0.5), None, &[], 10, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.file_id, h.chunk_index))
+            .collect();
+        assert_eq!(left, [(g.clone(), 0), (g.clone(), 1)].into_iter().collect());
+
+        idx.delete_file(None, &g).await.unwrap();
+        assert_eq!(idx.count(None, Some(&g)).await.unwrap(), 0);
+        assert_eq!(idx.count(None, None).await.unwrap(), 4);
+
+        idx.delete_store(&b).await.unwrap();
+        assert_eq!(idx.count(None, None).await.unwrap(), 0);
+        // Deleting what is already gone is fine.
+        idx.delete_store(&b).await.unwrap();
+        idx.delete_file(None, &f).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn set_attributes_replaces_the_map_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = open(dir.path());
+        let (a, b, f, g) = (store("a"), store("b"), file("f"), file("g"));
+        idx.upsert(vec![
+            point(
+                &a,
+                &f,
+                0,
+                axis(0, 1, 0.0),
+                json!({"lang": "en", "old": true}),
+            ),
+            point(
+                &a,
+                &f,
+                1,
+                axis(0, 1, 0.5),
+                json!({"lang": "en", "old": true}),
+            ),
+            point(&a, &g, 0, axis(0, 1, 1.0), json!({"lang": "en"})),
+            point(
+                &b,
+                &f,
+                0,
+                axis(0, 1, 0.0),
+                json!({"lang": "en", "old": true}),
+            ),
+        ])
+        .await
+        .unwrap();
+
+        let new = attrs(json!({"lang": "fr", "rank": 2}));
+        idx.set_attributes(&a, &f, &new).await.unwrap();
+
+        let eq = |k: &str, v: Value| Some(json!({"type": "eq", "key": k, "value": v}));
+        assert_eq!(
+            chunks(&idx, &a, eq("lang", json!("fr"))).await,
+            set(&[0, 1])
+        );
+        assert_eq!(chunks(&idx, &a, eq("lang", json!("en"))).await, set(&[0]));
+        assert_eq!(chunks(&idx, &a, eq("old", json!(true))).await, set(&[]));
+        assert_eq!(chunks(&idx, &a, eq("rank", json!(2))).await, set(&[0, 1]));
+        // The same file in another store is untouched.
+        assert_eq!(chunks(&idx, &b, eq("old", json!(true))).await, set(&[0]));
+
+        let hits = idx
+            .search(&a, axis(0, 1, 0.0), None, &[], 10, None)
+            .await
+            .unwrap();
+        let top = &hits[0];
+        assert_eq!((&top.file_id, top.chunk_index), (&f, 0));
+        assert!((top.score - 1.0).abs() < 1e-4, "vector kept: {}", top.score);
+        assert_eq!(top.text, format!("{f} chunk 0"));
+        assert_eq!(top.attributes, new);
+        assert_eq!(top.extra, *json!({"page": 1}).as_object().unwrap());
+        assert_eq!(idx.count(None, None).await.unwrap(), 4);
+
+        idx.set_attributes(&a, &f, &Attributes::new())
+            .await
+            .unwrap();
+        let hits = idx
+            .search(&a, axis(0, 1, 0.0), None, &[], 1, None)
+            .await
+            .unwrap();
+        assert!(hits[0].attributes.is_empty());
+        assert_eq!(chunks(&idx, &a, eq("lang", json!("fr"))).await, set(&[]));
+    }
+
+    #[tokio::test]
+    async fn upserting_an_id_again_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = open(dir.path());
+        let (a, f) = (store("a"), file("f"));
+        idx.upsert(vec![point(&a, &f, 0, axis(0, 1, 0.0), json!({"v": 1}))])
+            .await
+            .unwrap();
+        let mut again = point(&a, &f, 0, axis(2, 1, 0.0), json!({"v": 2}));
+        again.text = "rewritten".into();
+        idx.upsert(vec![
+            again.clone(),
+            point(&a, &f, 1, axis(3, 1, 0.0), json!({})),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(idx.count(None, None).await.unwrap(), 2);
+        let hits = idx
+            .search(&a, axis(2, 1, 0.0), None, &[], 1, None)
+            .await
+            .unwrap();
+        assert_eq!(hits[0].id, again.id);
+        assert_eq!(hits[0].text, "rewritten");
+        assert_eq!(hits[0].attributes["v"], AttrValue::Number(2.0));
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_points_and_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = open(dir.path());
+        let a = filter_fixture(&idx).await;
+        drop(idx);
+
+        let idx = open(dir.path());
+        // The WAL is locked while a shard is open: a second open of the same dir fails.
+        assert!(EdgeIndex::open(dir.path(), DIMS).is_err());
+        assert_eq!(idx.count(None, None).await.unwrap(), 7);
+        assert_filters(&idx, &a).await;
+        let schema = idx.inner.shard.info().payload_schema;
+        assert!(schema.contains_key(&path(STORE_KEY).unwrap()));
+        assert!(schema.contains_key(&path(FILE_KEY).unwrap()));
+        idx.upsert(vec![point(&a, &file("g"), 0, axis(5, 1, 0.0), json!({}))])
+            .await
+            .unwrap();
+        idx.flush().await.unwrap();
+        drop(idx);
+
+        let idx = open(dir.path());
+        assert_eq!(idx.count(Some(&a), None).await.unwrap(), 7);
+        drop(idx);
+        assert!(EdgeIndex::open(dir.path(), DIMS * 2).is_err());
+    }
+
+    const CRASH_DIR: &str = "RAGSTORE_EDGE_CRASH_DIR";
+
+    /// Only does something as the child process of `flushed_points_survive_a_crash`.
+    #[tokio::test]
+    async fn crash_child() {
+        let Ok(dir) = std::env::var(CRASH_DIR) else {
+            return;
+        };
+        let idx = open(Path::new(&dir));
+        let (a, f, g) = (store("a"), file("f"), file("g"));
+        let batch = |fi: &FileId| -> Vec<Point> {
+            (0..50)
+                .map(|c| point(&a, fi, c, axis(c as usize % DIMS, 0, 0.5), json!({})))
+                .collect()
+        };
+        idx.upsert(batch(&f)).await.unwrap();
+        idx.flush().await.unwrap();
+        idx.upsert(batch(&g)).await.unwrap();
+        std::process::abort();
+    }
+
+    #[tokio::test]
+    async fn flushed_points_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "index::edge::tests::crash_child", "--nocapture"])
+            .env(CRASH_DIR, dir.path())
+            .output()
+            .unwrap()
+            .status;
+        assert!(!status.success(), "the child aborts");
+        let idx = open(dir.path());
+        assert_eq!(
+            idx.count(Some(&store("a")), Some(&file("f")))
+                .await
+                .unwrap(),
+            50
+        );
+        let hits = idx
+            .search(&store("a"), axis(3, 0, 0.5), None, &[], 1, None)
+            .await
+            .unwrap();
+        assert_eq!(hits[0].chunk_index % DIMS as u32, 3);
+    }
+
+    #[tokio::test]
+    async fn maintain_builds_the_graph_and_search_stays_correct() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EdgeOptions {
+            optimize_after: 1_000,
+            indexing_threshold_kb: Some(1),
+        };
+        let idx = Arc::new(EdgeIndex::open_with(dir.path(), DIMS, options.clone()).unwrap());
+        let (a, b) = (store("a"), store("b"));
+        let vectors = random_vectors(1_200, 0x9e37_79b9_7f4a_7c15);
+        let points: Vec<Point> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let (vs, f) = if i % 3 == 0 {
+                    (&b, file("odd"))
+                } else {
+                    (&a, file(&format!("f{}", i % 10)))
+                };
+                point(
+                    vs,
+                    &f,
+                    i as u32,
+                    v.clone(),
+                    json!({"n": i % 7, "even": i % 2 == 0}),
+                )
+            })
+            .collect();
+        let indexed = || idx.inner.shard.info().indexed_vectors_count;
+
+        idx.upsert(points[..900].to_vec()).await.unwrap();
+        idx.maintain().await.unwrap();
+        assert_eq!(indexed(), 0, "below the threshold nothing is optimised");
+        idx.upsert(points[900..].to_vec()).await.unwrap();
+
+        // Searches run while the graph is built.
+        let during = {
+            let idx = Arc::clone(&idx);
+            let (a, probes) = (a.clone(), points.clone());
+            tokio::spawn(async move {
+                let mut checked = 0;
+                for p in probes.iter().filter(|p| p.vector_store_id == a).take(200) {
+                    let hits = idx
+                        .search(&a, p.vector.clone(), None, &[], 3, None)
+                        .await
+                        .unwrap();
+                    assert_eq!(hits[0].id, p.id);
+                    checked += 1;
+                }
+                checked
+            })
+        };
+        idx.maintain().await.unwrap();
+        assert_eq!(during.await.unwrap(), 200);
+        assert!(indexed() > 0, "maintain built an HNSW index");
+        assert_eq!(idx.inner.changed.load(Ordering::Acquire), 0);
+
+        assert_eq!(idx.count(None, None).await.unwrap(), 1_200);
+        assert_eq!(idx.count(Some(&b), None).await.unwrap(), 400);
+        let filter = Filter::parse(&json!({"type": "and", "filters": [
+            {"type": "eq", "key": "n", "value": 3},
+            {"type": "eq", "key": "even", "value": true}
+        ]}))
+        .unwrap();
+        for p in points.iter().step_by(7).take(60) {
+            let hits = idx
+                .search(&p.vector_store_id, p.vector.clone(), None, &[], 5, None)
+                .await
+                .unwrap();
+            assert_eq!(hits[0].id, p.id, "nearest of its own vector");
+            assert!(hits
+                .iter()
+                .all(|h| (h.chunk_index % 3 == 0) == (p.vector_store_id == b)));
+
+            let hits = idx
+                .search(&a, p.vector.clone(), Some(&filter), &[], 1000, None)
+                .await
+                .unwrap();
+            let got: BTreeSet<u32> = hits.iter().map(|h| h.chunk_index).collect();
+            let want: BTreeSet<u32> = (0..1_200u32)
+                .filter(|i| i % 3 != 0 && i % 7 == 3 && i % 2 == 0)
+                .collect();
+            assert_eq!(got, want);
+        }
+
+        // Writes after optimisation land next to the graph and are found too.
+        let f0 = file("f0");
+        idx.set_attributes(&a, &f0, &attrs(json!({"moved": true})))
+            .await
+            .unwrap();
+        let moved = Filter::parse(&json!({"type": "eq", "key": "moved", "value": true})).unwrap();
+        let hits = idx
+            .search(&a, vectors[10].clone(), Some(&moved), &[], 1000, None)
+            .await
+            .unwrap();
+        assert_eq!(hits.len(), 80);
+        assert!(hits.iter().all(|h| h.file_id == f0));
+        assert_eq!(hits[0].chunk_index, 10);
+        idx.delete_file(Some(&a), &f0).await.unwrap();
+        assert_eq!(idx.count(None, None).await.unwrap(), 1_120);
+
+        // The graph survives a restart.
+        drop(idx);
+        let idx = EdgeIndex::open_with(dir.path(), DIMS, options).unwrap();
+        assert!(idx.inner.shard.info().indexed_vectors_count > 0);
+        let hits = idx
+            .search(&b, vectors[999].clone(), None, &[], 1, None)
+            .await
+            .unwrap();
+        assert_eq!(hits[0].chunk_index, 999);
+    }
+}

@@ -1,0 +1,483 @@
+//! The workers of the durable job queue. Each claims a job under a lease, runs its stages and
+//! finishes it, fenced on the lease. Every stage is idempotent (outputs are keyed by file and
+//! chunking, point ids are deterministic), so a job interrupted anywhere simply runs again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::app::AppState;
+use crate::db::{ChunkRow, FileText, JobEnd};
+use crate::domain::{
+    Chunking, Error, FileId, FileStatus, IngestErrorCode, Job, JobKind, ProjectId, Result,
+    VsFileRecord, VsFileStatus,
+};
+use crate::index::{point_id, Point};
+use crate::ingest::extract::{extract, ExtractError};
+
+/// How long a claimed job stays ours without a heartbeat.
+pub const LEASE_SECS: i64 = 120;
+/// Transient failures are retried this many times, with exponential backoff, before failing.
+pub const MAX_ATTEMPTS: i64 = 6;
+const EMBED_BATCH: u32 = 64;
+const INDEX_BATCH: u32 = 256;
+
+/// Stages of an ingest job, in order. Tests stop a job after one to simulate a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    Extract,
+    Chunk,
+    Embed,
+    Index,
+}
+
+/// How a stage failed.
+enum Failure {
+    /// Retry later (I/O, database, embedder or index hiccups).
+    Transient(Error),
+    /// No retry: the file itself is the problem.
+    Permanent(IngestErrorCode, String),
+    /// The job was cancelled or its lease lost; stop quietly.
+    Cancelled,
+    /// A test asked to stop here.
+    Stopped,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Transient(e)
+    }
+}
+
+type StageResult<T> = std::result::Result<T, Failure>;
+
+#[derive(Clone)]
+pub struct Worker {
+    st: AppState,
+    id: String,
+}
+
+impl Worker {
+    pub fn new(st: AppState, name: &str) -> Self {
+        let id = format!(
+            "{name}-{}",
+            crate::domain::PartId::generate()
+                .as_str()
+                .trim_start_matches("part_")
+        );
+        Self { st, id }
+    }
+
+    /// Claims and runs one job. `false` when nothing was runnable.
+    pub async fn try_run_one(&self) -> Result<bool> {
+        self.run_one_until(None).await
+    }
+
+    /// Like [`Worker::try_run_one`], but abandons the job (lease held, nothing finished) right
+    /// after `stop_after` — what a crash at that point leaves behind.
+    pub async fn run_one_until(&self, stop_after: Option<Stage>) -> Result<bool> {
+        let now = self.st.clock.now();
+        let Some(job) = self.st.meta.claim_job(&self.id, now, LEASE_SECS).await? else {
+            return Ok(false);
+        };
+        let span = tracing::info_span!("job", id = job.id, kind = job.kind.as_str());
+        let outcome = async {
+            match job.kind {
+                JobKind::Extract => self.run_extract(&job).await.map(|_| 0),
+                JobKind::Ingest => self.run_ingest(&job, stop_after).await,
+                JobKind::PurgeFile => self.run_purge_file(&job).await.map(|_| 0),
+                JobKind::PurgeVsFile => self.run_purge_vs_file(&job).await.map(|_| 0),
+                JobKind::PurgeStore => self.run_purge_store(&job).await.map(|_| 0),
+            }
+        }
+        .instrument(span)
+        .await;
+        // qdrant-edge does not replay its WAL on load: what this job wrote to the index must be
+        // flushed before the job is marked done, or a crash could lose it (or resurrect points a
+        // purge deleted).
+        let outcome = match outcome {
+            Ok(usage) if job.kind != JobKind::Extract => match self.st.index.flush().await {
+                Ok(()) => Ok(usage),
+                Err(e) => Err(Failure::Transient(e)),
+            },
+            other => other,
+        };
+        let now = self.st.clock.now();
+        let end = match outcome {
+            Ok(usage) => {
+                let ours = self
+                    .st
+                    .meta
+                    .finish_job(&job, &JobEnd::Done, usage, now)
+                    .await?;
+                if !ours {
+                    self.compensate(&job).await?;
+                }
+                return Ok(true);
+            }
+            Err(Failure::Stopped) => return Ok(true),
+            Err(Failure::Cancelled) => {
+                self.compensate(&job).await?;
+                return Ok(true);
+            }
+            Err(Failure::Permanent(code, message)) => {
+                tracing::info!(code = code.as_str(), %message, "job failed permanently");
+                JobEnd::Failed { code, message }
+            }
+            Err(Failure::Transient(e)) if job.attempts >= MAX_ATTEMPTS => {
+                tracing::error!(error = ?e, attempts = job.attempts, "job failed after retries");
+                JobEnd::Failed {
+                    code: IngestErrorCode::ServerError,
+                    message: "The server could not process this file; see the server logs."
+                        .to_owned(),
+                }
+            }
+            Err(Failure::Transient(e)) => {
+                let backoff = 2i64.pow(job.attempts.clamp(0, 10) as u32);
+                tracing::warn!(error = ?e, retry_in_secs = backoff, "job will be retried");
+                JobEnd::Retry {
+                    message: e.to_string(),
+                    retry_at: now + backoff,
+                }
+            }
+        };
+        if !self.st.meta.finish_job(&job, &end, 0, now).await? {
+            self.compensate(&job).await?;
+        }
+        Ok(true)
+    }
+
+    /// An ingest job that lost its lease or was cancelled may have written points: remove them
+    /// unless the file is (again) in the store, in which case its live job owns those points.
+    async fn compensate(&self, job: &Job) -> Result<()> {
+        if let (JobKind::Ingest, Some(store), Some(file)) =
+            (job.kind, &job.vector_store_id, &job.file_id)
+        {
+            let live = self.st.meta.get_vs_file(store, file).await?;
+            if !matches!(live, Some(f) if f.status != VsFileStatus::Cancelled) {
+                self.st.index.delete_file(Some(store), file).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn still_ours(&self, job: &Job) -> StageResult<()> {
+        let until = self.st.clock.now() + LEASE_SECS;
+        if self.st.meta.heartbeat(job, until).await? {
+            Ok(())
+        } else {
+            Err(Failure::Cancelled)
+        }
+    }
+
+    async fn run_extract(&self, job: &Job) -> StageResult<()> {
+        let file = job.file_id.as_ref().ok_or_else(|| missing("file_id"))?;
+        self.ensure_text(&job.project_id, file).await.map(|_| ())
+    }
+
+    /// The file's extracted text, extracting it once if needed.
+    async fn ensure_text(
+        &self,
+        project: &ProjectId,
+        file_id: &FileId,
+    ) -> StageResult<(String, bool)> {
+        let st = &self.st;
+        if let Some(text) = st.meta.get_file_text(file_id).await? {
+            return match text {
+                FileText::Ok {
+                    storage_key,
+                    format,
+                } => {
+                    let text = read_all(st, &storage_key).await?;
+                    Ok((
+                        String::from_utf8_lossy(&text).into_owned(),
+                        format == "markdown",
+                    ))
+                }
+                FileText::Failed { code, message } => Err(Failure::Permanent(code, message)),
+            };
+        }
+        let Some(file) = st.meta.get_file(project, file_id, st.clock.now()).await? else {
+            return Err(Failure::Cancelled);
+        };
+        let bytes = read_all(st, &file.storage_key).await?;
+        let filename = file.filename.clone();
+        let extracted = tokio::task::spawn_blocking(move || extract(&bytes, &filename))
+            .instrument(tracing::info_span!("ingest.extract", file_id = %file_id))
+            .await
+            .map_err(Error::from)?;
+        let now = st.clock.now();
+        match extracted {
+            Ok(e) => {
+                let key = format!("texts/{file_id}");
+                let mut w = st.staging.writer(false);
+                w.write(bytes::Bytes::from(e.text.clone().into_bytes()))
+                    .await?;
+                st.storage.put(&key, w.finish().await?).await?;
+                st.meta
+                    .put_file_text(
+                        file_id,
+                        &FileText::Ok {
+                            storage_key: key,
+                            format: e.format.to_owned(),
+                        },
+                        now,
+                    )
+                    .await?;
+                st.meta
+                    .set_file_status(file_id, FileStatus::Processed, None)
+                    .await?;
+                let markdown = e.is_markdown();
+                Ok((e.text, markdown))
+            }
+            Err(err) => {
+                let (code, message) = match err {
+                    ExtractError::Unsupported(m) => (IngestErrorCode::UnsupportedFile, m),
+                    ExtractError::Invalid(m) => (IngestErrorCode::InvalidFile, m),
+                };
+                st.meta
+                    .put_file_text(
+                        file_id,
+                        &FileText::Failed {
+                            code,
+                            message: message.clone(),
+                        },
+                        now,
+                    )
+                    .await?;
+                st.meta
+                    .set_file_status(file_id, FileStatus::Error, Some(&message))
+                    .await?;
+                Err(Failure::Permanent(code, message))
+            }
+        }
+    }
+
+    /// Extract (if needed) -> chunk (if needed) -> embed (missing vectors) -> index. Returns the
+    /// usage bytes of the file in the store.
+    async fn run_ingest(&self, job: &Job, stop_after: Option<Stage>) -> StageResult<i64> {
+        let st = &self.st;
+        let store = job
+            .vector_store_id
+            .as_ref()
+            .ok_or_else(|| missing("vector_store_id"))?;
+        let file = job.file_id.as_ref().ok_or_else(|| missing("file_id"))?;
+        let Some(vs_file) = st.meta.get_vs_file(store, file).await? else {
+            return Err(Failure::Cancelled);
+        };
+        if vs_file.status != VsFileStatus::InProgress {
+            return Err(Failure::Cancelled);
+        }
+        let chunking = vs_file.chunking;
+        let stop = |stage: Stage| -> StageResult<()> {
+            if stop_after == Some(stage) {
+                Err(Failure::Stopped)
+            } else {
+                Ok(())
+            }
+        };
+
+        // Extract and chunk, unless an earlier run (or another store) already chunked this file
+        // the same way.
+        if st.meta.chunk_count(file, &chunking).await? == 0 {
+            let (text, markdown) = self.ensure_text(&job.project_id, file).await?;
+            stop(Stage::Extract)?;
+            let chunker = st.pipeline.chunker.clone();
+            let pieces =
+                tokio::task::spawn_blocking(move || chunker.chunk(&text, chunking, markdown))
+                    .instrument(tracing::info_span!("ingest.chunk", file_id = %file))
+                    .await
+                    .map_err(Error::from)?;
+            if pieces.is_empty() {
+                return Err(Failure::Permanent(
+                    IngestErrorCode::InvalidFile,
+                    "The file contains no text.".to_owned(),
+                ));
+            }
+            let rows: Vec<ChunkRow> = pieces
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| ChunkRow {
+                    idx: i as u32,
+                    text: c.text,
+                    extra: Default::default(),
+                    embedding: None,
+                })
+                .collect();
+            st.meta.put_chunks(file, &chunking, &rows).await?;
+        } else {
+            stop(Stage::Extract)?;
+        }
+        stop(Stage::Chunk)?;
+
+        // Embed what has no vector from the current model yet.
+        let model = st.pipeline.embedder.model().to_owned();
+        loop {
+            let todo = st
+                .meta
+                .chunks_to_embed(file, &chunking, &model, EMBED_BATCH)
+                .await?;
+            if todo.is_empty() {
+                break;
+            }
+            self.still_ours(job).await?;
+            let texts: Vec<String> = todo.iter().map(|c| c.text.clone()).collect();
+            let vectors = st
+                .pipeline
+                .embedder
+                .embed(texts)
+                .instrument(
+                    tracing::info_span!("ingest.embed", file_id = %file, chunks = todo.len()),
+                )
+                .await?;
+            let pairs: Vec<(u32, Vec<f32>)> = todo.iter().map(|c| c.idx).zip(vectors).collect();
+            st.meta
+                .set_embeddings(file, &chunking, &model, &pairs)
+                .await?;
+        }
+        stop(Stage::Embed)?;
+
+        // Index: replace whatever this (store, file) had with the current chunks.
+        self.still_ours(job).await?;
+        st.index.delete_file(Some(store), file).await?;
+        let usage = self.index_chunks(&vs_file, &chunking).await?;
+        stop(Stage::Index)?;
+        Ok(usage)
+    }
+
+    async fn index_chunks(&self, vs_file: &VsFileRecord, chunking: &Chunking) -> StageResult<i64> {
+        let st = &self.st;
+        let mut usage = 0i64;
+        let mut offset = 0u32;
+        loop {
+            let rows = st
+                .meta
+                .get_chunks(&vs_file.file_id, chunking, offset, INDEX_BATCH, true)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            offset = rows.last().map_or(offset, |r| r.idx + 1);
+            let mut points = Vec::with_capacity(rows.len());
+            for r in rows {
+                usage += r.text.len() as i64;
+                let vector = r.embedding.ok_or_else(|| {
+                    Failure::Transient(Error::Internal(anyhow::anyhow!(
+                        "chunk {} has no embedding",
+                        r.idx
+                    )))
+                })?;
+                points.push(Point {
+                    id: point_id(&vs_file.file_id, &vs_file.vector_store_id, r.idx),
+                    vector,
+                    vector_store_id: vs_file.vector_store_id.clone(),
+                    file_id: vs_file.file_id.clone(),
+                    chunk_index: r.idx,
+                    text: r.text,
+                    attributes: vs_file.attributes.clone(),
+                    extra: r.extra,
+                });
+            }
+            st.index
+                .upsert(points)
+                .instrument(tracing::info_span!("index.upsert", file_id = %vs_file.file_id))
+                .await?;
+        }
+        Ok(usage)
+    }
+
+    async fn run_purge_file(&self, job: &Job) -> StageResult<()> {
+        let st = &self.st;
+        let file = job.file_id.as_ref().ok_or_else(|| missing("file_id"))?;
+        st.index.delete_file(None, file).await?;
+        st.storage.delete(&format!("texts/{file}")).await?;
+        st.meta.delete_file_caches(file).await?;
+        st.storage
+            .delete(&crate::domain::FileRecord::storage_key_for(file))
+            .await?;
+        st.meta.purge_file_row(file).await?;
+        Ok(())
+    }
+
+    async fn run_purge_vs_file(&self, job: &Job) -> StageResult<()> {
+        let st = &self.st;
+        let store = job
+            .vector_store_id
+            .as_ref()
+            .ok_or_else(|| missing("vector_store_id"))?;
+        let file = job.file_id.as_ref().ok_or_else(|| missing("file_id"))?;
+        // Re-attached since: its own ingest job replaces the points.
+        if st.meta.get_vs_file(store, file).await?.is_none() {
+            st.index.delete_file(Some(store), file).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_purge_store(&self, job: &Job) -> StageResult<()> {
+        let store = job
+            .vector_store_id
+            .as_ref()
+            .ok_or_else(|| missing("vector_store_id"))?;
+        self.st.index.delete_store(store).await?;
+        self.st.meta.purge_vector_store_rows(store).await?;
+        Ok(())
+    }
+}
+
+fn missing(what: &str) -> Failure {
+    Failure::Permanent(IngestErrorCode::ServerError, format!("job has no {what}"))
+}
+
+async fn read_all(st: &AppState, key: &str) -> Result<Vec<u8>> {
+    use futures_util::StreamExt;
+    let blob = st
+        .storage
+        .get(key)
+        .await?
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("missing blob {key}")))?;
+    let mut out = Vec::with_capacity(blob.len as usize);
+    let mut stream = blob.stream;
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// Starts `n` workers that drain the queue, waking on `st.jobs_notify` (or every second).
+pub fn spawn_workers(st: AppState, n: usize, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+    (0..n.max(1))
+        .map(|i| {
+            let worker = Worker::new(st.clone(), &format!("w{i}"));
+            let notify = Arc::clone(&st.jobs_notify);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    let notified = notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    loop {
+                        if shutdown.is_cancelled() {
+                            return;
+                        }
+                        match worker.try_run_one().await {
+                            Ok(true) => continue,
+                            Ok(false) => break,
+                            Err(e) => {
+                                tracing::error!(error = ?e, "worker could not run a job");
+                                break;
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,1100 @@
+//! Vector stores end to end: ingestion through the durable queue, search with filters, cascades,
+//! batches, expiry, restart-resume, bad input.
+
+use crate::{assert_error, TestApp};
+use async_trait::async_trait;
+use ragstore::domain::{FileId, VectorStoreId};
+use ragstore::ingest::embed::Embedder;
+use ragstore::ingest::worker::{Stage, Worker};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub const DOCS: &[(&str, &str)] = &[
+    ("photosynthesis.txt", "Photosynthesis is the process by which green plants use sunlight, water and carbon dioxide to make glucose and release oxygen. Chlorophyll in the chloroplasts absorbs light energy, which drives the light-dependent reactions and the Calvin cycle."),
+    ("tcp.md", "# TCP congestion control\n\nTCP slows its sending rate when the network is congested. Slow start grows the congestion window exponentially, and after packet loss the sender halves the window and grows it additively (AIMD). Retransmission timeouts detect lost segments."),
+    ("rome.txt", "The Roman Empire was ruled by emperors after Augustus became the first emperor in 27 BC. The legions expanded its borders across Europe, North Africa and the Middle East, and the western empire fell in 476 AD."),
+    ("bread.txt", "To bake sourdough bread, mix flour, water and salt with an active starter, let the dough rise slowly, shape it into a loaf, and bake it in a very hot oven until the crust is dark and crisp."),
+    ("volcano.txt", "Volcanoes erupt when magma from the Earth's mantle rises through the crust. Pressure from dissolved gases can cause explosive eruptions that throw ash and lava, as at Mount Vesuvius and Mount St. Helens."),
+];
+
+pub const QUESTIONS: &[(&str, &str)] = &[
+    (
+        "How do plants turn sunlight into food?",
+        "photosynthesis.txt",
+    ),
+    (
+        "What happens to the sending rate when packets are lost on a busy network?",
+        "tcp.md",
+    ),
+    (
+        "Who was the first emperor and when did the western empire fall?",
+        "rome.txt",
+    ),
+    (
+        "How long should dough rise before baking a loaf?",
+        "bread.txt",
+    ),
+    (
+        "Why do some mountains explode with ash and lava?",
+        "volcano.txt",
+    ),
+];
+
+async fn upload_docs(app: &TestApp) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, text) in DOCS {
+        let f = app
+            .upload(name, text.as_bytes().to_vec(), "assistants")
+            .await;
+        out.push((name.to_string(), f["id"].as_str().unwrap().to_owned()));
+    }
+    out
+}
+
+async fn create_store(app: &TestApp, body: Value) -> Value {
+    let (status, vs) = app.post_json("/v1/vector_stores", body).await;
+    assert_eq!(status, 200, "{vs}");
+    assert_eq!(vs["object"], "vector_store");
+    assert!(vs["id"].as_str().unwrap().starts_with("vs_"));
+    vs
+}
+
+async fn search(app: &TestApp, vs: &str, body: Value) -> Value {
+    let (status, res) = app
+        .post_json(&format!("/v1/vector_stores/{vs}/search"), body)
+        .await;
+    assert_eq!(status, 200, "{res}");
+    res
+}
+
+fn names(res: &Value) -> Vec<String> {
+    res["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["filename"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn points(app: &TestApp, vs: Option<&str>, file: Option<&str>) -> u64 {
+    let vs = vs.map(|v| VectorStoreId::parse(v).unwrap());
+    let file = file.map(|f| FileId::parse(f).unwrap());
+    app.state
+        .index
+        .count(vs.as_ref(), file.as_ref())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ingest_search_and_delete_end_to_end() {
+    let app = TestApp::spawn().await;
+    let files = upload_docs(&app).await;
+    let ids: Vec<&str> = files.iter().map(|(_, id)| id.as_str()).collect();
+    let vs = create_store(
+        &app,
+        json!({"name": "kb", "file_ids": ids, "metadata": {"team": "docs"}}),
+    )
+    .await;
+    let vs_id = vs["id"].as_str().unwrap().to_owned();
+    assert_eq!(vs["status"], "in_progress");
+    assert_eq!(vs["file_counts"]["in_progress"], 5);
+    assert_eq!(vs["metadata"]["team"], "docs");
+    let res = app
+        .client
+        .get(app.url(&format!("/v1/vector_stores/{vs_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers().contains_key("openai-poll-after-ms"),
+        "in-progress objects carry a poll hint"
+    );
+
+    assert!(app.drain().await >= 5);
+    let (_, vs) = app.get_json(&format!("/v1/vector_stores/{vs_id}")).await;
+    assert_eq!(vs["status"], "completed", "{vs}");
+    assert_eq!(
+        vs["file_counts"],
+        json!({"in_progress": 0, "completed": 5, "failed": 0, "cancelled": 0, "total": 5})
+    );
+    assert!(vs["usage_bytes"].as_i64().unwrap() > 0);
+
+    // Extraction turned the files `processed`.
+    let (_, f) = app.get_json(&format!("/v1/files/{}", ids[0])).await;
+    assert_eq!(f["status"], "processed");
+
+    // Every question finds the right document first.
+    for (q, want) in QUESTIONS {
+        let res = search(&app, &vs_id, json!({"query": q, "max_num_results": 5})).await;
+        assert_eq!(res["object"], "vector_store.search_results.page");
+        assert_eq!(res["search_query"], json!([q]));
+        let got = names(&res);
+        assert_eq!(got.first().map(String::as_str), Some(*want), "{q}: {got:?}");
+        let scores: Vec<f64> = res["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["score"].as_f64().unwrap())
+            .collect();
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "sorted: {scores:?}"
+        );
+        assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{scores:?}");
+        let hit = &res["data"][0];
+        assert_eq!(hit["content"][0]["type"], "text");
+        assert!(!hit["content"][0]["text"].as_str().unwrap().is_empty());
+        assert!(hit["file_id"].as_str().unwrap().starts_with("file-"));
+    }
+    // A query list and a threshold.
+    let res = search(
+        &app,
+        &vs_id,
+        json!({"query": ["sourdough starter", "magma"], "max_num_results": 2}),
+    )
+    .await;
+    let got = names(&res);
+    assert!(
+        got.contains(&"bread.txt".to_owned()) && got.contains(&"volcano.txt".to_owned()),
+        "{got:?}"
+    );
+    let res = search(
+        &app,
+        &vs_id,
+        json!({"query": "magma eruptions", "ranking_options": {"score_threshold": 0.99}}),
+    )
+    .await;
+    assert!(
+        res["data"].as_array().unwrap().is_empty(),
+        "nothing is that similar: {res}"
+    );
+
+    // Delete a file: gone from counts, listings, search and the index.
+    let rome = &files[2].1;
+    let n_before = points(&app, Some(&vs_id), Some(rome)).await;
+    assert!(n_before > 0);
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/files/{rome}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (_, vs) = app.get_json(&format!("/v1/vector_stores/{vs_id}")).await;
+    assert_eq!(vs["file_counts"]["total"], 4);
+    let res = search(
+        &app,
+        &vs_id,
+        json!({"query": "Roman emperors and legions", "max_num_results": 50}),
+    )
+    .await;
+    assert!(!names(&res).contains(&"rome.txt".to_owned()));
+    app.drain().await;
+    assert_eq!(
+        points(&app, None, Some(rome)).await,
+        0,
+        "no orphaned points"
+    );
+    let (status, _) = app
+        .get_json(&format!("/v1/vector_stores/{vs_id}/files/{rome}"))
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn deleting_a_file_removes_it_from_every_store() {
+    let app = TestApp::spawn().await;
+    let f = app
+        .upload("tcp.md", DOCS[1].1.as_bytes().to_vec(), "user_data")
+        .await;
+    let fid = f["id"].as_str().unwrap();
+    let keep = app
+        .upload("bread.txt", DOCS[3].1.as_bytes().to_vec(), "user_data")
+        .await;
+    let mut stores = Vec::new();
+    for i in 0..3 {
+        let vs = create_store(
+            &app,
+            json!({"name": format!("s{i}"), "file_ids": [fid, keep["id"]]}),
+        )
+        .await;
+        stores.push(vs["id"].as_str().unwrap().to_owned());
+    }
+    app.drain().await;
+    for vs in &stores {
+        assert!(points(&app, Some(vs), Some(fid)).await > 0);
+    }
+    let total_before = points(&app, None, None).await;
+    let per_file = points(&app, None, Some(fid)).await;
+    assert_eq!(per_file % 3, 0);
+
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/files/{fid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.drain().await;
+    for vs in &stores {
+        let (_, v) = app.get_json(&format!("/v1/vector_stores/{vs}")).await;
+        assert_eq!(v["file_counts"]["total"], 1, "{v}");
+        let (_, list) = app.get_json(&format!("/v1/vector_stores/{vs}/files")).await;
+        let listed: Vec<&str> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, vec![keep["id"].as_str().unwrap()]);
+        let res = search(&app, vs, json!({"query": "congestion window"})).await;
+        assert!(res["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["file_id"] != fid));
+    }
+    assert_eq!(points(&app, None, Some(fid)).await, 0);
+    assert_eq!(points(&app, None, None).await, total_before - per_file);
+    // Its caches and bytes are gone too.
+    let id = FileId::parse(fid).unwrap();
+    assert!(app.state.meta.get_file_text(&id).await.unwrap().is_none());
+    assert!(!app.data_dir().join("blobs/files").join(fid).exists());
+    assert!(!app.data_dir().join("blobs/texts").join(fid).exists());
+}
+
+#[tokio::test]
+async fn attribute_filters_run_inside_the_index_and_update_without_reembedding() {
+    let counting = Counting::new();
+    let app =
+        TestApp::spawn_custom(tempfile::tempdir().unwrap(), |_| {}, Some(counting.clone())).await;
+    let vs = create_store(&app, json!({"name": "filters"})).await;
+    let vs_id = vs["id"].as_str().unwrap().to_owned();
+    let attrs = [
+        json!({"author": "ann", "year": 2019, "draft": false}),
+        json!({"author": "bob", "year": 2021, "draft": true}),
+        json!({"author": "cy", "year": 2023, "draft": false}),
+        json!({"author": "ann", "year": 2024, "draft": true}),
+        json!({"author": "dee", "year": 2020.5, "draft": false}),
+    ];
+    for ((name, text), a) in DOCS.iter().zip(&attrs) {
+        let f = app
+            .upload(name, text.as_bytes().to_vec(), "assistants")
+            .await;
+        let (status, vf) = app
+            .post_json(
+                &format!("/v1/vector_stores/{vs_id}/files"),
+                json!({"file_id": f["id"], "attributes": a}),
+            )
+            .await;
+        assert_eq!(status, 200, "{vf}");
+        assert_eq!(vf["object"], "vector_store.file");
+        assert_eq!(vf["status"], "in_progress");
+        assert_eq!(vf["attributes"], *a);
+        assert_eq!(
+            vf["chunking_strategy"],
+            json!({"type": "static", "static": {"max_chunk_size_tokens": 254, "chunk_overlap_tokens": 127}}),
+            "auto fits the model's 256-token window, special tokens included"
+        );
+    }
+    app.drain().await;
+    let by = |filters: Value| {
+        let app = &app;
+        let vs_id = vs_id.clone();
+        async move {
+            let mut got = names(
+                &search(
+                    app,
+                    &vs_id,
+                    json!({"query": "anything at all", "max_num_results": 50, "filters": filters}),
+                )
+                .await,
+            );
+            got.sort();
+            got.dedup();
+            got
+        }
+    };
+    let f = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        by(json!({"type": "eq", "key": "author", "value": "ann"})).await,
+        f(&["bread.txt", "photosynthesis.txt"])
+    );
+    assert_eq!(
+        by(json!({"type": "ne", "key": "author", "value": "ann"})).await,
+        f(&["rome.txt", "tcp.md", "volcano.txt"])
+    );
+    assert_eq!(
+        by(json!({"type": "gt", "key": "year", "value": 2021})).await,
+        f(&["bread.txt", "rome.txt"])
+    );
+    assert_eq!(
+        by(json!({"type": "gte", "key": "year", "value": 2021})).await,
+        f(&["bread.txt", "rome.txt", "tcp.md"])
+    );
+    assert_eq!(
+        by(json!({"type": "lt", "key": "year", "value": 2020.5})).await,
+        f(&["photosynthesis.txt"])
+    );
+    assert_eq!(
+        by(json!({"type": "lte", "key": "year", "value": 2020.5})).await,
+        f(&["photosynthesis.txt", "volcano.txt"])
+    );
+    assert_eq!(
+        by(json!({"type": "eq", "key": "year", "value": 2021})).await,
+        f(&["tcp.md"])
+    );
+    assert_eq!(
+        by(json!({"type": "eq", "key": "draft", "value": true})).await,
+        f(&["bread.txt", "tcp.md"])
+    );
+    assert_eq!(
+        by(json!({"type": "in", "key": "author", "value": ["bob", "cy"]})).await,
+        f(&["rome.txt", "tcp.md"])
+    );
+    assert_eq!(
+        by(json!({"type": "nin", "key": "author", "value": ["ann", "bob", "cy"]})).await,
+        f(&["volcano.txt"])
+    );
+    assert_eq!(
+        by(json!({"type": "in", "key": "year", "value": [2019, 2023]})).await,
+        f(&["photosynthesis.txt", "rome.txt"])
+    );
+    assert_eq!(
+        by(json!({"type": "and", "filters": [
+            {"type": "eq", "key": "draft", "value": false},
+            {"type": "or", "filters": [{"type": "eq", "key": "author", "value": "cy"}, {"type": "lt", "key": "year", "value": 2020}]}
+        ]})).await,
+        f(&["photosynthesis.txt", "rome.txt"])
+    );
+    assert_eq!(
+        by(json!({"type": "eq", "key": "missing", "value": "x"})).await,
+        Vec::<String>::new()
+    );
+    // 5 results asked, fewer match: the filter is applied inside the index, not to a top-k.
+    let res = search(&app, &vs_id, json!({"query": "photosynthesis", "max_num_results": 1, "filters": {"type": "eq", "key": "author", "value": "dee"}})).await;
+    assert_eq!(names(&res), vec!["volcano.txt".to_owned()]);
+
+    // Updating attributes is searchable at once, with no new embedding pass.
+    let calls = counting.texts();
+    let (_, list) = app
+        .get_json(&format!("/v1/vector_stores/{vs_id}/files?limit=100"))
+        .await;
+    let rome = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["attributes"]["author"] == "cy")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, vf) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/files/{rome}"),
+            json!({"attributes": {"author": "zed"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{vf}");
+    assert_eq!(vf["attributes"], json!({"author": "zed"}));
+    assert_eq!(
+        by(json!({"type": "eq", "key": "author", "value": "zed"})).await,
+        f(&["rome.txt"])
+    );
+    assert_eq!(
+        by(json!({"type": "eq", "key": "author", "value": "cy"})).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        by(json!({"type": "gte", "key": "year", "value": 2023})).await,
+        f(&["bread.txt"]),
+        "old keys are gone"
+    );
+    let hit = search(
+        &app,
+        &vs_id,
+        json!({"query": "Roman legions", "max_num_results": 1}),
+    )
+    .await;
+    assert_eq!(hit["data"][0]["attributes"], json!({"author": "zed"}));
+    assert_eq!(
+        counting.texts(),
+        calls + 4,
+        "only the four search queries were embedded"
+    );
+    assert_eq!(app.drain().await, 0);
+}
+
+#[tokio::test]
+async fn a_processed_file_reuses_text_and_embeddings_in_another_store() {
+    let counting = Counting::new();
+    let app =
+        TestApp::spawn_custom(tempfile::tempdir().unwrap(), |_| {}, Some(counting.clone())).await;
+    let long: String = (0..40)
+        .map(|i| format!("Paragraph {i}: {}\n\n", DOCS[i % DOCS.len()].1))
+        .collect();
+    let f = app
+        .upload("long.txt", long.into_bytes(), "assistants")
+        .await;
+    let fid = f["id"].as_str().unwrap();
+    let a = create_store(&app, json!({"file_ids": [fid]})).await;
+    app.drain().await;
+    let first_pass = counting.texts();
+    let chunks = points(&app, a["id"].as_str(), Some(fid)).await;
+    assert!(chunks > 10, "{chunks}");
+    assert_eq!(first_pass as u64, chunks, "one embedding per chunk");
+
+    let b = create_store(&app, json!({"file_ids": [fid]})).await;
+    app.drain().await;
+    assert_eq!(
+        counting.texts(),
+        first_pass,
+        "same chunking: no second embedding pass"
+    );
+    assert_eq!(points(&app, b["id"].as_str(), Some(fid)).await, chunks);
+
+    // Another chunking re-chunks and embeds, from the stored text.
+    let c = create_store(&app, json!({"file_ids": [fid], "chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 400, "chunk_overlap_tokens": 0}}})).await;
+    app.drain().await;
+    let n = points(&app, c["id"].as_str(), Some(fid)).await;
+    assert!(n > 0 && n < chunks, "{n} vs {chunks}");
+    assert_eq!(counting.texts() as u64, first_pass as u64 + n);
+    let (_, vf) = app
+        .get_json(&format!(
+            "/v1/vector_stores/{}/files/{fid}",
+            c["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        vf["chunking_strategy"]["static"],
+        json!({"max_chunk_size_tokens": 400, "chunk_overlap_tokens": 0})
+    );
+
+    // The parsed chunks, paged.
+    let path = format!(
+        "/v1/vector_stores/{}/files/{fid}/content?limit=4",
+        a["id"].as_str().unwrap()
+    );
+    let (status, page) = app.get_json(&path).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["object"], "vector_store.file_content.page");
+    assert_eq!(page["data"].as_array().unwrap().len(), 4);
+    assert_eq!(page["has_more"], true);
+    let mut all = page["data"].as_array().unwrap().len();
+    let mut next = page["next_page"].as_str().map(str::to_owned);
+    while let Some(p) = next {
+        let (_, page) = app.get_json(&format!("{path}&page={p}")).await;
+        all += page["data"].as_array().unwrap().len();
+        next = page["next_page"].as_str().map(str::to_owned);
+    }
+    assert_eq!(all as u64, chunks);
+}
+
+#[tokio::test]
+async fn batches_attach_and_cancel() {
+    let app = TestApp::spawn().await;
+    let files = upload_docs(&app).await;
+    let vs = create_store(&app, json!({})).await;
+    let vs_id = vs["id"].as_str().unwrap();
+    let (status, b) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/file_batches"),
+            json!({"files": [
+                {"file_id": files[0].1, "attributes": {"k": "a"}},
+                {"file_id": files[1].1, "attributes": {"k": "b"}, "chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 50}}}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["object"], "vector_store.files_batch");
+    assert!(b["id"].as_str().unwrap().starts_with("vsfb_"));
+    assert_eq!(b["status"], "in_progress");
+    assert_eq!(b["file_counts"]["in_progress"], 2);
+    app.drain().await;
+    let (_, b2) = app
+        .get_json(&format!(
+            "/v1/vector_stores/{vs_id}/file_batches/{}",
+            b["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(b2["status"], "completed");
+    assert_eq!(b2["file_counts"]["completed"], 2);
+    let (_, f1) = app
+        .get_json(&format!("/v1/vector_stores/{vs_id}/files/{}", files[1].1))
+        .await;
+    assert_eq!(f1["attributes"], json!({"k": "b"}));
+    assert_eq!(
+        f1["chunking_strategy"]["static"]["max_chunk_size_tokens"],
+        100
+    );
+
+    // A second batch: one job runs, then the batch is cancelled: queued work stops, finished stays.
+    let rest: Vec<&str> = files[2..].iter().map(|(_, id)| id.as_str()).collect();
+    let (_, b) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/file_batches"),
+            json!({"file_ids": rest}),
+        )
+        .await;
+    let bid = b["id"].as_str().unwrap().to_owned();
+    let worker = Worker::new(app.state.clone(), "one");
+    // Extraction jobs from the uploads may come first; run until one ingest has completed.
+    loop {
+        assert!(worker.try_run_one().await.unwrap());
+        let (_, b) = app
+            .get_json(&format!("/v1/vector_stores/{vs_id}/file_batches/{bid}"))
+            .await;
+        if b["file_counts"]["completed"] == 1 {
+            break;
+        }
+    }
+    let (status, c) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/file_batches/{bid}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["status"], "cancelled");
+    assert_eq!(
+        c["file_counts"],
+        json!({"in_progress": 0, "completed": 1, "failed": 0, "cancelled": 2, "total": 3})
+    );
+    app.drain().await;
+    let (_, list) = app
+        .get_json(&format!(
+            "/v1/vector_stores/{vs_id}/file_batches/{bid}/files?filter=cancelled"
+        ))
+        .await;
+    let cancelled: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(cancelled.len(), 2);
+    for id in cancelled {
+        assert_eq!(
+            points(&app, Some(vs_id), Some(id)).await,
+            0,
+            "cancelled files have no points"
+        );
+    }
+    let (_, list) = app
+        .get_json(&format!(
+            "/v1/vector_stores/{vs_id}/file_batches/{bid}/files?filter=completed"
+        ))
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn non_text_files_fail_with_unsupported_file() {
+    let app = TestApp::spawn().await;
+    let png = app
+        .upload(
+            "img.png",
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec(),
+            "assistants",
+        )
+        .await;
+    let vs = create_store(&app, json!({"file_ids": [png["id"]]})).await;
+    let vs_id = vs["id"].as_str().unwrap();
+    app.drain().await;
+    let (_, vf) = app
+        .get_json(&format!(
+            "/v1/vector_stores/{vs_id}/files/{}",
+            png["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(vf["status"], "failed");
+    assert_eq!(vf["last_error"]["code"], "unsupported_file");
+    let (_, f) = app
+        .get_json(&format!("/v1/files/{}", png["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(f["status"], "error");
+    assert!(f["status_details"].as_str().unwrap().contains("PNG"));
+    let (_, v) = app.get_json(&format!("/v1/vector_stores/{vs_id}")).await;
+    assert_eq!(v["file_counts"]["failed"], 1);
+    assert_eq!(v["status"], "completed");
+}
+
+#[tokio::test]
+async fn stores_expire_after_inactivity() {
+    let app = TestApp::spawn().await;
+    let vs = create_store(
+        &app,
+        json!({"expires_after": {"anchor": "last_active_at", "days": 1}}),
+    )
+    .await;
+    let vs_id = vs["id"].as_str().unwrap();
+    assert_eq!(
+        vs["expires_at"].as_i64(),
+        Some(vs["last_active_at"].as_i64().unwrap() + 86_400)
+    );
+    app.clock.advance(86_399);
+    search(&app, vs_id, json!({"query": "still alive"})).await; // activity pushes expiry back
+    app.clock.advance(86_399);
+    let (_, v) = app.get_json(&format!("/v1/vector_stores/{vs_id}")).await;
+    assert_eq!(v["status"], "completed");
+    app.clock.advance(2);
+    let (_, v) = app.get_json(&format!("/v1/vector_stores/{vs_id}")).await;
+    assert_eq!(v["status"], "expired");
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/search"),
+            json!({"query": "x"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(assert_error(&body, "invalid_request_error")["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+}
+
+#[tokio::test]
+async fn stores_list_modify_delete() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            create_store(&app, json!({"name": format!("s{i}")})).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let (_, page) = app.get_json("/v1/vector_stores?limit=2&order=asc").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+    assert_eq!(page["has_more"], true);
+    let mut seen: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/vector_stores?limit=2&order=asc&after={a}"),
+            None => "/v1/vector_stores?limit=2&order=asc".to_owned(),
+        };
+        let (_, page) = app.get_json(&path).await;
+        seen.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["id"].as_str().unwrap().to_owned()),
+        );
+        if page["has_more"] != true {
+            break;
+        }
+        after = page["last_id"].as_str().map(str::to_owned);
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let mut seen_sorted = seen.clone();
+    seen_sorted.sort();
+    assert_eq!(seen_sorted, sorted);
+    let (_, before) = app
+        .get_json(&format!("/v1/vector_stores?order=asc&before={}", seen[2]))
+        .await;
+    assert_eq!(before["data"].as_array().unwrap().len(), 2);
+
+    let (status, v) = app
+        .post_json(&format!("/v1/vector_stores/{}", ids[0]), json!({"name": "renamed", "metadata": {"a": "b"}, "expires_after": {"anchor": "last_active_at", "days": 7}}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["name"], "renamed");
+    assert_eq!(v["metadata"], json!({"a": "b"}));
+    assert_eq!(
+        v["expires_after"],
+        json!({"anchor": "last_active_at", "days": 7})
+    );
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/vector_stores/{}", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"id": ids[0], "object": "vector_store.deleted", "deleted": true})
+    );
+    let (status, _) = app.get_json(&format!("/v1/vector_stores/{}", ids[0])).await;
+    assert_eq!(status, 404);
+    app.drain().await;
+}
+
+#[tokio::test]
+async fn detaching_removes_points_from_that_store_only() {
+    let app = TestApp::spawn().await;
+    let f = app
+        .upload("rome.txt", DOCS[2].1.as_bytes().to_vec(), "assistants")
+        .await;
+    let fid = f["id"].as_str().unwrap();
+    let a = create_store(&app, json!({"file_ids": [fid]})).await;
+    let b = create_store(&app, json!({"file_ids": [fid]})).await;
+    app.drain().await;
+    let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/vector_stores/{a}/files/{fid}")))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"id": fid, "object": "vector_store.file.deleted", "deleted": true})
+    );
+    app.drain().await;
+    assert_eq!(points(&app, Some(a), Some(fid)).await, 0);
+    assert!(points(&app, Some(b), Some(fid)).await > 0);
+    let (status, _) = app.get_json(&format!("/v1/files/{fid}")).await;
+    assert_eq!(status, 200, "detaching keeps the file");
+    // Deleting a store removes its points.
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/vector_stores/{b}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.drain().await;
+    assert_eq!(points(&app, Some(b), None).await, 0);
+}
+
+/// The crash test: a worker stops between stages (lease held, nothing finished), the app is
+/// rebuilt on the same data dir, and the file completes with exactly the right points.
+#[tokio::test]
+async fn ingestion_resumes_after_a_crash_at_any_stage() {
+    for stage in [Stage::Extract, Stage::Chunk, Stage::Embed, Stage::Index] {
+        let app = TestApp::spawn().await;
+        let text: String = (0..12)
+            .map(|i| format!("Section {i}. {}\n\n", DOCS[i % DOCS.len()].1))
+            .collect();
+        let f = app.upload("crash.txt", text.into_bytes(), "vision").await;
+        let fid = f["id"].as_str().unwrap().to_owned();
+        let vs = create_store(&app, json!({"file_ids": [fid]})).await;
+        let vs_id = vs["id"].as_str().unwrap().to_owned();
+        let worker = Worker::new(app.state.clone(), "doomed");
+        assert!(worker.run_one_until(Some(stage)).await.unwrap());
+        // The index allows one open handle per directory: let go of everything that holds it.
+        drop(worker);
+        let dir = app.stop().await;
+
+        let app = TestApp::spawn_in(dir, |_| {}).await;
+        let (_, vf) = app
+            .get_json(&format!("/v1/vector_stores/{vs_id}/files/{fid}"))
+            .await;
+        assert_eq!(vf["status"], "in_progress", "{stage:?}");
+        app.drain().await;
+        let (_, vf) = app
+            .get_json(&format!("/v1/vector_stores/{vs_id}/files/{fid}"))
+            .await;
+        assert_eq!(vf["status"], "completed", "{stage:?}: {vf}");
+        let id = FileId::parse(&fid).unwrap();
+        let chunking = ragstore::domain::Chunking::auto(app.state.pipeline.auto_chunk_tokens());
+        let chunks = app.state.meta.chunk_count(&id, &chunking).await.unwrap();
+        assert!(chunks > 3);
+        assert_eq!(
+            points(&app, Some(&vs_id), Some(&fid)).await,
+            u64::from(chunks),
+            "{stage:?}: exact, no duplicates"
+        );
+        assert_eq!(
+            points(&app, None, None).await,
+            u64::from(chunks),
+            "{stage:?}"
+        );
+        let res = search(&app, &vs_id, json!({"query": "sourdough loaf"})).await;
+        assert_eq!(res["data"][0]["file_id"], fid.as_str());
+    }
+}
+
+#[tokio::test]
+async fn vector_store_bad_inputs() {
+    let app = TestApp::spawn().await;
+    let f = app
+        .upload("a.txt", b"hello world".to_vec(), "assistants")
+        .await;
+    let fid = f["id"].as_str().unwrap();
+    let vs = create_store(&app, json!({})).await;
+    let vs_id = vs["id"].as_str().unwrap();
+    let long_meta: serde_json::Map<String, Value> =
+        (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases: Vec<(&str, Value, u16, Option<&str>)> = vec![
+        (
+            "/v1/vector_stores",
+            json!({"metadata": long_meta}),
+            400,
+            Some("metadata"),
+        ),
+        (
+            "/v1/vector_stores",
+            json!({"metadata": {"k": "v".repeat(513)}}),
+            400,
+            Some("metadata"),
+        ),
+        (
+            "/v1/vector_stores",
+            json!({"file_ids": "file-x"}),
+            400,
+            Some("file_ids"),
+        ),
+        (
+            "/v1/vector_stores",
+            json!({"file_ids": ["file-doesnotexist"]}),
+            404,
+            None,
+        ),
+        (
+            "/v1/vector_stores",
+            json!({"expires_after": {"anchor": "created_at", "days": 1}}),
+            400,
+            Some("expires_after"),
+        ),
+        (
+            "/v1/vector_stores",
+            json!({"expires_after": {"anchor": "last_active_at", "days": 366}}),
+            400,
+            Some("expires_after"),
+        ),
+        (
+            "/v1/vector_stores",
+            json!({"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 99, "chunk_overlap_tokens": 0}}}),
+            400,
+            Some("chunking_strategy"),
+        ),
+        (
+            "/v1/vector_stores",
+            json!({"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 401}}}),
+            400,
+            Some("chunking_strategy"),
+        ),
+        ("/v1/vector_stores", json!({"name": 5}), 400, Some("name")),
+    ];
+    for (path, body, want, param) in cases {
+        let (status, res) = app.post_json(path, body.clone()).await;
+        assert_eq!(status, want, "{body}: {res}");
+        let e = assert_error(&res, "invalid_request_error");
+        if let Some(p) = param {
+            assert_eq!(e["param"], p, "{body}");
+        }
+    }
+    let files = format!("/v1/vector_stores/{vs_id}/files");
+    let search_path = format!("/v1/vector_stores/{vs_id}/search");
+    let many_attrs: serde_json::Map<String, Value> =
+        (0..17).map(|i| (format!("k{i}"), json!(1))).collect();
+    let cases: Vec<(&str, Value, u16, Option<&str>)> = vec![
+        (&files, json!({}), 400, Some("file_id")),
+        (&files, json!({"file_id": "file-nope"}), 404, None),
+        (
+            &files,
+            json!({"file_id": fid, "attributes": many_attrs}),
+            400,
+            Some("attributes"),
+        ),
+        (
+            &files,
+            json!({"file_id": fid, "attributes": {"k": {"nested": 1}}}),
+            400,
+            Some("attributes"),
+        ),
+        (
+            &files,
+            json!({"file_id": fid, "chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 5000, "chunk_overlap_tokens": 0}}}),
+            400,
+            Some("chunking_strategy"),
+        ),
+        (&search_path, json!({}), 400, Some("query")),
+        (&search_path, json!({"query": ""}), 400, Some("query")),
+        (
+            &search_path,
+            json!({"query": "x", "max_num_results": 0}),
+            400,
+            Some("max_num_results"),
+        ),
+        (
+            &search_path,
+            json!({"query": "x", "max_num_results": 51}),
+            400,
+            Some("max_num_results"),
+        ),
+        (
+            &search_path,
+            json!({"query": "x", "filters": {"type": "like", "key": "a", "value": 1}}),
+            400,
+            Some("filters"),
+        ),
+        (
+            &search_path,
+            json!({"query": "x", "filters": {"type": "gt", "key": "a", "value": "b"}}),
+            400,
+            Some("filters"),
+        ),
+        (
+            &search_path,
+            json!({"query": "x", "ranking_options": {"score_threshold": 2}}),
+            400,
+            Some("ranking_options"),
+        ),
+        (
+            &search_path,
+            json!({"query": "x", "ranking_options": {"ranker": "best"}}),
+            400,
+            Some("ranking_options"),
+        ),
+    ];
+    for (path, body, want, param) in cases {
+        let (status, res) = app.post_json(path, body.clone()).await;
+        assert_eq!(status, want, "{path} {body}: {res}");
+        let e = assert_error(&res, "invalid_request_error");
+        if let Some(p) = param {
+            assert_eq!(e["param"], p, "{body}");
+        }
+    }
+    for path in [
+        "/v1/vector_stores/vs_nope".to_owned(),
+        "/v1/vector_stores/garbage".to_owned(),
+        format!("/v1/vector_stores/{vs_id}/files/file-nope"),
+        format!("/v1/vector_stores/{vs_id}/file_batches/vsfb_nope"),
+    ] {
+        let (status, res) = app.get_json(&path).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(assert_error(&res, "invalid_request_error")["code"]
+            .as_str()
+            .unwrap()
+            .ends_with("_not_found"));
+    }
+    let (status, res) = app
+        .get_json(&format!("/v1/vector_stores/{vs_id}/files?filter=done"))
+        .await;
+    assert_eq!(
+        (status, res["error"]["param"].as_str()),
+        (400, Some("filter"))
+    );
+    let (status, res) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/file_batches"),
+            json!({"file_ids": [fid], "files": [{"file_id": fid}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{res}");
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/file_batches"),
+            json!({"file_ids": []}),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn embeddings_endpoint_and_remote_embedder_agree() {
+    let a = TestApp::spawn().await;
+    let (status, res) = a
+        .post_json(
+            "/v1/embeddings",
+            json!({"model": "all-MiniLM-L6-v2", "input": ["a cat on a mat", "tax law"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["object"], "list");
+    let v0: Vec<f64> = res["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(v0.len(), 384);
+    assert!((v0.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-3);
+    assert!(res["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let (_, b64) = a
+        .post_json(
+            "/v1/embeddings",
+            json!({"model": "m", "input": "a cat on a mat", "encoding_format": "base64"}),
+        )
+        .await;
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert!(decoded
+        .iter()
+        .zip(&v0)
+        .all(|(x, y)| (f64::from(*x) - y).abs() < 1e-6));
+    let (status, _) = a
+        .post_json("/v1/embeddings", json!({"model": "m", "input": [1, 2, 3]}))
+        .await;
+    assert_eq!(status, 400);
+
+    // A second ragstore that embeds through the first one's /v1/embeddings.
+    let base = format!("{}/v1", a.base);
+    let b = TestApp::spawn_with(move |c| c.embedding_url = Some(base)).await;
+    let (_, res_b) = b
+        .post_json(
+            "/v1/embeddings",
+            json!({"model": "x", "input": "a cat on a mat"}),
+        )
+        .await;
+    let vb: Vec<f64> = res_b["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let cos: f64 = vb.iter().zip(&v0).map(|(x, y)| x * y).sum();
+    assert!(cos > 0.999, "{cos}");
+    // And ingests and searches with it.
+    let f = b
+        .upload("volcano.txt", DOCS[4].1.as_bytes().to_vec(), "assistants")
+        .await;
+    let vs = create_store(&b, json!({"file_ids": [f["id"]]})).await;
+    b.drain().await;
+    let res = search(&b, vs["id"].as_str().unwrap(), json!({"query": "magma"})).await;
+    assert_eq!(names(&res), vec!["volcano.txt".to_owned()]);
+}
+
+/// Wraps the real local model and counts the texts it embeds.
+#[derive(Clone)]
+struct Counting {
+    inner: Arc<dyn Embedder>,
+    texts: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    fn new() -> Arc<Self> {
+        let inner = ragstore::ingest::local::LocalEmbedder::load(&crate::models_dir(), 1).unwrap();
+        Arc::new(Self {
+            inner: Arc::new(inner),
+            texts: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    fn texts(&self) -> usize {
+        self.texts.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Embedder for Counting {
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+    fn dims(&self) -> usize {
+        self.inner.dims()
+    }
+    fn max_input_tokens(&self) -> usize {
+        self.inner.max_input_tokens()
+    }
+    async fn embed(&self, texts: Vec<String>) -> ragstore::domain::Result<Vec<Vec<f32>>> {
+        self.texts.fetch_add(texts.len(), Ordering::SeqCst);
+        self.inner.embed(texts).await
+    }
+}
