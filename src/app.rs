@@ -123,6 +123,11 @@ impl App {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let reaper = maintenance::spawn_reaper(self.state.clone(), shutdown.clone());
+        let maintainer = maintenance::spawn_index_maintainer(
+            self.state.clone(),
+            std::time::Duration::from_secs(30),
+            shutdown.clone(),
+        );
         let workers = if self.state.config.workers_enabled {
             spawn_workers(
                 self.state.clone(),
@@ -144,6 +149,9 @@ impl App {
                     Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown grace; stopping anyway"),
                 }
             }
+        }
+        if let Err(e) = maintainer.await {
+            tracing::warn!(error = %e, "index maintenance task ended abnormally");
         }
         if let Err(e) = reaper.await {
             tracing::warn!(error = %e, "reaper task ended abnormally");
@@ -184,7 +192,7 @@ async fn build_pipeline(
             Arc::new(RemoteEmbedder::new(remote).await?)
         }
         (None, None) => {
-            let threads = config.embed_threads.max(1);
+            let threads = config.embed_thread_count();
             Arc::new(
                 tokio::task::spawn_blocking(move || LocalEmbedder::load(&models, threads))
                     .await??,

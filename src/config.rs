@@ -81,12 +81,13 @@ pub struct Config {
     #[arg(long, env = "RAGSTORE_MODELS_DIR", default_value = "./models")]
     pub models_dir: PathBuf,
 
-    /// Ingestion workers (jobs run at once); 0 = one per CPU core.
+    /// Ingestion workers (jobs run at once); 0 = one less than the CPU cores (at least one), so
+    /// a core stays free for searches while files are ingested.
     #[arg(long, env = "RAGSTORE_WORKERS", default_value_t = 0)]
     pub workers: usize,
 
-    /// Threads for the local embedding model (concurrent model runs).
-    #[arg(long, env = "RAGSTORE_EMBED_THREADS", default_value_t = 1)]
+    /// Concurrent runs of the local embedding model (one thread each); 0 = one per CPU core.
+    #[arg(long, env = "RAGSTORE_EMBED_THREADS", default_value_t = 0)]
     pub embed_threads: usize,
 
     /// Use an OpenAI-compatible embeddings endpoint (e.g. http://host:8000/v1) instead of the
@@ -139,7 +140,15 @@ impl Config {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            cores().saturating_sub(1).max(1)
+        }
+    }
+
+    pub fn embed_thread_count(&self) -> usize {
+        if self.embed_threads > 0 {
+            self.embed_threads
+        } else {
+            cores()
         }
     }
 
@@ -150,6 +159,10 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0))
     }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `512MiB`, `8GB`, `64M`, `1048576` -> bytes. Decimal units (KB, MB, GB) are powers of 1000,

@@ -310,7 +310,7 @@ async fn create_batch(
     Path(vs): Path<String>,
     ApiJson(body): ApiJson,
 ) -> ApiResult<Response> {
-    let (b, c, _) = vs_files::create_batch(&st, &p, &vs, &body).await?;
+    let (b, c) = vs_files::create_batch(&st, &p, &vs, &body).await?;
     Ok(with_poll_hint(batch_json(&b, &c), c.in_progress > 0))
 }
 

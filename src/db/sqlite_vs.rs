@@ -72,6 +72,17 @@ fn vs_file_from_row(row: &SqliteRow) -> Result<VsFileRecord> {
     })
 }
 
+/// File counts from rows of `status, COUNT(*) AS n`.
+fn counts_from_rows(rows: &[SqliteRow]) -> Result<FileCounts> {
+    let mut counts = FileCounts::default();
+    for r in rows {
+        let status: String = r.try_get("status").map_err(db_err)?;
+        let status = VsFileStatus::parse(&status).ok_or_else(|| corrupt("status"))?;
+        counts.add(status, r.try_get("n").map_err(db_err)?);
+    }
+    Ok(counts)
+}
+
 fn job_from_row(row: &SqliteRow) -> Result<Job> {
     let kind: String = row.try_get("kind").map_err(db_err)?;
     let file: Option<String> = row.try_get("file_id").map_err(db_err)?;
@@ -365,15 +376,11 @@ impl VectorMetadata for SqliteMetadata {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let mut counts = FileCounts::default();
         let mut usage = 0;
-        for r in rows {
-            let status: String = r.try_get("status").map_err(db_err)?;
-            let status = VsFileStatus::parse(&status).ok_or_else(|| corrupt("status"))?;
-            counts.add(status, r.try_get("n").map_err(db_err)?);
+        for r in &rows {
             usage += r.try_get::<i64, _>("bytes").map_err(db_err)?;
         }
-        Ok((counts, usage))
+        Ok((counts_from_rows(&rows)?, usage))
     }
 
     async fn purge_vector_store_rows(&self, id: &VectorStoreId) -> Result<()> {
@@ -600,13 +607,7 @@ impl VectorMetadata for SqliteMetadata {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let mut counts = FileCounts::default();
-        for r in rows {
-            let status: String = r.try_get("status").map_err(db_err)?;
-            let status = VsFileStatus::parse(&status).ok_or_else(|| corrupt("status"))?;
-            counts.add(status, r.try_get("n").map_err(db_err)?);
-        }
-        Ok(counts)
+        counts_from_rows(&rows)
     }
 
     async fn cancel_batch(&self, id: &FileBatchId) -> Result<()> {

@@ -22,7 +22,9 @@ use crate::ingest::extract::{extract, ExtractError};
 pub const LEASE_SECS: i64 = 120;
 /// Transient failures are retried this many times, with exponential backoff, before failing.
 pub const MAX_ATTEMPTS: i64 = 6;
-const EMBED_BATCH: u32 = 64;
+/// One model run's worth: a job occupies one embedding session at a time, leaving the others
+/// to searches and other jobs.
+const EMBED_BATCH: u32 = 32;
 const INDEX_BATCH: u32 = 256;
 
 /// Stages of an ingest job, in order. Tests stop a job after one to simulate a crash.
@@ -119,15 +121,15 @@ impl Worker {
                 return Ok(true);
             }
             Err(Failure::Stopped) => return Ok(true),
-            Err(Failure::Cancelled) => {
-                self.compensate(&job).await?;
-                return Ok(true);
-            }
+            // Nothing left to do (the file or its store link is gone, or the job was cancelled):
+            // close the job if it is still ours, so it is not run again after its lease.
+            Err(Failure::Cancelled) => JobEnd::Done,
             Err(Failure::Permanent(code, message)) => {
                 tracing::info!(code = code.as_str(), %message, "job failed permanently");
                 JobEnd::Failed { code, message }
             }
-            Err(Failure::Transient(e)) if job.attempts >= MAX_ATTEMPTS => {
+            // Purges never give up: what they remove must not come back.
+            Err(Failure::Transient(e)) if job.attempts >= MAX_ATTEMPTS && !is_purge(job.kind) => {
                 tracing::error!(error = ?e, attempts = job.attempts, "job failed after retries");
                 JobEnd::Failed {
                     code: IngestErrorCode::ServerError,
@@ -136,7 +138,7 @@ impl Worker {
                 }
             }
             Err(Failure::Transient(e)) => {
-                let backoff = 2i64.pow(job.attempts.clamp(0, 10) as u32);
+                let backoff = 2i64.pow(job.attempts.clamp(0, 9) as u32);
                 tracing::warn!(error = ?e, retry_in_secs = backoff, "job will be retried");
                 JobEnd::Retry {
                     message: e.to_string(),
@@ -201,7 +203,11 @@ impl Worker {
             };
         }
         let Some(file) = st.meta.get_file(project, file_id, st.clock.now()).await? else {
-            return Err(Failure::Cancelled);
+            // Expired a moment ago: the reaper's cascade removes it from every store.
+            return Err(Failure::Permanent(
+                IngestErrorCode::InvalidFile,
+                "The file no longer exists.".to_owned(),
+            ));
         };
         let bytes = read_all(st, &file.storage_key).await?;
         let filename = file.filename.clone();
@@ -427,6 +433,13 @@ impl Worker {
     }
 }
 
+fn is_purge(kind: JobKind) -> bool {
+    matches!(
+        kind,
+        JobKind::PurgeFile | JobKind::PurgeVsFile | JobKind::PurgeStore
+    )
+}
+
 fn missing(what: &str) -> Failure {
     Failure::Permanent(IngestErrorCode::ServerError, format!("job has no {what}"))
 }
@@ -459,10 +472,13 @@ pub fn spawn_workers(st: AppState, n: usize, shutdown: CancellationToken) -> Vec
                     tokio::pin!(notified);
                     notified.as_mut().enable();
                     loop {
-                        if shutdown.is_cancelled() {
-                            return;
-                        }
-                        match worker.try_run_one().await {
+                        // On shutdown a job in flight is abandoned where it stands: its stages
+                        // are idempotent and the next start queues it again.
+                        let ran = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            ran = worker.try_run_one() => ran,
+                        };
+                        match ran {
                             Ok(true) => continue,
                             Ok(false) => break,
                             Err(e) => {

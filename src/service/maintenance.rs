@@ -128,3 +128,24 @@ pub fn spawn_reaper(st: AppState, shutdown: CancellationToken) -> JoinHandle<()>
         }
     })
 }
+
+/// Lets the vector index do its upkeep (building the HNSW graph once enough points changed) in
+/// the background, every `interval`, until `shutdown`.
+pub fn spawn_index_maintainer(
+    st: AppState,
+    interval: std::time::Duration,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {
+                    if let Err(e) = st.index.maintain().await {
+                        tracing::error!(error = ?e, "index maintenance failed");
+                    }
+                }
+            }
+        }
+    })
+}

@@ -8,7 +8,7 @@ use crate::db::{ListWindow, Position};
 use crate::domain::attributes::parse_metadata;
 use crate::domain::{
     page, Attributes, Chunking, Error, FileCounts, FileId, Filter, JobKind, NewJob, Order, Page,
-    ProjectId, Resource, Result, VectorStoreId, VectorStoreRecord, VsFileRecord, VsFileStatus,
+    ProjectId, Resource, Result, VectorStoreId, VectorStoreRecord,
 };
 use crate::service::vs_files;
 
@@ -425,9 +425,4 @@ pub async fn search(
             extra: h.extra,
         })
         .collect())
-}
-
-/// Used by vs_files for statuses shown in polling.
-pub fn in_progress(f: &VsFileRecord) -> bool {
-    f.status == VsFileStatus::InProgress
 }

@@ -9,7 +9,7 @@ use crate::domain::{
     Attributes, Chunking, Error, FileBatchId, FileBatchRecord, FileCounts, FileId, JobKind, NewJob,
     Page, ProjectId, Resource, Result, VectorStoreRecord, VsFileRecord, VsFileStatus,
 };
-use crate::service::vector_stores::{self, get_record, window, ListParams};
+use crate::service::vector_stores::{get_record, window, ListParams};
 
 pub fn parse_file_ids(
     v: Option<&Value>,
@@ -271,7 +271,7 @@ pub async fn create_batch(
     project: &ProjectId,
     store_id: &str,
     body: &serde_json::Map<String, Value>,
-) -> Result<(FileBatchRecord, FileCounts, bool)> {
+) -> Result<(FileBatchRecord, FileCounts)> {
     let store = get_record(st, project, store_id).await?;
     let auto = st.pipeline.auto_chunk_tokens();
     let default_attrs = parse_attributes(body.get("attributes"), "attributes")?;
@@ -346,7 +346,7 @@ pub async fn create_batch(
     st.meta.create_batch(&batch, &rows).await?;
     st.jobs_notify.notify_one();
     let counts = st.meta.batch_counts(&batch.id).await?;
-    Ok((batch, counts, false))
+    Ok((batch, counts))
 }
 
 async fn get_batch_record(
@@ -394,19 +394,13 @@ pub async fn cancel_batch(
 
 /// A batch's status from its counts.
 pub fn batch_status(batch: &FileBatchRecord, counts: &FileCounts) -> &'static str {
-    if counts.in_progress > 0 {
-        if batch.cancelled {
-            "cancelling"
-        } else {
-            "in_progress"
-        }
-    } else if batch.cancelled {
+    if batch.cancelled {
         "cancelled"
+    } else if counts.in_progress > 0 {
+        "in_progress"
     } else if counts.failed > 0 && counts.completed == 0 {
         "failed"
     } else {
         "completed"
     }
 }
-
-pub use vector_stores::in_progress;

@@ -240,3 +240,20 @@ fn sigterm_lets_an_in_flight_upload_finish() {
     signal(&server.child, "-TERM");
     assert!(server.child.wait().unwrap().success());
 }
+
+#[test]
+fn serve_without_the_model_names_the_fetch_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ragstore"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--models-dir")
+        .arg(dir.path().join("no-models-here"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("scripts/fetch-models.sh"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
