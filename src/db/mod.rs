@@ -152,6 +152,8 @@ pub enum FileText {
     Ok {
         storage_key: String,
         format: String,
+        /// Where parts of the text came from (pages, sheets, headings).
+        sections: Vec<crate::domain::location::Section>,
     },
     Failed {
         code: IngestErrorCode,

@@ -646,6 +646,7 @@ impl VectorMetadata for SqliteMetadata {
         let Some(r) = row else { return Ok(None) };
         let status: String = r.try_get("status").map_err(db_err)?;
         if status == "ok" {
+            let sections: String = r.try_get("sections").map_err(db_err)?;
             Ok(Some(FileText::Ok {
                 storage_key: r
                     .try_get::<Option<String>, _>("storage_key")
@@ -655,6 +656,7 @@ impl VectorMetadata for SqliteMetadata {
                     .try_get::<Option<String>, _>("format")
                     .map_err(db_err)?
                     .unwrap_or_default(),
+                sections: serde_json::from_str(&sections).map_err(|_| corrupt("text sections"))?,
             }))
         } else {
             let code: Option<String> = r.try_get("error_code").map_err(db_err)?;
@@ -672,16 +674,18 @@ impl VectorMetadata for SqliteMetadata {
     }
 
     async fn put_file_text(&self, file: &FileId, text: &FileText, now: i64) -> Result<()> {
-        let (status, key, format, code, message) = match text {
+        let (status, key, format, code, message, sections) = match text {
             FileText::Ok {
                 storage_key,
                 format,
+                sections,
             } => (
                 "ok",
                 Some(storage_key.as_str()),
                 Some(format.as_str()),
                 None,
                 None,
+                json_text(sections),
             ),
             FileText::Failed { code, message } => (
                 "failed",
@@ -689,13 +693,14 @@ impl VectorMetadata for SqliteMetadata {
                 None,
                 Some(code.as_str()),
                 Some(message.as_str()),
+                "[]".to_owned(),
             ),
         };
         sqlx::query(
-            "INSERT INTO file_texts (file_id, status, storage_key, format, error_code, error_message, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id) DO UPDATE SET status = excluded.status, \
+            "INSERT INTO file_texts (file_id, status, storage_key, format, error_code, error_message, created_at, sections) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id) DO UPDATE SET status = excluded.status, \
              storage_key = excluded.storage_key, format = excluded.format, error_code = excluded.error_code, \
-             error_message = excluded.error_message",
+             error_message = excluded.error_message, sections = excluded.sections",
         )
         .bind(file.as_str())
         .bind(status)
@@ -704,6 +709,7 @@ impl VectorMetadata for SqliteMetadata {
         .bind(code)
         .bind(message)
         .bind(now)
+        .bind(sections)
         .execute(&self.pool)
         .await
         .map_err(db_err)?;

@@ -7,6 +7,7 @@ pub mod file;
 pub mod filter;
 pub mod ids;
 pub mod job;
+pub mod location;
 pub mod page;
 pub mod upload;
 pub mod vector_store;

@@ -16,6 +16,8 @@ use crate::domain::{Error, Result};
 pub struct ChunkText {
     pub text: String,
     pub tokens: usize,
+    /// Byte offset of the chunk in the text it was cut from (to find its page, sheet, section).
+    pub offset: usize,
 }
 
 /// Splits text at the highest semantic level that fits (sections, paragraphs, sentences, words),
@@ -70,6 +72,7 @@ impl Chunker {
                 out.push(ChunkText {
                     text: piece.to_owned(),
                     tokens,
+                    offset: offset_in(text, piece),
                 });
                 continue;
             }
@@ -79,11 +82,19 @@ impl Chunker {
                 out.push(ChunkText {
                     text: sub.to_owned(),
                     tokens: self.count_tokens(sub),
+                    offset: offset_in(text, sub),
                 });
             }
         }
         out
     }
+}
+
+/// Where `piece`, a slice of `text`, starts in it.
+fn offset_in(text: &str, piece: &str) -> usize {
+    (piece.as_ptr() as usize)
+        .saturating_sub(text.as_ptr() as usize)
+        .min(text.len())
 }
 
 fn split<S: ChunkSizer>(
@@ -308,9 +319,27 @@ mod tests {
             chunks,
             vec![ChunkText {
                 text: "Hello, world!".into(),
-                tokens: 4
+                tokens: 4,
+                offset: 2,
             }]
         );
+    }
+
+    #[test]
+    fn offsets_point_at_each_chunk() {
+        let ch = chunker();
+        let text: String = (0..60)
+            .map(|i| format!("Sentence number {i} talks about topic {}. ", i % 7))
+            .collect();
+        let chunks = ch.chunk(&text, c(100, 30), false);
+        assert!(chunks.len() > 3);
+        for chunk in &chunks {
+            assert_eq!(
+                &text[chunk.offset..chunk.offset + chunk.text.len()],
+                chunk.text
+            );
+        }
+        assert!(chunks.windows(2).all(|w| w[0].offset < w[1].offset));
     }
 
     #[test]

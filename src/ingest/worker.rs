@@ -16,7 +16,7 @@ use crate::domain::{
     VsFileRecord, VsFileStatus,
 };
 use crate::index::{point_id, Point};
-use crate::ingest::extract::{extract, ExtractError};
+use crate::ingest::extract::{extract, location_of, ExtractError};
 
 /// How long a claimed job stays ours without a heartbeat.
 pub const LEASE_SECS: i64 = 120;
@@ -185,19 +185,21 @@ impl Worker {
         &self,
         project: &ProjectId,
         file_id: &FileId,
-    ) -> StageResult<(String, bool)> {
+    ) -> StageResult<ExtractedText> {
         let st = &self.st;
         if let Some(text) = st.meta.get_file_text(file_id).await? {
             return match text {
                 FileText::Ok {
                     storage_key,
                     format,
+                    sections,
                 } => {
                     let text = read_all(st, &storage_key).await?;
-                    Ok((
-                        String::from_utf8_lossy(&text).into_owned(),
-                        format == "markdown",
-                    ))
+                    Ok(ExtractedText {
+                        text: String::from_utf8_lossy(&text).into_owned(),
+                        markdown: format == "markdown",
+                        sections,
+                    })
                 }
                 FileText::Failed { code, message } => Err(Failure::Permanent(code, message)),
             };
@@ -229,6 +231,7 @@ impl Worker {
                         &FileText::Ok {
                             storage_key: key,
                             format: e.format.to_owned(),
+                            sections: e.sections.clone(),
                         },
                         now,
                     )
@@ -237,7 +240,11 @@ impl Worker {
                     .set_file_status(file_id, FileStatus::Processed, None)
                     .await?;
                 let markdown = e.is_markdown();
-                Ok((e.text, markdown))
+                Ok(ExtractedText {
+                    text: e.text,
+                    markdown,
+                    sections: e.sections,
+                })
             }
             Err(err) => {
                 let (code, message) = match err {
@@ -289,7 +296,11 @@ impl Worker {
         // Extract and chunk, unless an earlier run (or another store) already chunked this file
         // the same way.
         if st.meta.chunk_count(file, &chunking).await? == 0 {
-            let (text, markdown) = self.ensure_text(&job.project_id, file).await?;
+            let ExtractedText {
+                text,
+                markdown,
+                sections,
+            } = self.ensure_text(&job.project_id, file).await?;
             stop(Stage::Extract)?;
             let chunker = st.pipeline.chunker.clone();
             let pieces =
@@ -308,8 +319,8 @@ impl Worker {
                 .enumerate()
                 .map(|(i, c)| ChunkRow {
                     idx: i as u32,
+                    extra: location_of(&sections, c.offset, c.offset + c.text.len()),
                     text: c.text,
-                    extra: Default::default(),
                     embedding: None,
                 })
                 .collect();
@@ -431,6 +442,13 @@ impl Worker {
         self.st.meta.purge_vector_store_rows(store).await?;
         Ok(())
     }
+}
+
+/// A file's text with what chunking needs to know about it.
+struct ExtractedText {
+    text: String,
+    markdown: bool,
+    sections: Vec<crate::domain::location::Section>,
 }
 
 fn is_purge(kind: JobKind) -> bool {

@@ -1,29 +1,7 @@
-//! Text extraction, chosen by sniffing the content first and the filename second. This milestone
-//! reads text formats (plain text, Markdown, JSON, CSV/TSV, source code); everything else is
-//! refused as `unsupported_file`, never a crash.
+//! Text formats: plain text, Markdown, JSON, CSV/TSV, source code (kept verbatim). Binary
+//! content is refused as `unsupported_file`.
 
-/// Why a file yields no text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExtractError {
-    /// Not a format we read (`unsupported_file`).
-    Unsupported(String),
-    /// A format we read, but broken (`invalid_file`).
-    Invalid(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Extracted {
-    pub text: String,
-    /// A short name of the detected format (`text`, `markdown`, `json`, `csv`, `code`).
-    pub format: &'static str,
-}
-
-impl Extracted {
-    /// Whether chunking should follow Markdown structure.
-    pub fn is_markdown(&self) -> bool {
-        self.format == "markdown"
-    }
-}
+use super::{ExtractError, Extracted};
 
 /// Magic numbers of common binary formats, with the name used in the error message.
 const BINARY_MAGIC: &[(&[u8], &str)] = &[
@@ -140,6 +118,7 @@ pub fn extract(bytes: &[u8], filename: &str) -> Result<Extracted, ExtractError> 
     Ok(Extracted {
         text,
         format: format_for(filename),
+        sections: Vec::new(),
     })
 }
 
