@@ -420,8 +420,8 @@ pub(super) mod tests {
 
     #[test]
     fn lying_sizes_are_caught() {
-        // A part whose headers say 10 bytes but that inflates to 2 MiB: the real size trips
-        // the cap (the ratio floor of 1 MiB, as the compressed size is tiny).
+        // A part whose headers say 10 bytes but that inflates to 2 MiB: reading stops at the
+        // declared size (the zip reader checks it) or at our cap, whichever comes first.
         let big = vec![b'a'; 2 << 20];
         let mut z = zip_of(&[("x.xml", &big)]);
         patch_sizes(&mut z, 10);
@@ -469,5 +469,112 @@ pub(super) mod tests {
             vec![String::new()],
         ];
         assert_eq!(table(&rows), "| a | b\\|c |\n| --- | --- |\n| 1 |  |\n");
+    }
+}
+
+/// Documents written by pandoc from one Markdown source (tests/fixtures/office/).
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod fixtures {
+    use serde_json::{json, Value};
+
+    use super::tests::loc;
+
+    fn read(ext: &str) -> super::Extracted {
+        let bytes = std::fs::read(format!("tests/fixtures/office/sample.{ext}")).unwrap();
+        super::extract(&bytes).unwrap()
+    }
+
+    fn sections(e: &super::Extracted) -> Vec<Value> {
+        loc(e).into_iter().map(|(_, l)| l).collect()
+    }
+
+    /// The text shared by the DOCX, ODT and EPUB versions, in order.
+    const ORDER: &[&str] = &[
+        "# Field Guide",
+        "# Birds of the Marsh",
+        "The marsh harrier glides low over reeds",
+        "- Heron",
+        "- Bittern",
+        "  - Little bittern",
+        "## Counts",
+        "| Species | Count |\n| --- | --- |\n| Heron | 12 |\n| Bittern | 3 |",
+        "Circus aeruginosus.",
+    ];
+
+    fn assert_in_order(text: &str, parts: &[&str]) {
+        let mut at = 0;
+        for p in parts {
+            let found = text[at..].find(p);
+            assert!(found.is_some(), "{p:?} missing after byte {at} in\n{text}");
+            at += found.unwrap_or(0) + p.len();
+        }
+    }
+
+    #[test]
+    fn pandoc_docx_and_odt() {
+        for ext in ["docx", "odt"] {
+            let e = read(ext);
+            assert!(e.is_markdown());
+            let mut order = ORDER.to_vec();
+            order.insert(8, "# Closing Notes");
+            assert_in_order(&e.text, &order);
+            assert!(e.text.contains("reeds[^"), "{ext}: footnote mark");
+            assert_eq!(
+                sections(&e),
+                [
+                    "Field Guide",
+                    "Birds of the Marsh",
+                    "Counts",
+                    "Closing Notes",
+                    "Notes"
+                ]
+                .map(|s| json!({ "section": s }))
+                .to_vec(),
+                "{ext}"
+            );
+        }
+    }
+
+    #[test]
+    fn misnamed_files_are_sniffed() {
+        let bytes = std::fs::read("tests/fixtures/office/sample.docx").unwrap();
+        let e = crate::ingest::extract::extract(&bytes, "notes.txt").unwrap();
+        assert!(e.text.starts_with("# Field Guide"));
+    }
+
+    #[test]
+    fn pandoc_epub() {
+        let e = read("epub");
+        assert_in_order(&e.text, ORDER);
+        assert!(e
+            .text
+            .ends_with("# Closing Notes\n\nWatch quietly at dawn."));
+        assert_eq!(
+            sections(&e),
+            vec![
+                json!({"chapter": 1, "title": "Field Guide"}),
+                json!({"chapter": 2, "title": "Birds of the Marsh"}),
+                json!({"chapter": 3, "title": "Closing Notes"}),
+            ]
+        );
+    }
+
+    #[test]
+    fn pandoc_pptx() {
+        let e = read("pptx");
+        assert_eq!(
+            e.text,
+            "## Slide 1: Marsh Talk\n\n## Slide 2: Why marshes\n\nWater storage\nBird habitat\n\n\
+             Notes:\nMention the 2019 flood.\n\n## Slide 3: Counts\n\nSpecies | Count\nHeron | 12"
+        );
+        assert_eq!(
+            sections(&e),
+            vec![
+                json!({"slide": 1}),
+                json!({"slide": 2}),
+                json!({"slide": 3})
+            ]
+        );
     }
 }

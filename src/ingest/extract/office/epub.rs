@@ -46,7 +46,9 @@ struct Chapter {
     blocks: Vec<String>,
     buf: String,
     level: Option<usize>,
-    list_item: bool,
+    /// Open `li` elements and open `ul`/`ol` lists (for indentation).
+    list_items: usize,
+    lists: usize,
     pre: usize,
     in_title: bool,
     tables: Vec<Vec<Vec<String>>>,
@@ -101,8 +103,9 @@ impl Chapter {
             let h = collapse(&text);
             self.heading.get_or_insert_with(|| h.clone());
             format!("{} {h}", "#".repeat(level))
-        } else if self.list_item {
-            format!("- {text}")
+        } else if self.list_items > 0 {
+            let indent = "  ".repeat(self.lists.saturating_sub(1).min(8));
+            format!("{indent}- {text}")
         } else {
             text
         };
@@ -139,8 +142,10 @@ impl Chapter {
                 if n == "pre" {
                     self.pre += 1;
                 }
-                if n == "li" {
-                    self.list_item = true;
+                match n {
+                    "li" => self.list_items += 1,
+                    "ul" | "ol" => self.lists += 1,
+                    _ => {}
                 }
             }
             _ => {}
@@ -173,8 +178,10 @@ impl Chapter {
                 if n == "pre" {
                     self.pre = self.pre.saturating_sub(1);
                 }
-                if n == "li" {
-                    self.list_item = false;
+                match n {
+                    "li" => self.list_items = self.list_items.saturating_sub(1),
+                    "ul" | "ol" => self.lists = self.lists.saturating_sub(1),
+                    _ => {}
                 }
             }
             _ => {}

@@ -91,7 +91,11 @@ impl Body {
 
     fn open(&mut self, t: &Tag) {
         match t.name.as_str() {
-            "p" => self.paras.push((String::new(), None)),
+            // A "Title" paragraph is the document's top heading.
+            "p" => {
+                let title = t.attr("style-name") == Some("Title");
+                self.paras.push((String::new(), title.then_some(1)));
+            }
             "h" => {
                 let level = t
                     .attr("outline-level")

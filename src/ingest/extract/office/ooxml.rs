@@ -565,11 +565,7 @@ fn sheet_rows(xml: &str, part: &str, strings: &[String]) -> Result<Vec<Vec<Strin
                         row.push(text);
                     }
                 }
-                "row" => {
-                    if !row.is_empty() {
-                        rows.push(std::mem::take(&mut row));
-                    }
-                }
+                "row" if !row.is_empty() => rows.push(std::mem::take(&mut row)),
                 _ => {}
             },
         }
