@@ -39,6 +39,17 @@ pub(super) const LIMITS: Limits = Limits {
     ratio_floor: 1 << 20,
 };
 
+/// Spreadsheet cells held at once, counting the empty ones a sparse row is padded with and
+/// the copies of repeated rows and cells; beyond this a sheet is refused, as a few bytes of
+/// XML could otherwise ask for gigabytes.
+pub(super) const MAX_CELLS: usize = 4_000_000;
+
+pub(super) fn too_many_cells(kind: &str) -> ExtractError {
+    ExtractError::Invalid(format!(
+        "The {kind} file has more than {MAX_CELLS} cells (counting padding and repeats)."
+    ))
+}
+
 /// Extracted text beyond this is refused rather than chunked and embedded.
 const MAX_TEXT_BYTES: usize = 64 << 20;
 
@@ -256,8 +267,9 @@ pub(super) fn collapse(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Renders rows as a Markdown table (header separator after the first row); `|` in cells is
-/// escaped and line breaks become spaces. Trailing empty cells and empty rows are dropped.
+/// Renders rows as a Markdown table: `|` in cells is escaped, line breaks become spaces,
+/// trailing empty cells and empty rows are dropped. Only the header row is padded to the full
+/// width (with the separator after it) so the output stays proportional to the input.
 pub(super) fn table(rows: &[Vec<String>]) -> String {
     let rows: Vec<Vec<String>> = rows
         .iter()
@@ -274,8 +286,9 @@ pub(super) fn table(rows: &[Vec<String>]) -> String {
     let width = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut out = String::new();
     for (i, row) in rows.iter().enumerate() {
+        let cells = if i == 0 { width } else { row.len() };
         out.push('|');
-        for c in 0..width {
+        for c in 0..cells {
             out.push(' ');
             out.push_str(row.get(c).map_or("", String::as_str));
             out.push_str(" |");
@@ -468,7 +481,7 @@ pub(super) mod tests {
             vec!["1".to_owned()],
             vec![String::new()],
         ];
-        assert_eq!(table(&rows), "| a | b\\|c |\n| --- | --- |\n| 1 |  |\n");
+        assert_eq!(table(&rows), "| a | b\\|c |\n| --- | --- |\n| 1 |\n");
     }
 }
 

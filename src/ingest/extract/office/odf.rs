@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::xml::{decode, walk, Ev, Skip, Tag};
-use super::{collapse, table, Doc, Package};
+use super::{collapse, table, too_many_cells, Doc, Package, MAX_CELLS};
 use crate::ingest::extract::{ExtractError, Extracted};
 
 /// Comments, tracked deletions and the like are not document text.
@@ -51,6 +51,8 @@ struct Body {
     note: Option<(String, Vec<String>)>,
     in_citation: bool,
     skip: Skip,
+    /// Table cells held, padding and repeats included (see [`MAX_CELLS`]).
+    cells: usize,
 }
 
 fn repeat(t: &Tag, key: &str) -> usize {
@@ -211,14 +213,16 @@ impl Body {
                     return;
                 }
                 let pad = tb.pending_empty.min(MAX_COLUMNS.saturating_sub(row.len()));
+                let copies = n
+                    .min(MAX_REPEAT)
+                    .min(MAX_COLUMNS.saturating_sub(row.len() + pad));
+                self.cells += pad + copies;
+                if self.cells > MAX_CELLS {
+                    return;
+                }
                 row.resize(row.len() + pad, String::new());
                 tb.pending_empty = 0;
-                for _ in 0..n.min(MAX_REPEAT) {
-                    if row.len() >= MAX_COLUMNS {
-                        break;
-                    }
-                    row.push(text.clone());
-                }
+                row.extend(std::iter::repeat_n(text, copies));
             }
             "table-row" => {
                 let Some(tb) = self.tables.last_mut() else {
@@ -229,10 +233,13 @@ impl Body {
                         tb.rows.pop();
                     }
                     Some(r) => {
-                        let r = r.clone();
-                        for _ in 1..tb.row_repeat {
-                            tb.rows.push(r.clone());
+                        let copies = tb.row_repeat - 1;
+                        self.cells += r.len() * copies;
+                        if self.cells > MAX_CELLS {
+                            return;
                         }
+                        let r = r.clone();
+                        tb.rows.extend(std::iter::repeat_n(r, copies));
                     }
                     None => {}
                 }
@@ -259,6 +266,9 @@ fn content(pkg: &mut Package<'_>, kind: &str) -> Result<Body, ExtractError> {
         "content.xml",
         false,
         |ev| {
+            if body.cells > MAX_CELLS {
+                return Err(too_many_cells(kind));
+            }
             if body.skip.filter(&ev, SKIPPED) {
                 return Ok(());
             }
@@ -270,6 +280,9 @@ fn content(pkg: &mut Package<'_>, kind: &str) -> Result<Body, ExtractError> {
             Ok(())
         },
     )?;
+    if body.cells > MAX_CELLS {
+        return Err(too_many_cells(kind));
+    }
     Ok(body)
 }
 
@@ -363,7 +376,7 @@ mod tests {
         let e = extract(&odf("application/vnd.oasis.opendocument.spreadsheet", body)).unwrap();
         assert_eq!(
             e.text,
-            "## Budget\n\n| Item |  |  | Cost |\n| --- | --- | --- | --- |\n| 1.50 | 7 |  |  |\n| 1.50 | 7 |  |  |\n\n## Two\n\n| x |\n| --- |"
+            "## Budget\n\n| Item |  |  | Cost |\n| --- | --- | --- | --- |\n| 1.50 | 7 |\n| 1.50 | 7 |\n\n## Two\n\n| x |\n| --- |"
         );
         let locs: Vec<Value> = loc(&e).into_iter().map(|(_, l)| l).collect();
         assert_eq!(
@@ -379,5 +392,14 @@ mod tests {
         let huge = r#"<office:spreadsheet><table:table table:name="S"><table:table-row table:number-rows-repeated="999999999"><table:table-cell table:number-columns-repeated="999999999"><text:p>x</text:p></table:table-cell></table:table-row></table:table></office:spreadsheet>"#;
         let e = extract(&odf("application/vnd.oasis.opendocument.spreadsheet", huge)).unwrap();
         assert!(e.text.len() < 5 << 20, "{}", e.text.len());
+        // Repeats multiply: a few such rows would ask for billions of cells.
+        let rows = r#"<table:table-row table:number-rows-repeated="999999999"><table:table-cell table:number-columns-repeated="999999999"><text:p>x</text:p></table:table-cell></table:table-row>"#.repeat(10);
+        let many = format!(
+            r#"<office:spreadsheet><table:table table:name="S">{rows}</table:table></office:spreadsheet>"#
+        );
+        assert!(matches!(
+            extract(&odf("application/vnd.oasis.opendocument.spreadsheet", &many)),
+            Err(ExtractError::Invalid(m)) if m.contains("cells")
+        ));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::xml::{decode, walk, Ev, Skip, Tag};
-use super::{collapse, folder, resolve, table, Doc, Package};
+use super::{collapse, folder, resolve, table, too_many_cells, Doc, Package, MAX_CELLS};
 use crate::ingest::extract::{ExtractError, Extracted};
 
 /// Alternative content repeats what the chosen branch holds; deleted revisions and field
@@ -515,8 +515,14 @@ fn shared_strings(pkg: &mut Package<'_>, part: &str) -> Result<Vec<String>, Extr
     Ok(out)
 }
 
-/// The rows of one worksheet, cells placed by their reference.
-fn sheet_rows(xml: &str, part: &str, strings: &[String]) -> Result<Vec<Vec<String>>, ExtractError> {
+/// The rows of one worksheet, cells placed by their reference. `cells` counts the cells held
+/// so far in the workbook, padding included.
+fn sheet_rows(
+    xml: &str,
+    part: &str,
+    strings: &[String],
+    cells: &mut usize,
+) -> Result<Vec<Vec<String>>, ExtractError> {
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut row: Vec<String> = Vec::new();
     let mut cell_type = String::new();
@@ -561,6 +567,10 @@ fn sheet_rows(xml: &str, part: &str, strings: &[String]) -> Result<Vec<Vec<Strin
                     };
                     let col = cell_col.unwrap_or(row.len()).max(row.len());
                     if !text.trim().is_empty() {
+                        *cells += col + 1 - row.len();
+                        if *cells > MAX_CELLS {
+                            return Err(too_many_cells("XLSX"));
+                        }
                         row.resize(col, String::new());
                         row.push(text);
                     }
@@ -596,6 +606,7 @@ pub(super) fn xlsx(pkg: &mut Package<'_>) -> Result<Extracted, ExtractError> {
         .map_or_else(|| "xl/sharedStrings.xml".to_owned(), |(_, t)| t.clone());
     let strings = shared_strings(pkg, &strings_part)?;
     let mut doc = Doc::default();
+    let mut cells = 0usize;
     for (name, id) in sheets {
         // Chart sheets and macro sheets have no cells.
         let Some((kind, target)) = rels.get(&id) else {
@@ -609,7 +620,7 @@ pub(super) fn xlsx(pkg: &mut Package<'_>) -> Result<Extracted, ExtractError> {
                 "The XLSX file lists sheet {name} ({target}) but does not contain it."
             )));
         };
-        let rows = sheet_rows(&decode(&bytes, target)?, target, &strings)?;
+        let rows = sheet_rows(&decode(&bytes, target)?, target, &strings, &mut cells)?;
         if rows.is_empty() {
             continue;
         }
@@ -795,7 +806,7 @@ mod tests {
         let e = extract(&z).unwrap();
         assert_eq!(
             e.text,
-            "## Data\n\n| Name | Price |  |  |\n| --- | --- | --- | --- |\n| widget | 3.50 |  | TRUE |\n| inline | 7 |  |  |\n\n## Q&A\n\n| answer | 42 |\n| --- | --- |"
+            "## Data\n\n| Name | Price |  |  |\n| --- | --- | --- | --- |\n| widget | 3.50 |  | TRUE |\n| inline | 7 |\n\n## Q&A\n\n| answer | 42 |\n| --- | --- |"
         );
         let locs: Vec<Value> = loc(&e).into_iter().map(|(_, l)| l).collect();
         assert_eq!(
@@ -816,5 +827,16 @@ mod tests {
         ]);
         let e = extract(&z).unwrap();
         assert!(e.text.len() < 200_000, "{}", e.text.len());
+        // Each 40-byte row asks for 16384 padded cells: refused long before memory runs out.
+        let rows: String = (1..=5_000)
+            .map(|i| format!(r#"<row><c r="XFD{i}"><v>1</v></c></row>"#))
+            .collect();
+        let s = format!("<worksheet><sheetData>{rows}</sheetData></worksheet>");
+        let z = zip_of(&[
+            ("xl/workbook.xml", wb.as_bytes()),
+            ("xl/_rels/workbook.xml.rels", rels.as_bytes()),
+            ("xl/s.xml", s.as_bytes()),
+        ]);
+        assert!(matches!(extract(&z), Err(ExtractError::Invalid(m)) if m.contains("cells")));
     }
 }
