@@ -769,7 +769,10 @@ let x = 1;
         let md = dispatch(b"<div>intro</div>\n\n# Title", "readme.md");
         assert_eq!(md.map(|e| e.format), Ok("markdown"));
         let loose = dispatch(b"<b>bold</b> and <i>unclosed", "n.txt");
-        assert_eq!(loose.map(|e| e.format), Ok("text"));
+        assert_eq!(
+            loose.map(|e| e.text),
+            Ok("<b>bold</b> and <i>unclosed".into())
+        );
         assert!(matches!(
             dispatch(b"%PDF-1.7\n%binary", "report.txt"),
             Err(ExtractError::Unsupported(_))

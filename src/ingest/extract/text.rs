@@ -242,6 +242,21 @@ mod tests {
     }
 
     #[test]
+    fn huge_single_line_and_nul_heavy_binary() {
+        let line = "x".repeat(8 << 20);
+        assert_eq!(
+            extract(line.as_bytes(), "a.txt").map(|e| e.text.len()),
+            Ok(8 << 20)
+        );
+        // Every other byte NUL, but the rest are control bytes: binary, not UTF-16.
+        let fake_utf16: Vec<u8> = (0..4096u32).flat_map(|i| [(i % 8) as u8 + 1, 0]).collect();
+        assert!(matches!(
+            extract(&fake_utf16, "a.txt"),
+            Err(ExtractError::Unsupported(_))
+        ));
+    }
+
+    #[test]
     fn keeps_data_files_verbatim() {
         let jsonl = "{\"a\": 1}\n{\"a\": \"x,y\"}\n";
         assert_eq!(

@@ -21,13 +21,29 @@ pub fn sniff_declaration(bytes: &[u8]) -> bool {
     start(bytes).starts_with(b"<?xml")
 }
 
-/// A root element (`<name`, possibly after comments or a doctype), a weaker sign of XML.
+/// A whole document in one root element (`<name …>…</name>`, or a comment or doctype first
+/// and a tag last): a weaker sign of XML than the declaration, so text that merely starts with
+/// a tag is not taken for XML.
 pub fn sniff_root(bytes: &[u8]) -> bool {
-    let head = start(bytes);
-    let first_tag = head.strip_prefix(b"<").and_then(|r| r.first());
-    first_tag.is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
-        || head.starts_with(b"<!--")
-        || head.starts_with(b"<!DOCTYPE")
+    let tail = bytes.trim_ascii_end();
+    let Some(rest) = start(bytes).strip_prefix(b"<") else {
+        return false;
+    };
+    if rest.starts_with(b"!--") || rest.starts_with(b"!DOCTYPE") {
+        return tail.ends_with(b">");
+    }
+    if !rest.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') {
+        return false;
+    }
+    let name_len = rest
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b':' | b'.')))
+        .unwrap_or(rest.len());
+    let name = &rest[..name_len];
+    tail.strip_suffix(b">")
+        .map(<[u8]>::trim_ascii_end)
+        .and_then(|t| t.strip_suffix(name))
+        .is_some_and(|t| t.ends_with(b"</"))
 }
 
 fn start(bytes: &[u8]) -> &[u8] {
@@ -191,7 +207,8 @@ mod tests {
             "Rust & XML\n\n10\n\n<raw> text\n\nRun ls -l now \u{263a}."
         );
         assert!(sniff_declaration(xml.as_bytes()));
-        assert!(sniff_root(b"\n<catalog>"));
+        assert!(sniff_root(b"\n<catalog a=\"1\"><x>y</x></catalog >\n"));
+        assert!(!sniff_root(b"<b>bold</b> and <i>more"));
         assert!(!sniff_root(b"< not a tag"));
     }
 
