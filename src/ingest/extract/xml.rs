@@ -32,7 +32,10 @@ pub fn sniff_root(bytes: &[u8]) -> bool {
     if rest.starts_with(b"!--") || rest.starts_with(b"!DOCTYPE") {
         return tail.ends_with(b">");
     }
-    if !rest.first().is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_') {
+    if !rest
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+    {
         return false;
     }
     let name_len = rest
