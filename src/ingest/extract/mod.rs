@@ -2,8 +2,11 @@
 //! filename second. Each extractor is a plain function from bytes to [`Extracted`]; anything we
 //! do not read fails as `unsupported_file`, a broken file as `invalid_file`, never a crash.
 
+pub mod html;
 pub mod office;
+pub mod rtf;
 pub mod text;
+pub mod xml;
 
 pub use crate::domain::location::{location_of, Section};
 
@@ -37,5 +40,58 @@ pub fn extract(bytes: &[u8], filename: &str) -> Result<Extracted, ExtractError> 
     if office::is_zip(bytes) {
         return office::extract(bytes);
     }
+    if let Some(result) = extract_markup(bytes, filename) {
+        return result;
+    }
     text::extract(bytes, filename)
+}
+
+/// HTML, RTF and XML: by content first (whatever the name), by extension second.
+fn extract_markup(bytes: &[u8], filename: &str) -> Option<Result<Extracted, ExtractError>> {
+    if rtf::sniff(bytes) {
+        return Some(rtf::extract(bytes));
+    }
+    if html::sniff(bytes) {
+        return Some(html::extract(bytes));
+    }
+    if xml::sniff_declaration(bytes) {
+        return Some(xml::extract(bytes));
+    }
+    let ext = text::extension(filename);
+    match ext.as_str() {
+        "html" | "htm" | "xhtml" | "shtml" => return Some(html::extract(bytes)),
+        "rtf" => return Some(rtf::extract(bytes)),
+        _ => {}
+    }
+    // A bare root element is XML only for XML-ish or text names: Markdown, code and data keep
+    // their own reading, and text that merely starts with a tag falls back to text.
+    let xml_name = matches!(
+        ext.as_str(),
+        "xml"
+            | "xsd"
+            | "xsl"
+            | "xslt"
+            | "rss"
+            | "atom"
+            | "opf"
+            | "ncx"
+            | "dita"
+            | "dbk"
+            | "plist"
+            | "kml"
+            | "gpx"
+            | "xlf"
+            | "xliff"
+            | "resx"
+            | "csproj"
+            | "pom"
+    );
+    if xml_name || (text::format_for(filename) == "text" && xml::sniff_root(bytes)) {
+        match xml::extract(bytes) {
+            Ok(extracted) => return Some(Ok(extracted)),
+            Err(e) if xml_name => return Some(Err(e)),
+            Err(_) => {}
+        }
+    }
+    None
 }

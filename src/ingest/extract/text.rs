@@ -26,14 +26,14 @@ const BINARY_MAGIC: &[(&[u8], &str)] = &[
     (b"\xfd7zXZ", "an xz archive"),
 ];
 
-fn extension(filename: &str) -> String {
+pub(super) fn extension(filename: &str) -> String {
     filename
         .rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default()
 }
 
-fn format_for(filename: &str) -> &'static str {
+pub(super) fn format_for(filename: &str) -> &'static str {
     match extension(filename).as_str() {
         "md" | "markdown" | "mdx" => "markdown",
         "json" | "jsonl" | "ndjson" => "json",
@@ -45,46 +45,84 @@ fn format_for(filename: &str) -> &'static str {
     }
 }
 
-/// UTF-16 with a byte-order mark.
-fn decode_utf16(bytes: &[u8], little_endian: bool) -> Option<String> {
-    if !bytes.len().is_multiple_of(2) {
-        return None;
-    }
-    let units = bytes.chunks_exact(2).map(|p| {
-        if little_endian {
-            u16::from_le_bytes([p[0], p[1]])
-        } else {
-            u16::from_be_bytes([p[0], p[1]])
-        }
-    });
-    char::decode_utf16(units)
-        .collect::<Result<String, _>>()
-        .ok()
-}
+/// How much of the input the encoding guessers look at: enough to decide, bounded work.
+const SNIFF_BYTES: usize = 64 * 1024;
 
-/// Decodes text: UTF-8 (BOM optional), UTF-16 with BOM, else Latin-1 when the bytes look like
-/// text. `None` for binary content.
-fn decode(bytes: &[u8]) -> Option<String> {
-    if let Some(rest) = bytes.strip_prefix(b"\xef\xbb\xbf") {
-        return std::str::from_utf8(rest).ok().map(str::to_owned);
+/// Decodes text in any common encoding; `None` for binary content. Order: a byte-order mark
+/// (UTF-8, UTF-16LE/BE); UTF-16 without a mark when the NUL pattern clearly says so; UTF-8 when
+/// the bytes are (almost all) valid UTF-8, damaged sequences becoming U+FFFD; else the legacy
+/// encoding `chardetng` guesses (Windows-1252, Shift-JIS, EUC-JP, GBK, Big5, …).
+pub(super) fn decode(bytes: &[u8]) -> Option<String> {
+    if let Some((encoding, bom_len)) = encoding_rs::Encoding::for_bom(bytes) {
+        let text = decode_with(encoding, &bytes[bom_len..]);
+        return (!looks_binary(text.as_bytes())).then_some(text);
     }
-    if let Some(rest) = bytes.strip_prefix(b"\xff\xfe") {
-        return decode_utf16(rest, true);
-    }
-    if let Some(rest) = bytes.strip_prefix(b"\xfe\xff") {
-        return decode_utf16(rest, false);
-    }
-    if let Ok(s) = std::str::from_utf8(bytes) {
-        return (!looks_binary(s.as_bytes())).then(|| s.to_owned());
+    if let Some(encoding) = utf16_without_bom(bytes) {
+        let text = decode_with(encoding, bytes);
+        return (!looks_binary(text.as_bytes())).then_some(text);
     }
     if looks_binary(bytes) {
         return None;
     }
-    Some(bytes.iter().map(|&b| b as char).collect())
+    if mostly_utf8(bytes) {
+        return Some(String::from_utf8_lossy(bytes).into_owned());
+    }
+    Some(decode_with(guess_legacy(bytes), bytes))
+}
+
+/// Decodes without BOM sniffing; malformed sequences become U+FFFD.
+pub(super) fn decode_with(encoding: &'static encoding_rs::Encoding, bytes: &[u8]) -> String {
+    encoding.decode_without_bom_handling(bytes).0.into_owned()
+}
+
+/// The legacy encoding `chardetng` finds most likely for these (non-UTF-8) bytes.
+pub(super) fn guess_legacy(bytes: &[u8]) -> &'static encoding_rs::Encoding {
+    let mut detector = chardetng::EncodingDetector::new(chardetng::Iso2022JpDetection::Deny);
+    detector.feed(&bytes[..bytes.len().min(SNIFF_BYTES)], true);
+    detector.guess(None, chardetng::Utf8Detection::Allow)
+}
+
+/// Valid UTF-8, or UTF-8 with a few damaged sequences: at least four valid multi-byte
+/// characters per invalid sequence. Legacy 8-bit text almost never forms valid sequences.
+pub(super) fn mostly_utf8(bytes: &[u8]) -> bool {
+    let sample = &bytes[..bytes.len().min(SNIFF_BYTES)];
+    let (mut multibyte, mut invalid) = (0usize, 0usize);
+    for chunk in sample.utf8_chunks() {
+        multibyte += chunk.valid().chars().filter(|c| !c.is_ascii()).count();
+        invalid += usize::from(!chunk.invalid().is_empty());
+    }
+    // A sequence cut by the sample's end is not damage.
+    if sample.len() < bytes.len() && invalid > 0 {
+        invalid -= 1;
+    }
+    invalid == 0 || multibyte >= invalid * 4
+}
+
+/// UTF-16 without a byte-order mark: in ASCII-heavy text one byte of most code units is NUL,
+/// always at the same parity.
+fn utf16_without_bom(bytes: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+    let sample = &bytes[..bytes.len().min(SNIFF_BYTES) & !1];
+    let units = sample.len() / 2;
+    if units < 2 {
+        return None;
+    }
+    let (mut even, mut odd) = (0usize, 0usize);
+    for pair in sample.chunks_exact(2) {
+        even += usize::from(pair[0] == 0);
+        odd += usize::from(pair[1] == 0);
+    }
+    // At least 30% of units with a NUL high byte, and (almost) none with a NUL low byte.
+    if odd * 10 >= units * 3 && even * 50 <= units {
+        Some(encoding_rs::UTF_16LE)
+    } else if even * 10 >= units * 3 && odd * 50 <= units {
+        Some(encoding_rs::UTF_16BE)
+    } else {
+        None
+    }
 }
 
 /// NUL bytes, or many control characters, mean binary.
-fn looks_binary(bytes: &[u8]) -> bool {
+pub(super) fn looks_binary(bytes: &[u8]) -> bool {
     let sample = &bytes[..bytes.len().min(64 * 1024)];
     if sample.contains(&0) {
         return true;
@@ -161,6 +199,74 @@ mod tests {
             extract(b"caf\xe9 cr\xe8me", "a.txt").map(|e| e.text),
             Ok("café crème".into())
         );
+    }
+
+    #[test]
+    fn detects_legacy_and_bomless_encodings() {
+        let japanese = "日本語のテキストです。これは文字コードの判定を確かめるための文章です。";
+        let (sjis, _, _) = encoding_rs::SHIFT_JIS.encode(japanese);
+        assert_eq!(extract(&sjis, "a.txt").map(|e| e.text), Ok(japanese.into()));
+        let (euc, _, _) = encoding_rs::EUC_JP.encode(japanese);
+        assert_eq!(extract(&euc, "a.txt").map(|e| e.text), Ok(japanese.into()));
+
+        assert_eq!(
+            extract(b"He said \x93hello\x94 \x96 and left.", "a.txt").map(|e| e.text),
+            Ok("He said \u{201c}hello\u{201d} \u{2013} and left.".into())
+        );
+
+        let text = "Plain text saved as UTF-16 without a byte-order mark, é.";
+        let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert_eq!(extract(&le, "a.txt").map(|e| e.text), Ok(text.into()));
+        let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        assert_eq!(extract(&be, "a.txt").map(|e| e.text), Ok(text.into()));
+        let bom_be: Vec<u8> = [0xfe, 0xff].into_iter().chain(be).collect();
+        assert_eq!(extract(&bom_be, "a.txt").map(|e| e.text), Ok(text.into()));
+    }
+
+    #[test]
+    fn malformed_utf8_is_read_with_replacement_characters() {
+        let mut bytes = "Grüße aus Köln, naïve café, déjà vu. "
+            .repeat(3)
+            .into_bytes();
+        bytes.extend_from_slice(b"broken \xff\xfe\xc3 end");
+        let text = extract(&bytes, "a.txt").map(|e| e.text);
+        assert!(
+            text.as_ref().is_ok_and(|t| t.starts_with("Grüße aus Köln")),
+            "{text:?}"
+        );
+        assert!(text
+            .as_ref()
+            .is_ok_and(|t| t.contains('\u{fffd}') && t.ends_with(" end")));
+        // Mostly damaged: still text, never an error.
+        assert!(extract(b"\xc3\x28 \xa0\xa1 \xe2\x28\xa1 abc", "a.txt").is_ok());
+    }
+
+    #[test]
+    fn huge_single_line_and_nul_heavy_binary() {
+        let line = "x".repeat(8 << 20);
+        assert_eq!(
+            extract(line.as_bytes(), "a.txt").map(|e| e.text.len()),
+            Ok(8 << 20)
+        );
+        // Every other byte NUL, but the rest are control bytes: binary, not UTF-16.
+        let fake_utf16: Vec<u8> = (0..4096u32).flat_map(|i| [(i % 8) as u8 + 1, 0]).collect();
+        assert!(matches!(
+            extract(&fake_utf16, "a.txt"),
+            Err(ExtractError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn keeps_data_files_verbatim() {
+        let jsonl = "{\"a\": 1}\n{\"a\": \"x,y\"}\n";
+        assert_eq!(
+            extract(jsonl.as_bytes(), "d.jsonl").map(|e| e.text),
+            Ok(jsonl.into())
+        );
+        let tsv = "a\tb\n1\t\"2\"\n";
+        let e = extract(tsv.as_bytes(), "d.tsv");
+        assert_eq!(e.as_ref().map(|e| e.text.as_str()), Ok(tsv));
+        assert_eq!(e.map(|e| e.format), Ok("csv"));
     }
 
     #[test]
