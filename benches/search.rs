@@ -22,12 +22,14 @@
 //! - A, no filter;  A, filter `{"type":"eq","key":"category","value":"c3"}`;
 //! - B (a random one of the ten stores per request), no filter and the same filter.
 //!
-//! For the breakdown it also times the query embedding alone and `index.search` alone (no HTTP),
-//! and 30 requests on A before `maintain` (plain segment, brute force). Prints p50/p90/p99/max
-//! in ms per case, load averages, and VmHWM/VmRSS of this process after loading and after
-//! searching (the HTTP client runs in the same process, on the same multi-thread tokio runtime,
-//! one worker thread per core). Issue target: p99 < 50 ms. It prints figures only; nothing is asserted on time.
-//! Sanity checks (every request 200, 10 hits, filtered hits all `c3`) abort the run if broken.
+//! For the breakdown it also times the query embedding alone and `index.search` alone (no HTTP,
+//! the same four cases), and 30 requests on A before `maintain` (plain segment, brute force).
+//! Prints p50/p90/p99/max in ms per case, how many calls returned fewer than the 10 hits asked
+//! for (every store holds ~1 000 or more `c3` points, so an exact search always finds 10), load
+//! averages, and VmHWM/VmRSS of this process after loading and after searching (the HTTP client
+//! runs in the same process, on the same multi-thread tokio runtime, one worker thread per
+//! core). Issue target: p99 < 50 ms. It prints figures only; nothing is asserted on time. The run
+//! aborts if a request fails or a hit escapes the filter.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -52,10 +54,16 @@ const BEFORE_MAINTAIN_REQUESTS: usize = 30;
 const SEED: u64 = 0x5eed_2024_0bad_cafe;
 
 fn main() -> Result<()> {
+    // The data dir outlives the runtime: tasks still holding the index (a server after an
+    // error) flush it when the runtime drops them.
+    let dir = tempfile::tempdir()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run())
+    let result = runtime.block_on(run(dir.path()));
+    drop(runtime);
+    dir.close()?;
+    result
 }
 
 // --- a tiny seeded RNG (xorshift64*) -------------------------------------------------------------
@@ -179,12 +187,22 @@ impl Queries {
 
 struct Stats {
     ms: Vec<f64>,
+    /// Hits of each timed call that returned fewer than 10 (`None`: not a search).
+    short: Option<Vec<usize>>,
 }
 
 impl Stats {
-    fn new(mut ms: Vec<f64>) -> Self {
+    fn new(mut ms: Vec<f64>, hits: &[usize]) -> Self {
         ms.sort_by(f64::total_cmp);
-        Self { ms }
+        let short = Some(hits.iter().copied().filter(|&h| h < 10).collect());
+        Self { ms, short }
+    }
+
+    fn timings(ms: Vec<f64>) -> Self {
+        Self {
+            short: None,
+            ..Self::new(ms, &[])
+        }
     }
 
     /// Nearest-rank percentile.
@@ -196,20 +214,27 @@ impl Stats {
 
     fn line(&self, name: &str) -> String {
         format!(
-            "  {name:<46} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            "  {name:<46} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2}   {}",
             self.ms.len(),
             self.pct(50.0),
             self.pct(90.0),
             self.pct(99.0),
             self.ms.last().copied().unwrap_or(0.0),
+            match &self.short {
+                None => "-".to_owned(),
+                Some(short) => match short.iter().min() {
+                    None => "0".to_owned(),
+                    Some(min) => format!("{} (fewest {min})", short.len()),
+                },
+            }
         )
     }
 }
 
 fn header() -> String {
     format!(
-        "  {:<46} {:>5} {:>8} {:>8} {:>8} {:>8}",
-        "case (ms)", "n", "p50", "p90", "p99", "max"
+        "  {:<46} {:>5} {:>8} {:>8} {:>8} {:>8}   {}",
+        "case (ms)", "n", "p50", "p90", "p99", "max", "calls with < 10 hits"
     )
 }
 
@@ -279,13 +304,13 @@ impl Http {
         VectorStoreId::parse(id).ok_or_else(|| anyhow!("bad store id {id}"))
     }
 
-    /// One search; checks the answer (10 hits, all of the filtered category).
+    /// One search; returns the number of hits. Fails if a hit escaped the filter.
     async fn search(
         &self,
         store: &VectorStoreId,
         query: String,
         filter: Option<&Value>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let mut body = json!({ "query": query });
         if let Some(f) = filter {
             body["filters"] = f.clone();
@@ -296,13 +321,10 @@ impl Http {
         let data = v["data"]
             .as_array()
             .ok_or_else(|| anyhow!("no data in {v}"))?;
-        if data.len() != 10 {
-            bail!("expected 10 hits, got {}: {v}", data.len());
-        }
         if filter.is_some() && data.iter().any(|h| h["attributes"]["category"] != "c3") {
             bail!("a hit escaped the filter: {v}");
         }
-        Ok(())
+        Ok(data.len())
     }
 }
 
@@ -372,23 +394,24 @@ async fn http_case(
     n: usize,
 ) -> Result<Stats> {
     let mut ms = Vec::with_capacity(n);
+    let mut hits = Vec::with_capacity(n);
     for i in 0..warmup + n {
         let store = &case.stores[rng.below(case.stores.len())];
         let query = queries.next();
-        let ((), t) = timed(http.search(store, query, case.filter.as_ref()))
+        let (found, t) = timed(http.search(store, query, case.filter.as_ref()))
             .await
             .with_context(|| format!("case {}", case.name))?;
         if i >= warmup {
             ms.push(t);
+            hits.push(found);
         }
     }
-    Ok(Stats::new(ms))
+    Ok(Stats::new(ms, &hits))
 }
 
-async fn run() -> Result<()> {
+async fn run(dir: &std::path::Path) -> Result<()> {
     let models_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let dir = tempfile::tempdir()?;
-    let mut config = Config::for_data_dir(dir.path().join("data"));
+    let mut config = Config::for_data_dir(dir.join("data"));
     config.models_dir = models_dir.clone();
     config.workers_enabled = false;
     let embed_sessions = config.embed_thread_count();
@@ -398,7 +421,7 @@ async fn run() -> Result<()> {
         "  cores {}, embed sessions {embed_sessions}, models {}, data {}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         models_dir.display(),
-        dir.path().display()
+        dir.display()
     );
     println!("  load average (1/5/15 min) at start: {}", loadavg());
 
@@ -542,24 +565,31 @@ async fn run() -> Result<()> {
         }
     }
     let c3 = Filter::parse(&filter)?;
-    let mut index_ms = [Vec::new(), Vec::new()];
-    for (k, filter) in [None, Some(&c3)].into_iter().enumerate() {
+    let index_cases = [
+        ("index.search alone, A, no filter", &cases[0], None),
+        ("index.search alone, A, category = c3", &cases[1], Some(&c3)),
+        ("index.search alone, B, no filter", &cases[2], None),
+        ("index.search alone, B, category = c3", &cases[3], Some(&c3)),
+    ];
+    let mut index_results = Vec::new();
+    for (name, case, filter) in index_cases {
+        let mut ms = Vec::with_capacity(vectors.len());
+        let mut found = Vec::with_capacity(vectors.len());
         for v in &vectors {
+            let store = &case.stores[rng.below(case.stores.len())];
             let (hits, t) = timed(async {
                 Ok(st
                     .index
-                    .search(&store_a, v.clone(), filter, &[], 10, None)
+                    .search(store, v.clone(), filter, &[], 10, None)
                     .await?)
             })
             .await?;
-            if hits.len() != 10 {
-                bail!("index.search returned {} hits", hits.len());
-            }
-            index_ms[k].push(t);
+            ms.push(t);
+            found.push(hits.len());
         }
+        index_results.push((name, Stats::new(ms, &found)));
     }
     let searches_secs = searches_started.elapsed().as_secs_f64();
-    let [index_plain, index_c3] = index_ms;
 
     println!();
     println!(
@@ -574,16 +604,11 @@ async fn run() -> Result<()> {
     println!("  breakdown, in-process (no HTTP):");
     println!(
         "{}",
-        Stats::new(embed_ms).line("query embedding alone (embedder.embed, 1 text)")
+        Stats::timings(embed_ms).line("query embedding alone (embedder.embed, 1 text)")
     );
-    println!(
-        "{}",
-        Stats::new(index_plain).line("index.search alone, A, no filter")
-    );
-    println!(
-        "{}",
-        Stats::new(index_c3).line("index.search alone, A, category = c3")
-    );
+    for (name, stats) in &index_results {
+        println!("{}", stats.line(name));
+    }
     println!();
     println!("  target: p99 < 50 ms");
     println!(
@@ -597,8 +622,5 @@ async fn run() -> Result<()> {
     stop.cancel();
     server.await??;
     println!("  load average (1/5/15 min) at end: {}", loadavg());
-    // The shard flushes when its last handle goes: before its directory is removed.
-    drop(st);
-    dir.close()?;
     Ok(())
 }
