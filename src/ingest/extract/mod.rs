@@ -2,6 +2,7 @@
 //! filename second. Each extractor is a plain function from bytes to [`Extracted`]; anything we
 //! do not read fails as `unsupported_file`, a broken file as `invalid_file`, never a crash.
 
+pub mod pdf;
 pub mod text;
 
 pub use crate::domain::location::{location_of, Section};
@@ -32,5 +33,9 @@ impl Extracted {
 }
 
 pub fn extract(bytes: &[u8], filename: &str) -> Result<Extracted, ExtractError> {
+    // PDF: `%PDF` anywhere in the first kilobyte, whatever the name says.
+    if pdf::sniff(bytes) {
+        return pdf::extract(bytes);
+    }
     text::extract(bytes, filename)
 }
