@@ -30,7 +30,11 @@ fn main() -> ExitCode {
         Ok(out) => {
             if sections {
                 for s in &out.sections {
-                    eprintln!("{} {}", s.start, serde_json::Value::Object(s.location.clone()));
+                    eprintln!(
+                        "{} {}",
+                        s.start,
+                        serde_json::Value::Object(s.location.clone())
+                    );
                 }
             }
             let mut stdout = std::io::stdout().lock();

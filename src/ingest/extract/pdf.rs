@@ -62,7 +62,9 @@ pub fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     }
     let page_ids: Vec<ObjectId> = doc.page_iter().take(MAX_PAGES + 1).collect();
     if page_ids.is_empty() {
-        return Err(ExtractError::Invalid("PDF has no readable pages".to_owned()));
+        return Err(ExtractError::Invalid(
+            "PDF has no readable pages".to_owned(),
+        ));
     }
     if page_ids.len() > MAX_PAGES {
         return Err(ExtractError::Invalid(format!(
@@ -87,8 +89,7 @@ pub fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     let out = assemble(&pages)?;
     if out.text.trim().is_empty() {
         return Err(ExtractError::Unsupported(
-            "PDF has no text layer that maps to Unicode (fonts without a character map)"
-                .to_owned(),
+            "PDF has no text layer that maps to Unicode (fonts without a character map)".to_owned(),
         ));
     }
     Ok(out)
@@ -189,7 +190,8 @@ impl Font {
     fn fallback() -> Font {
         let text = (0u8..=255)
             .map(|b| {
-                (b.is_ascii_graphic() || b == b' ').then(|| char::from(b).to_string().into_boxed_str())
+                (b.is_ascii_graphic() || b == b' ')
+                    .then(|| char::from(b).to_string().into_boxed_str())
             })
             .collect();
         Font {
@@ -271,7 +273,9 @@ fn code_len(codespace: &[(u8, u32, u32)], bytes: &[u8]) -> usize {
         if bytes.len() < n {
             break;
         }
-        let code = bytes[..n].iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
+        let code = bytes[..n]
+            .iter()
+            .fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
         if codespace
             .iter()
             .any(|&(l, lo, hi)| l == len && lo <= code && code <= hi)
@@ -310,8 +314,11 @@ struct FontCache<'d> {
     fonts: HashMap<ObjectId, Rc<Font>>,
     glyph_names: HashMap<Vec<u8>, Option<Box<str>>>,
     /// Base encodings decoded byte by byte, by name.
-    base_tables: HashMap<Vec<u8>, Rc<Vec<Option<Box<str>>>>>,
+    base_tables: HashMap<Vec<u8>, Rc<ByteTable>>,
 }
+
+/// Unicode text per byte of a simple font.
+type ByteTable = Vec<Option<Box<str>>>;
 
 impl<'d> FontCache<'d> {
     fn new(doc: &'d Document) -> Self {
@@ -429,12 +436,14 @@ impl<'d> FontCache<'d> {
             .and_then(num)
             .unwrap_or(0.0)
             .max(0.0) as usize;
-        if let Some(list) = self.dict_get(dict, b"Widths").and_then(|o| o.as_array().ok()) {
+        if let Some(list) = self
+            .dict_get(dict, b"Widths")
+            .and_then(|o| o.as_array().ok())
+        {
             for (i, w) in list.iter().enumerate() {
-                if let (Some(slot), Some(w)) = (
-                    widths.get_mut(first + i),
-                    self.deref(w).and_then(num),
-                ) {
+                if let (Some(slot), Some(w)) =
+                    (widths.get_mut(first + i), self.deref(w).and_then(num))
+                {
                     *slot = if w > 0.0 { w } else { default };
                 }
             }
@@ -488,7 +497,7 @@ impl<'d> FontCache<'d> {
     }
 
     /// A standard encoding decoded byte by byte through lopdf's tables.
-    fn base_table(&mut self, name: &[u8]) -> Rc<Vec<Option<Box<str>>>> {
+    fn base_table(&mut self, name: &[u8]) -> Rc<ByteTable> {
         if let Some(t) = self.base_tables.get(name) {
             return t.clone();
         }
@@ -605,7 +614,9 @@ impl<'d> FontCache<'d> {
         let mut any = false;
         for w in tokens.windows(4) {
             if w[0] == b"dup" && w[3] == b"put" {
-                let code = std::str::from_utf8(w[1]).ok().and_then(|s| s.parse::<usize>().ok());
+                let code = std::str::from_utf8(w[1])
+                    .ok()
+                    .and_then(|s| s.parse::<usize>().ok());
                 if let (Some(code), Some(name)) = (code, w[2].strip_prefix(b"/")) {
                     if code < 256 {
                         text[code] = self.glyph_unicode(name);
@@ -939,7 +950,9 @@ struct PageGlyphs {
 
 impl PageGlyphs {
     fn text_of(&self, g: &Glyph) -> &str {
-        self.text.get(g.start as usize..g.end as usize).unwrap_or("")
+        self.text
+            .get(g.start as usize..g.end as usize)
+            .unwrap_or("")
     }
 }
 
@@ -1069,11 +1082,7 @@ impl<'d> PageReader<'d> {
             let Operation { operator, operands } = op;
             let f = |i: usize| operands.get(i).and_then(num).unwrap_or(0.0);
             match operator.as_str() {
-                "q" => {
-                    if stack.len() < MAX_GSTATE_DEPTH {
-                        stack.push(gs.clone());
-                    }
-                }
+                "q" if stack.len() < MAX_GSTATE_DEPTH => stack.push(gs.clone()),
                 "Q" => {
                     if let Some(prev) = stack.pop() {
                         gs = prev;
@@ -1598,7 +1607,13 @@ fn running_key(line: &Line) -> (String, i64) {
     let text: String = line
         .text
         .chars()
-        .map(|c| if c.is_ascii_digit() { '#' } else { c.to_ascii_lowercase() })
+        .map(|c| {
+            if c.is_ascii_digit() {
+                '#'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .filter(|c| !c.is_whitespace())
         .collect();
     (text, (line.y / 4.0).round() as i64)
@@ -1612,7 +1627,14 @@ fn is_page_number(text: &str) -> bool {
         .strip_prefix("Page ")
         .or_else(|| t.strip_prefix("page "))
         .unwrap_or(t);
-    let t = t.split(" of ").next().unwrap_or(t).split('/').next().unwrap_or(t).trim();
+    let t = t
+        .split(" of ")
+        .next()
+        .unwrap_or(t)
+        .split('/')
+        .next()
+        .unwrap_or(t)
+        .trim();
     (!t.is_empty() && t.len() <= 6 && t.chars().all(|c| c.is_ascii_digit()))
         || (!t.is_empty()
             && t.len() <= 8
@@ -1794,7 +1816,10 @@ mod tests {
         assert_eq!(out.sections[0].start, 0);
         assert_eq!(out.sections[0].location.get("page"), Some(&Value::from(1)));
         // Routed by content, whatever the name.
-        assert_eq!(super::super::extract(&bytes, "notes.txt").unwrap().text, out.text);
+        assert_eq!(
+            super::super::extract(&bytes, "notes.txt").unwrap().text,
+            out.text
+        );
     }
 
     #[test]
@@ -1816,7 +1841,8 @@ mod tests {
 
     #[test]
     fn winansi_accents() {
-        let content = b"BT /F1 10 Tf 72 700 Td (caf\\351 na\\357ve \\223quoted\\224) Tj ET".to_vec();
+        let content =
+            b"BT /F1 10 Tf 72 700 Td (caf\\351 na\\357ve \\223quoted\\224) Tj ET".to_vec();
         let bytes = save(&mut document(&[content], courier()).0);
         assert_eq!(text(&bytes), "caf\u{e9} na\u{ef}ve \u{201c}quoted\u{201d}");
     }
@@ -1876,7 +1902,7 @@ mod tests {
         let (mut doc2, _) = document(&[content], font);
         // Move the objects made above into the second document under fresh ids.
         let _ = &mut doc;
-        let to_unicode = doc2.add_object(doc.objects.remove(&to_unicode.into()).unwrap());
+        let to_unicode = doc2.add_object(doc.objects.remove(&to_unicode).unwrap());
         let cid = doc2.add_object(doc.objects.remove(&cid).unwrap());
         let font_id = doc2
             .objects
@@ -1927,14 +1953,30 @@ mod tests {
     #[test]
     fn two_columns_read_column_by_column() {
         let left = [
-            "left one", "left two", "left three", "left four", "left five", "left six",
-            "left seven", "left eight",
+            "left one",
+            "left two",
+            "left three",
+            "left four",
+            "left five",
+            "left six",
+            "left seven",
+            "left eight",
         ];
         let right = [
-            "right one", "right two", "right three", "right four", "right five", "right six",
-            "right seven", "right eight",
+            "right one",
+            "right two",
+            "right three",
+            "right four",
+            "right five",
+            "right six",
+            "right seven",
+            "right eight",
         ];
-        let mut lines = vec![(72.0, 740.0, "A Title Spanning Both Columns Of The Page Here")];
+        let mut lines = vec![(
+            72.0,
+            740.0,
+            "A Title Spanning Both Columns Of The Page Here",
+        )];
         lines.extend(body(72.0, 700.0, &left));
         lines.extend(body(320.0, 700.0, &right));
         let t = text(&pdf(&[lines]));
@@ -1950,7 +1992,12 @@ mod tests {
     fn headers_footers_and_page_numbers_are_dropped() {
         let pages: Vec<Vec<(f64, f64, &str)>> = ["4", "5", "6", "7"]
             .iter()
-            .zip(["Alpha text here.", "Beta text here.", "Gamma text here.", "Delta text here."])
+            .zip([
+                "Alpha text here.",
+                "Beta text here.",
+                "Gamma text here.",
+                "Delta text here.",
+            ])
             .zip(["More alpha.", "More beta.", "More gamma.", "More delta."])
             .map(|((n, t), more)| {
                 vec![
@@ -1964,7 +2011,10 @@ mod tests {
         let t = text(&pdf(&pages));
         assert!(!t.contains("ACME"), "{t}");
         assert!(!t.chars().any(|c| c.is_ascii_digit()), "{t}");
-        assert!(t.starts_with("Alpha text here.\nMore alpha.\n\nBeta"), "{t}");
+        assert!(
+            t.starts_with("Alpha text here.\nMore alpha.\n\nBeta"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -2035,7 +2085,10 @@ mod tests {
         );
         let mut out = Vec::new();
         doc.save_modern(&mut out).unwrap();
-        assert!(out.windows(7).any(|w| w == b"/ObjStm"), "object streams used");
+        assert!(
+            out.windows(7).any(|w| w == b"/ObjStm"),
+            "object streams used"
+        );
         assert!(out.windows(5).any(|w| w == b"/XRef"), "xref stream used");
         assert_eq!(text(&out), "compressed objects");
     }
@@ -2050,7 +2103,12 @@ mod tests {
         let content = page_content(&[(72.0, 700.0, "new text")]);
         let offset = bytes.len() + 1;
         bytes.extend_from_slice(
-            format!("\n{} 0 obj\n<< /Length {} >>\nstream\n", contents.0, content.len()).as_bytes(),
+            format!(
+                "\n{} 0 obj\n<< /Length {} >>\nstream\n",
+                contents.0,
+                content.len()
+            )
+            .as_bytes(),
         );
         bytes.extend_from_slice(&content);
         bytes.extend_from_slice(b"\nendstream\nendobj\n");
@@ -2081,7 +2139,10 @@ mod tests {
         .unwrap();
         doc.encrypt(&state).unwrap();
         let bytes = save(&mut doc);
-        assert!(!bytes.windows(6).any(|w| w == b"secret"), "content is encrypted");
+        assert!(
+            !bytes.windows(6).any(|w| w == b"secret"),
+            "content is encrypted"
+        );
         assert_eq!(text(&bytes), "secret text");
 
         let (mut doc, _) = document(&[page_content(&[(72.0, 700.0, "secret text")])], courier());
@@ -2095,7 +2156,10 @@ mod tests {
         .unwrap();
         doc.encrypt(&state).unwrap();
         let err = extract(&save(&mut doc)).unwrap_err();
-        assert!(matches!(err, ExtractError::Unsupported(ref m) if m.contains("password")), "{err:?}");
+        assert!(
+            matches!(err, ExtractError::Unsupported(ref m) if m.contains("password")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -2158,13 +2222,18 @@ mod tests {
             out.extend_from_slice(b"\nendobj\n");
         }
         let xref = out.len();
-        out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+        out.extend_from_slice(
+            format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+        );
         for o in offsets {
             out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
         }
         out.extend_from_slice(
-            format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1)
-                .as_bytes(),
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objects.len() + 1
+            )
+            .as_bytes(),
         );
         out
     }
@@ -2218,9 +2287,14 @@ mod tests {
         assert!(stream.content.len() < 200_000);
         let (mut doc, ids) = document(&[Vec::new()], courier());
         let bomb = doc.add_object(stream);
-        doc.get_dictionary_mut(ids[0]).unwrap().set("Contents", bomb);
+        doc.get_dictionary_mut(ids[0])
+            .unwrap()
+            .set("Contents", bomb);
         let err = extract(&save(&mut doc)).unwrap_err();
-        assert!(matches!(err, ExtractError::Invalid(ref m) if m.contains("too large")), "{err:?}");
+        assert!(
+            matches!(err, ExtractError::Invalid(ref m) if m.contains("too large")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -2234,7 +2308,9 @@ mod tests {
         stream.compress().unwrap();
         let (mut doc, ids) = document(&[Vec::new()], courier());
         let flood = doc.add_object(stream);
-        doc.get_dictionary_mut(ids[0]).unwrap().set("Contents", flood);
+        doc.get_dictionary_mut(ids[0])
+            .unwrap()
+            .set("Contents", flood);
         let started = std::time::Instant::now();
         assert_eq!(text(&save(&mut doc)), "kept");
         assert!(started.elapsed().as_secs() < 60);
