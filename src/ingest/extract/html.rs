@@ -773,9 +773,10 @@ let x = 1;
             loose.map(|e| e.text),
             Ok("<b>bold</b> and <i>unclosed".into())
         );
+        // A (broken) PDF named .txt goes to the PDF reader, never read as text.
         assert!(matches!(
             dispatch(b"%PDF-1.7\n%binary", "report.txt"),
-            Err(ExtractError::Unsupported(_))
+            Err(ExtractError::Invalid(_))
         ));
         assert!(matches!(
             dispatch(&[0x7f, b'E', b'L', b'F', 0, 1, 2, 0, 0], "page.html"),

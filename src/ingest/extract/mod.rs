@@ -4,6 +4,7 @@
 
 pub mod html;
 pub mod office;
+pub mod pdf;
 pub mod rtf;
 pub mod text;
 pub mod xml;
@@ -36,6 +37,10 @@ impl Extracted {
 }
 
 pub fn extract(bytes: &[u8], filename: &str) -> Result<Extracted, ExtractError> {
+    // PDF: `%PDF` anywhere in the first kilobyte, whatever the name says.
+    if pdf::sniff(bytes) {
+        return pdf::extract(bytes);
+    }
     // ZIP-based documents (DOCX, PPTX, XLSX, ODT, ODS, EPUB): the entries decide the format.
     if office::is_zip(bytes) {
         return office::extract(bytes);
