@@ -18,7 +18,7 @@ use crate::ingest::chunk::Chunker;
 use crate::ingest::embed::Embedder;
 use crate::ingest::local::LocalEmbedder;
 use crate::ingest::remote::{RemoteConfig, RemoteEmbedder};
-use crate::ingest::worker::{spawn_workers, Worker};
+use crate::ingest::worker::spawn_workers;
 use crate::ingest::Pipeline;
 use crate::service::maintenance;
 use crate::storage::local::LocalStorage;
@@ -103,16 +103,6 @@ impl App {
 
     pub fn router(&self) -> Router {
         crate::api::router(self.state.clone())
-    }
-
-    /// Drains the job queue in this task (for tests): runs jobs until none is runnable.
-    pub async fn run_jobs(&self) -> anyhow::Result<usize> {
-        let worker = Worker::new(self.state.clone(), "inline");
-        let mut n = 0;
-        while worker.try_run_one().await? {
-            n += 1;
-        }
-        Ok(n)
     }
 
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish (up to the

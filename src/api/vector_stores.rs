@@ -222,25 +222,29 @@ async fn attach(
     ))
 }
 
+/// A page of a store's files (or of one batch's), as the list endpoints return it.
+async fn list_vs_files(
+    st: &AppState,
+    p: &crate::domain::ProjectId,
+    vs: &str,
+    batch: Option<&str>,
+    q: &std::collections::HashMap<String, String>,
+) -> ApiResult<Json<ListResponse<Value>>> {
+    let filter = q.get("filter").map(String::as_str);
+    let page = vs_files::list(st, p, vs, batch, filter, list_params(q)).await?;
+    let data = page.items.iter().map(vs_file_json).collect();
+    Ok(Json(ListResponse::new(data, page.has_more, |v| {
+        v["id"].as_str().unwrap_or_default()
+    })))
+}
+
 async fn list_files(
     State(st): State<AppState>,
     Project(p): Project,
     Path(vs): Path<String>,
     ApiQuery(q): ApiQuery,
 ) -> ApiResult<Json<ListResponse<Value>>> {
-    let page = vs_files::list(
-        &st,
-        &p,
-        &vs,
-        None,
-        q.get("filter").map(String::as_str),
-        list_params(&q),
-    )
-    .await?;
-    let data = page.items.iter().map(vs_file_json).collect();
-    Ok(Json(ListResponse::new(data, page.has_more, |v| {
-        v["id"].as_str().unwrap_or_default()
-    })))
+    list_vs_files(&st, &p, &vs, None, &q).await
 }
 
 async fn retrieve_file(
@@ -338,17 +342,5 @@ async fn list_batch_files(
     Path((vs, batch)): Path<(String, String)>,
     ApiQuery(q): ApiQuery,
 ) -> ApiResult<Json<ListResponse<Value>>> {
-    let page = vs_files::list(
-        &st,
-        &p,
-        &vs,
-        Some(&batch),
-        q.get("filter").map(String::as_str),
-        list_params(&q),
-    )
-    .await?;
-    let data = page.items.iter().map(vs_file_json).collect();
-    Ok(Json(ListResponse::new(data, page.has_more, |v| {
-        v["id"].as_str().unwrap_or_default()
-    })))
+    list_vs_files(&st, &p, &vs, Some(&batch), &q).await
 }

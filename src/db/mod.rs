@@ -264,9 +264,6 @@ pub trait VectorMetadata: Send + Sync + 'static {
     /// them so a deleted file disappears at once, not when its purge job runs.
     async fn files_pending_purge(&self, store: &VectorStoreId) -> Result<Vec<FileId>>;
 
-    /// Stores whose chunking of this file is `chunking` and whose ingestion completed.
-    async fn completed_with_chunking(&self, file: &FileId, chunking: &Chunking) -> Result<bool>;
-
     // --- batches --------------------------------------------------------------------------------
 
     /// Inserts the batch and attaches its files (each with its job) in one transaction. Files
@@ -354,8 +351,6 @@ pub enum JobEnd {
 
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
-    async fn enqueue(&self, job: &NewJob, now: i64) -> Result<i64>;
-
     /// Claims the oldest runnable job under a lease until `now + lease_secs`.
     async fn claim_job(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>>;
 
@@ -369,12 +364,6 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Puts jobs whose lease expired before `now` back in the queue (all running jobs at start-up).
     async fn requeue_expired(&self, now: i64) -> Result<u64>;
-
-    /// Whether the job is still running under this worker's lease.
-    async fn job_is_ours(&self, job: &Job) -> Result<bool>;
-
-    /// Queued or running jobs (for tests and shutdown).
-    async fn pending_jobs(&self) -> Result<u64>;
 }
 
 pub(crate) fn db_err(e: sqlx::Error) -> crate::domain::Error {

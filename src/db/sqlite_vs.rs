@@ -540,20 +540,6 @@ impl VectorMetadata for SqliteMetadata {
             .collect()
     }
 
-    async fn completed_with_chunking(&self, file: &FileId, chunking: &Chunking) -> Result<bool> {
-        let row = sqlx::query(
-            "SELECT 1 FROM vector_store_files WHERE file_id = ? AND status = 'completed' \
-             AND chunk_max_tokens = ? AND chunk_overlap_tokens = ? LIMIT 1",
-        )
-        .bind(file.as_str())
-        .bind(i64::from(chunking.max_tokens))
-        .bind(i64::from(chunking.overlap_tokens))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(row.is_some())
-    }
-
     async fn create_batch(
         &self,
         batch: &FileBatchRecord,
@@ -842,13 +828,6 @@ impl VectorMetadata for SqliteMetadata {
 
 #[async_trait]
 impl JobQueue for SqliteMetadata {
-    async fn enqueue(&self, job: &NewJob, now: i64) -> Result<i64> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let id = insert_job(&mut tx, job, now).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(id)
-    }
-
     async fn claim_job(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>> {
         let row = sqlx::query(
             "UPDATE jobs SET status = 'running', locked_by = ?, locked_until = ?, attempts = attempts + 1, \
@@ -951,25 +930,5 @@ impl JobQueue for SqliteMetadata {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected())
-    }
-
-    async fn job_is_ours(&self, job: &Job) -> Result<bool> {
-        let row =
-            sqlx::query("SELECT 1 FROM jobs WHERE id = ? AND locked_by = ? AND status = 'running'")
-                .bind(job.id)
-                .bind(&job.locked_by)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db_err)?;
-        Ok(row.is_some())
-    }
-
-    async fn pending_jobs(&self) -> Result<u64> {
-        let row =
-            sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running')")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db_err)?;
-        Ok(row.try_get::<i64, _>("n").map_err(db_err)? as u64)
     }
 }
