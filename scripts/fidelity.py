@@ -25,14 +25,22 @@ import tempfile
 import time
 
 PACKAGES = ["gnuplot-doc", "octave-doc", "debian-reference-en", "postgresql-doc-15"]
-PDF_NAMES = ["gnuplot.pdf", "liboctave.pdf", "debian-reference.en.pdf"]
+PDF_NAMES = [
+    "gnuplot.pdf",
+    "liboctave.pdf",
+    "octave.pdf",
+    "refcard-a4.pdf",  # three columns a page
+    "debian-reference.en.pdf",
+]
 HTML_PAGES = [
+    "/usr/share/debian-reference/index.en.html",
+    "/usr/share/debian-reference/ch02.en.html",
     "postgresql-doc-15/html/tutorial-join.html",
     "postgresql-doc-15/html/sql-select.html",
     "postgresql-doc-15/html/datatype-numeric.html",
     "postgresql-doc-15/html/functions-string.html",
 ]
-# Made with pandoc from the first two HTML pages; their reference is the HTML page's.
+# Made with pandoc from the first four HTML pages; their reference is the HTML page's.
 CONVERTED = ["docx", "odt", "epub"]
 RECALL, PRECISION, TIME_RATIO = 0.97, 0.95, 2.0
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,11 +131,12 @@ def main():
                 docs.append((name, path, "pdf", path))
             else:
                 print(f"note: {name} not found in the packages", file=sys.stderr)
-        htmls = [os.path.join(root, "usr/share/doc", p) for p in HTML_PAGES]
+        htmls = [root + p if p.startswith("/") else os.path.join(root, "usr/share/doc", p)
+                 for p in HTML_PAGES]
         htmls = [p for p in htmls if os.path.exists(p)]
         for p in htmls:
             docs.append((os.path.basename(p), p, "html", p))
-        for p in htmls[:2]:
+        for p in htmls[:4]:
             for ext in CONVERTED:
                 out = os.path.join(work, os.path.basename(p).rsplit(".", 1)[0] + "." + ext)
                 run(["pandoc", p, "-o", out], stderr=subprocess.DEVNULL)

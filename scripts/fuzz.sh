@@ -11,7 +11,7 @@ secs="${1:-120}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(extract html rtf xml text)
+    targets=(extract pdf office html rtf xml text)
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then
@@ -34,7 +34,29 @@ seed xml doc '<?xml version="1.0" encoding="ISO-8859-1"?><!DOCTYPE a [<!ENTITY e
 seed text sjis '\x93\xfa\x96\x7b\x8c\xea\x82\xcc\x83\x65\x83\x4c\x83\x58\x83\x67'
 seed text utf16 'h\x00e\x00l\x00l\x00o\x00 \x00w\x00o\x00r\x00l\x00d\x00'
 seed text cp1252 'He said \x93hi\x94 \x96 caf\xe9'
-for t in html rtf xml text; do
+# PDF: a small text PDF written here (a font with a ToUnicode map, an uncompressed content
+# stream), plus whatever small PDFs this machine has.
+seed pdf tiny '%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]/Resources<</Font<</F1 4 0 R>>>>/Contents 5 0 R>>endobj\n4 0 obj<</Type/Font/Subtype/Type1/BaseFont/Helvetica/Encoding<</Differences[65/A/fi]>>/ToUnicode 6 0 R>>endobj\n5 0 obj<</Length 90>>stream\nBT /F1 12 Tf 72 720 Td (Hello wor-) Tj 0 -14 Td [(ld)-250(A)] TJ T* (\\101\\102) Tj ET\nendstream endobj\n6 0 obj<</Length 74>>stream\n1 begincodespacerange <00><FF> endcodespacerange 1 beginbfchar <41><FB01> endbfchar\nendstream endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n'
+find /usr/share/doc -name '*.pdf' -size -256k 2>/dev/null | head -5 | while read -r f; do
+    [ -e "fuzz/corpus/pdf/$(basename "$f")" ] || cp "$f" fuzz/corpus/pdf/
+done
+# Office: the fixtures whole, and each of their entries as the content the target swaps in
+# (first byte: template, second: entry; see fuzz_targets/office.rs).
+mkdir -p fuzz/corpus/office
+python3 - <<'PY'
+import os, zipfile
+for pick, ext in enumerate(["docx", "pptx", "odt", "epub"]):
+    path = f"tests/fixtures/office/sample.{ext}"
+    data = open(path, "rb").read()
+    open(f"fuzz/corpus/office/whole-{ext}", "wb").write(data)
+    with zipfile.ZipFile(path) as z:
+        for i, info in enumerate(z.infolist()[:250]):
+            open(f"fuzz/corpus/office/{ext}-{i}", "wb").write(bytes([pick, i]) + z.read(info))
+for pick, n in ((4, 6), (5, 2)):
+    for i in range(n):
+        open(f"fuzz/corpus/office/inline{pick}-{i}", "wb").write(bytes([pick, i]) + b"<a><b>x</b></a>")
+PY
+for t in pdf html rtf xml text; do
     mkdir -p fuzz/corpus/extract
     for f in fuzz/corpus/$t/*; do
         # The extract target's first byte picks a file name (see fuzz_targets/extract.rs).

@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 echo "==> embedding model and ONNX Runtime (scripts/fetch-models.sh)"
 ./scripts/fetch-models.sh
 
+echo "==> real documents for the extraction tests (scripts/fetch-corpus.sh)"
+./scripts/fetch-corpus.sh
+
 echo "==> Python test dependencies (openai SDK, pytest)"
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     -r tests/python/requirements.txt
@@ -25,4 +28,5 @@ echo "==> Rust tests"
 cargo nextest run --locked --no-fail-fast
 
 echo "==> Python openai SDK tests"
-RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" python3 -m pytest tests/python -q -p no:cacheprovider
+RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" \
+    RAGSTORE_CORPUS_DIR="$PWD/tests/corpus" python3 -m pytest tests/python -q -p no:cacheprovider

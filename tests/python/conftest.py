@@ -80,11 +80,11 @@ def limits() -> dict[str, int]:
     return dict(LIMITS)
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    """Starts ragstore, yields its root URL (`http://127.0.0.1:PORT`), stops it with SIGTERM."""
+def start_server(workdir: Path, *flags: str):
+    """Starts `ragstore serve` on a free port with its data under `workdir` and the given extra
+    flags; yields its root URL (`http://127.0.0.1:PORT`), then stops it with SIGTERM and checks
+    that it exits cleanly. A generator, for fixtures to `yield from`."""
     binary = _find_binary()
-    workdir = tmp_path_factory.mktemp("ragstore")
     data_dir = workdir / "data"
     stderr_path = workdir / "server.stderr.log"
     port = _free_port()
@@ -98,11 +98,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "serve",
         "--addr", f"127.0.0.1:{port}",
         "--data-dir", str(data_dir),
-        "--max-file-bytes", "1MiB",
-        "--max-part-bytes", "256KiB",
-        "--max-upload-bytes", "4MiB",
         "--shutdown-grace-secs", "5",
         "--models-dir", models_dir,
+        *flags,
     ]
     stderr_file = open(stderr_path, "wb")
     proc = subprocess.Popen(
@@ -159,6 +157,18 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         )
     finally:
         stderr_file.close()
+
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """The session's server, with small size limits (`LIMITS`) so the limit tests stay cheap."""
+    yield from start_server(
+        tmp_path_factory.mktemp("ragstore"),
+        "--max-file-bytes", "1MiB",
+        "--max-part-bytes", "256KiB",
+        "--max-upload-bytes", "4MiB",
+    )
 
 
 API_PREFIXES = {

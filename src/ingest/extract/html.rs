@@ -235,6 +235,8 @@ const BOILERPLATE_WORDS: &[&str] = &[
     "nav",
     "navbar",
     "navigation",
+    "navheader",
+    "navfooter",
     "menu",
     "menubar",
     "breadcrumb",
@@ -244,7 +246,6 @@ const BOILERPLATE_WORDS: &[&str] = &[
     "cookie",
     "cookies",
     "skiplink",
-    "toc",
 ];
 const BOILERPLATE_ROLES: &[&str] = &[
     "navigation",
@@ -447,6 +448,14 @@ impl Walker {
         if VOID.contains(&name) {
             if name == b"hr" {
                 self.sep(Sep::Para);
+            }
+            if name == b"img" && self.visible() {
+                // An image's text alternative is part of what the page says.
+                if let Some(alt) = attr(tag, "alt").map(String::from_utf8_lossy) {
+                    if alt.chars().any(char::is_alphanumeric) {
+                        self.chars(&format!(" {} ", alt.trim()));
+                    }
+                }
             }
             return;
         }
@@ -719,6 +728,18 @@ let x = 1;
              <form><input name=q>Search</form><p hidden>Hidden</p></body></html>",
         );
         assert_eq!(t, "Body text");
+    }
+
+    #[test]
+    fn a_documents_own_contents_and_image_text_are_kept() {
+        // A table of contents is part of the document (a page may be nothing else); the site
+        // navigation around it is not. Decorative images (empty alt) add nothing.
+        let t = text(
+            "<html><body><div class=\"navheader\"><a href=p>Prev</a></div>\
+             <div class=\"toc\"><p>Table of Contents</p><dl><dt>2.1. Basics</dt></dl></div>\
+             <p><img alt=\"[Tip]\" src=t.png><img alt=\"\" src=s.png>Read this.</p></body></html>",
+        );
+        assert_eq!(t, "Table of Contents\n\n2.1. Basics\n\n[Tip] Read this.");
     }
 
     #[test]

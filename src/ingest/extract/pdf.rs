@@ -1604,8 +1604,20 @@ fn find_gutters(page: &PageGlyphs, rows: &[Row<'_>]) -> Vec<(f64, f64)> {
 /// Lines repeated at the same place on many pages, with digits blurred (so "Page 3" and
 /// "Page 4" match).
 fn running_key(line: &Line) -> (String, i64) {
-    let text: String = line
-        .text
+    // Front matter numbers its pages in roman numerals: "Manual xviii" matches "Manual iv".
+    let words: Vec<&str> = line.text.split_whitespace().collect();
+    let blurred: Vec<&str> = words
+        .iter()
+        .map(|w| {
+            if words.len() > 1 && is_roman(w) {
+                "#"
+            } else {
+                w
+            }
+        })
+        .collect();
+    let text: String = blurred
+        .concat()
         .chars()
         .map(|c| {
             if c.is_ascii_digit() {
@@ -1635,11 +1647,53 @@ fn is_page_number(text: &str) -> bool {
         .next()
         .unwrap_or(t)
         .trim();
-    (!t.is_empty() && t.len() <= 6 && t.chars().all(|c| c.is_ascii_digit()))
-        || (!t.is_empty()
-            && t.len() <= 8
-            && t.chars()
-                .all(|c| matches!(c, 'i' | 'v' | 'x' | 'l' | 'c' | 'I' | 'V' | 'X' | 'L' | 'C')))
+    (!t.is_empty() && t.len() <= 6 && t.chars().all(|c| c.is_ascii_digit())) || is_roman(t)
+}
+
+fn is_roman(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 8
+        && (t.chars().all(|c| matches!(c, 'i' | 'v' | 'x' | 'l' | 'c'))
+            || t.chars().all(|c| matches!(c, 'I' | 'V' | 'X' | 'L' | 'C')))
+}
+
+/// Dot leaders (`Installation . . . . . . 41`, `Index.........7`) carry no words and drown a
+/// table of contents' text in punctuation for the embedder: a run of four or more dots
+/// (spaced or not) becomes one ` … `.
+fn collapse_leaders(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.contains("....") && !line.contains(". . . .") && !line.contains("\u{2026}\u{2026}") {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if matches!(chars[i], '.' | '\u{2026}') {
+            let mut j = i;
+            let mut dots = 0;
+            let mut end = i;
+            while j < chars.len() && matches!(chars[j], '.' | '\u{2026}' | ' ' | '\u{a0}') {
+                if chars[j] != ' ' && chars[j] != '\u{a0}' {
+                    dots += if chars[j] == '.' { 1 } else { 3 };
+                    end = j + 1;
+                }
+                j += 1;
+            }
+            if dots >= 4 {
+                let trimmed = out.trim_end().len();
+                out.truncate(trimmed);
+                out.push_str(if out.is_empty() { "\u{2026} " } else { " \u{2026} " });
+                i = end;
+                while i < chars.len() && matches!(chars[i], ' ' | '\u{a0}') {
+                    i += 1;
+                }
+                continue;
+            }
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out.trim_end().to_owned())
 }
 
 fn drop_running_lines(pages: &mut [Vec<Line>]) {
@@ -1706,7 +1760,7 @@ fn assemble(pages: &[Vec<Line>]) -> Result<Extracted, ExtractError> {
                     text.push('\n');
                 }
             }
-            text.push_str(&line.text);
+            text.push_str(&collapse_leaders(&line.text));
         }
         if text.len() > MAX_TEXT_BYTES {
             return Err(ExtractError::Invalid(format!(
@@ -1986,6 +2040,33 @@ mod tests {
             t,
             format!("A Title Spanning Both Columns Of The Page Here\n\n{expected_left}\n\n{expected_right}")
         );
+    }
+
+    #[test]
+    fn dot_leaders_collapse() {
+        assert_eq!(
+            collapse_leaders("2.1 Debian tools . . . . . . . . . . 41"),
+            "2.1 Debian tools \u{2026} 41"
+        );
+        assert_eq!(collapse_leaders("Index..........7"), "Index \u{2026} 7");
+        assert_eq!(collapse_leaders("Wait... what? e.g. x.y.z"), "Wait... what? e.g. x.y.z");
+        assert_eq!(collapse_leaders("Tail . . . . ."), "Tail \u{2026}");
+        assert_eq!(collapse_leaders("....... 3"), "\u{2026} 3");
+    }
+
+    #[test]
+    fn roman_page_numbers_in_running_lines_match() {
+        let line = |text: &str| Line {
+            text: text.to_owned(),
+            y: 700.0,
+            para: false,
+            edge: true,
+        };
+        assert_eq!(
+            running_key(&line("Debian Reference xviii")),
+            running_key(&line("Debian Reference iv"))
+        );
+        assert_ne!(running_key(&line("Part I")), running_key(&line("Part Two")));
     }
 
     #[test]

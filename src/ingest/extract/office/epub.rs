@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::xml::{decode, walk, Ev, Skip, Tag};
 use super::{collapse, folder, resolve, table, Doc, Package};
-use crate::ingest::extract::{ExtractError, Extracted};
+use super::super::{ExtractError, Extracted};
 
 const SKIPPED: &[&str] = &[
     "script", "style", "nav", "noscript", "template", "svg", "math",

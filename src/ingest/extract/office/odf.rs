@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::xml::{decode, walk, Ev, Skip, Tag};
 use super::{collapse, table, too_many_cells, Doc, Package, MAX_CELLS};
-use crate::ingest::extract::{ExtractError, Extracted};
+use super::super::{ExtractError, Extracted};
 
 /// Comments, tracked deletions and the like are not document text.
 const SKIPPED: &[&str] = &["annotation", "tracked-changes", "note-citation-body"];

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::xml::{decode, walk, Ev, Skip, Tag};
 use super::{collapse, folder, resolve, table, too_many_cells, Doc, Package, MAX_CELLS};
-use crate::ingest::extract::{ExtractError, Extracted};
+use super::super::{ExtractError, Extracted};
 
 /// Alternative content repeats what the chosen branch holds; deleted revisions and field
 /// codes are not document text.
@@ -515,17 +515,140 @@ fn shared_strings(pkg: &mut Package<'_>, part: &str) -> Result<Vec<String>, Extr
     Ok(out)
 }
 
+/// How a number-format shows a serial number: as it is, or as a date and/or time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Shown {
+    date: bool,
+    time: bool,
+}
+
+/// Built-in number formats that are dates or times (ECMA-376 18.8.30, plus the East Asian
+/// date ids Excel uses).
+fn builtin_format(id: u32) -> Shown {
+    match id {
+        14..=17 | 27..=31 | 34..=36 | 50..=58 => Shown { date: true, time: false },
+        18..=21 | 32 | 33 | 45..=47 => Shown { date: false, time: true },
+        22 => Shown { date: true, time: true },
+        _ => Shown::default(),
+    }
+}
+
+/// Reads a format code like `yyyy-mm-dd`, `[$-409]d/m/yy h:mm AM/PM` or `0.00"d"`: quoted
+/// text, escaped characters and bracketed colours/locales do not count; `m` is a month unless
+/// the code has hours or seconds.
+fn custom_format(code: &str) -> Shown {
+    let mut letters = String::new();
+    let mut chars = code.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                for q in chars.by_ref() {
+                    if q == '"' {
+                        break;
+                    }
+                }
+            }
+            '\\' | '_' | '*' => {
+                chars.next();
+            }
+            '[' => {
+                let inner: String = chars.by_ref().take_while(|&b| b != ']').collect();
+                // Elapsed time: [h]:mm, [mm]:ss.
+                if matches!(inner.to_ascii_lowercase().chars().next(), Some('h' | 'm' | 's')) {
+                    letters.push('h');
+                }
+            }
+            ';' => break, // the first section decides
+            c => letters.push(c.to_ascii_lowercase()),
+        }
+    }
+    if letters == "general" {
+        return Shown::default();
+    }
+    let time = letters.contains(['h', 's']);
+    let date = letters.contains(['y', 'd']) || (letters.contains('m') && !time);
+    Shown { date, time }
+}
+
+/// Cell style index -> how its number format shows serials, from the styles part.
+fn cell_formats(pkg: &mut Package<'_>, part: &str) -> Result<Vec<Shown>, ExtractError> {
+    let mut out = Vec::new();
+    let Some(bytes) = pkg.read(part)? else {
+        return Ok(out);
+    };
+    let mut custom: HashMap<u32, Shown> = HashMap::new();
+    let mut in_cell_xfs = false;
+    walk(&decode(&bytes, part)?, part, false, |ev| {
+        match ev {
+            Ev::Open(t) if t.name == "numFmt" => {
+                if let Some(id) = t.attr("numFmtId").and_then(|v| v.parse().ok()) {
+                    custom.insert(id, custom_format(t.attr("formatCode").unwrap_or_default()));
+                }
+            }
+            Ev::Open(t) if t.name == "cellXfs" => in_cell_xfs = true,
+            Ev::Close("cellXfs") => in_cell_xfs = false,
+            Ev::Open(t) if t.name == "xf" && in_cell_xfs => {
+                let id = t.attr("numFmtId").and_then(|v| v.parse().ok()).unwrap_or(0);
+                out.push(custom.get(&id).copied().unwrap_or_else(|| builtin_format(id)));
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// A serial date-time as ISO 8601 text (`2023-03-15`, `14:30`, `2023-03-15 14:30:05`), or
+/// `None` when the number is not a plausible date. Serial 60 is the 29 February 1900 that
+/// Lotus and Excel pretend existed; in the 1904 system day 0 is 1904-01-01.
+fn serial_to_text(serial: f64, shown: Shown, date1904: bool) -> Option<String> {
+    if !serial.is_finite() || !(0.0..2_958_466.0).contains(&serial) {
+        return None;
+    }
+    let mut days = serial.floor() as i64;
+    let mut secs = ((serial - serial.floor()) * 86_400.0).round() as i64;
+    if secs >= 86_400 {
+        days += 1;
+        secs -= 86_400;
+    }
+    let time = format!("{:02}:{:02}", secs / 3600, secs / 60 % 60);
+    let time = if secs % 60 == 0 { time } else { format!("{time}:{:02}", secs % 60) };
+    let show_date = shown.date && (days > 0 || date1904);
+    if !show_date {
+        return Some(time);
+    }
+    let base = if date1904 {
+        chrono::NaiveDate::from_ymd_opt(1904, 1, 1)
+    } else if days < 60 {
+        chrono::NaiveDate::from_ymd_opt(1899, 12, 31)
+    } else {
+        chrono::NaiveDate::from_ymd_opt(1899, 12, 30)
+    }?;
+    let date = base.checked_add_days(chrono::Days::new(u64::try_from(days).ok()?))?;
+    let date = date.format("%Y-%m-%d").to_string();
+    Some(if shown.time && secs > 0 { format!("{date} {time}") } else { date })
+}
+
+/// What a workbook's cells need besides their own XML.
+struct Workbook<'a> {
+    strings: &'a [String],
+    formats: &'a [Shown],
+    date1904: bool,
+}
+
 /// The rows of one worksheet, cells placed by their reference. `cells` counts the cells held
 /// so far in the workbook, padding included.
 fn sheet_rows(
     xml: &str,
     part: &str,
-    strings: &[String],
+    book: &Workbook<'_>,
     cells: &mut usize,
 ) -> Result<Vec<Vec<String>>, ExtractError> {
+    let strings = book.strings;
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut row: Vec<String> = Vec::new();
     let mut cell_type = String::new();
+    let mut cell_style = Shown::default();
     let mut cell_col: Option<usize> = None;
     let mut value = String::new();
     let mut in_value = false;
@@ -539,6 +662,11 @@ fn sheet_rows(
                 "row" => row.clear(),
                 "c" => {
                     cell_type = t.attr("t").unwrap_or("n").to_owned();
+                    cell_style = t
+                        .attr("s")
+                        .and_then(|s| s.parse::<usize>().ok())
+                        .and_then(|i| book.formats.get(i).copied())
+                        .unwrap_or_default();
                     cell_col = t.attr("r").and_then(column_of);
                     value.clear();
                 }
@@ -563,6 +691,12 @@ fn sheet_rows(
                             "0" => "FALSE".to_owned(),
                             v => v.to_owned(),
                         },
+                        "n" if cell_style != Shown::default() => value
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .and_then(|n| serial_to_text(n, cell_style, book.date1904))
+                            .unwrap_or_else(|| std::mem::take(&mut value)),
                         _ => std::mem::take(&mut value),
                     };
                     let col = cell_col.unwrap_or(row.len()).max(row.len());
@@ -588,8 +722,12 @@ pub(super) fn xlsx(pkg: &mut Package<'_>) -> Result<Extracted, ExtractError> {
     let part = "xl/workbook.xml";
     let bytes = pkg.require(part, "XLSX")?;
     let mut sheets: Vec<(String, String)> = Vec::new();
+    let mut date1904 = false;
     walk(&decode(&bytes, part)?, part, false, |ev| {
         if let Ev::Open(t) = ev {
+            if t.name == "workbookPr" {
+                date1904 = matches!(t.attr("date1904"), Some("1" | "true"));
+            }
             if t.name == "sheet" {
                 if let Some(id) = t.attr("r:id") {
                     let name = t.attr("name").unwrap_or_default();
@@ -605,6 +743,16 @@ pub(super) fn xlsx(pkg: &mut Package<'_>) -> Result<Extracted, ExtractError> {
         .find(|(k, _)| k.ends_with("/sharedStrings"))
         .map_or_else(|| "xl/sharedStrings.xml".to_owned(), |(_, t)| t.clone());
     let strings = shared_strings(pkg, &strings_part)?;
+    let styles_part = rels
+        .values()
+        .find(|(k, _)| k.ends_with("/styles"))
+        .map_or_else(|| "xl/styles.xml".to_owned(), |(_, t)| t.clone());
+    let formats = cell_formats(pkg, &styles_part)?;
+    let book = Workbook {
+        strings: &strings,
+        formats: &formats,
+        date1904,
+    };
     let mut doc = Doc::default();
     let mut cells = 0usize;
     for (name, id) in sheets {
@@ -620,7 +768,7 @@ pub(super) fn xlsx(pkg: &mut Package<'_>) -> Result<Extracted, ExtractError> {
                 "The XLSX file lists sheet {name} ({target}) but does not contain it."
             )));
         };
-        let rows = sheet_rows(&decode(&bytes, target)?, target, &strings, &mut cells)?;
+        let rows = sheet_rows(&decode(&bytes, target)?, target, &book, &mut cells)?;
         if rows.is_empty() {
             continue;
         }
@@ -813,6 +961,33 @@ mod tests {
             locs,
             vec![json!({"sheet": "Data"}), json!({"sheet": "Q&A"})]
         );
+    }
+
+    #[test]
+    fn xlsx_dates_and_times_read_as_iso() {
+        let wb = r#"<workbook xmlns:r="r"><workbookPr date1904="0"/><sheets><sheet name="Log" sheetId="1" r:id="rId1"/></sheets></workbook>"#;
+        let rels = r#"<Relationships><Relationship Id="rId1" Type="http://x/worksheet" Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="http://x/styles" Target="styles.xml"/></Relationships>"#;
+        // Styles: 0 General, 1 built-in date (14), 2 custom date-time, 3 built-in time (20),
+        // 4 a number format with quoted letters (not a date), 5 elapsed hours.
+        let styles = r#"<styleSheet><numFmts count="3"><numFmt numFmtId="164" formatCode="[$-409]d/m/yyyy\ h:mm;@"/><numFmt numFmtId="165" formatCode="0.0&quot; days&quot;"/><numFmt numFmtId="166" formatCode="[h]:mm"/></numFmts><cellStyleXfs><xf numFmtId="14"/></cellStyleXfs><cellXfs><xf numFmtId="0"/><xf numFmtId="14"/><xf numFmtId="164"/><xf numFmtId="20"/><xf numFmtId="165"/><xf numFmtId="166"/></cellXfs></styleSheet>"#;
+        let s1 = r#"<worksheet><sheetData><row><c s="1"><v>45000</v></c><c s="2"><v>45000.6047453704</v></c><c s="3"><v>0.5</v></c><c s="4"><v>12.5</v></c><c s="0"><v>45000</v></c><c s="1"><v>1</v></c><c s="1"><v>61</v></c><c s="1"><v>-3</v></c><c s="5"><v>0.75</v></c><c t="d"><v>2024-02-29T10:00:00</v></c></row></sheetData></worksheet>"#;
+        let mk = |wb: &str| {
+            zip_of(&[
+                ("[Content_Types].xml", b"<Types/>"),
+                ("xl/workbook.xml", wb.as_bytes()),
+                ("xl/_rels/workbook.xml.rels", rels.as_bytes()),
+                ("xl/styles.xml", styles.as_bytes()),
+                ("xl/worksheets/sheet1.xml", s1.as_bytes()),
+            ])
+        };
+        let e = extract(&mk(wb)).unwrap();
+        assert_eq!(
+            e.text,
+            "## Log\n\n| 2023-03-15 | 2023-03-15 14:30:50 | 12:00 | 12.5 | 45000 | 1900-01-01 | 1900-03-01 | -3 | 18:00 | 2024-02-29T10:00:00 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        // The 1904 date system starts four years and a day later.
+        let e = extract(&mk(&wb.replace("date1904=\"0\"", "date1904=\"1\""))).unwrap();
+        assert!(e.text.starts_with("## Log\n\n| 2027-03-16 |"), "{}", e.text);
     }
 
     #[test]
