@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     AnyVariants, Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeOptimizersConfig,
-    EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter as EdgeFilter,
+    EdgeShard, EdgeVectorParams, FieldCondition, HnswIndexConfig as HnswConfig, AcornSearchParams, SearchParams, FieldIndexOperations, Filter as EdgeFilter,
     JsonPath, KeywordIndexParams, Match, NamedQuery, Payload, PayloadFieldSchema, PayloadOps,
     PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
     QueryEnum, QueryRequest, Range, ScoredPoint, ScoringQuery, SetPayloadOp, UpdateOperation,
@@ -47,6 +47,9 @@ pub struct EdgeOptions {
     /// A plain segment larger than this (vectors, in KiB) gets an HNSW graph when optimised;
     /// `None` keeps qdrant's default (10 000 KiB).
     pub indexing_threshold_kb: Option<usize>,
+    /// A filtered search whose candidates may exceed this (vectors, in KiB) walks the HNSW
+    /// graph instead of scanning; `None` keeps qdrant's default (10 000 KiB). Tests lower it.
+    pub full_scan_threshold_kb: Option<usize>,
 }
 
 impl Default for EdgeOptions {
@@ -54,6 +57,7 @@ impl Default for EdgeOptions {
         Self {
             optimize_after: 10_000,
             indexing_threshold_kb: None,
+            full_scan_threshold_kb: None,
         }
     }
 }
@@ -129,7 +133,10 @@ impl EdgeIndex {
                     multivector_config: None,
                     datatype: None,
                     quantization_config: None,
-                    hnsw_config: None,
+                    hnsw_config: options.full_scan_threshold_kb.map(|kb| HnswConfig {
+                        full_scan_threshold: kb,
+                        ..HnswConfig::default()
+                    }),
                 },
             )]
             .into(),
@@ -238,6 +245,16 @@ impl VectorIndex for EdgeIndex {
         if let Some(f) = filter {
             must.push(translate(f)?);
         }
+        // Attribute keys are the users' own and have no payload index, so qdrant cannot
+        // estimate a filter's selectivity, and a plain filtered walk of the HNSW graph stops
+        // early when most neighbours fail it. ACORN also explores neighbours' neighbours.
+        let params = filter.map(|_| SearchParams {
+            acorn: Some(AcornSearchParams {
+                enable: true,
+                max_selectivity: Some(OrderedFloat(1.0)),
+            }),
+            ..SearchParams::default()
+        });
         for file in exclude_files {
             must.push(none_of(keyword(FILE_KEY, file.as_str())?));
         }
@@ -250,7 +267,7 @@ impl VectorIndex for EdgeIndex {
             score_threshold: score_threshold.map(OrderedFloat),
             limit,
             offset: 0,
-            params: None,
+            params,
             with_vector: WithVector::Bool(false),
             with_payload: WithPayloadInterface::Bool(true),
         };
@@ -1127,12 +1144,65 @@ mod tests {
         assert_eq!(hits[0].chunk_index % DIMS as u32, 3);
     }
 
+    /// HNSW with a selective filter on an unindexed attribute walks a graph whose neighbours
+    /// mostly fail the filter and stops early: it must still return `limit` hits when that
+    /// many match, and the true nearest ones.
+    #[tokio::test]
+    async fn selective_filters_on_the_graph_fill_the_page_with_the_true_nearest() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EdgeOptions {
+            optimize_after: 1_000,
+            indexing_threshold_kb: Some(1),
+            full_scan_threshold_kb: Some(1),
+        };
+        let idx = EdgeIndex::open_with(dir.path(), DIMS, options).unwrap();
+        let a = store("a");
+        let vectors = random_vectors(4_000, 0x2545_f491_4f6c_dd1d);
+        let points: Vec<Point> = vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let f = file(&format!("f{}", i % 40));
+                // 1 point in 100 is "rare".
+                point(&a, &f, i as u32, v.clone(), json!({"rare": i % 100 == 7}))
+            })
+            .collect();
+        for batch in points.chunks(1_000) {
+            idx.upsert(batch.to_vec()).await.unwrap();
+        }
+        idx.maintain().await.unwrap();
+        assert!(idx.inner.shard.info().indexed_vectors_count > 0, "graph built");
+
+        let filter = Filter::parse(&json!({"type": "eq", "key": "rare", "value": true})).unwrap();
+        let cosine = |x: &[f32], y: &[f32]| {
+            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            let norm = |v: &[f32]| v.iter().map(|c| c * c).sum::<f32>().sqrt();
+            dot / (norm(x) * norm(y))
+        };
+        for query in random_vectors(20, 0x1234_5678_9abc_def1) {
+            let hits = idx
+                .search(&a, query.clone(), Some(&filter), &[], 10, None)
+                .await
+                .unwrap();
+            let mut exact: Vec<(f32, u32)> = points
+                .iter()
+                .filter(|p| p.chunk_index % 100 == 7)
+                .map(|p| (cosine(&p.vector, &query), p.chunk_index))
+                .collect();
+            exact.sort_by(|x, y| y.0.total_cmp(&x.0));
+            let want: Vec<u32> = exact.iter().take(10).map(|e| e.1).collect();
+            let got: Vec<u32> = hits.iter().map(|h| h.chunk_index).collect();
+            assert_eq!(got, want);
+        }
+    }
+
     #[tokio::test]
     async fn maintain_builds_the_graph_and_search_stays_correct() {
         let dir = tempfile::tempdir().unwrap();
         let options = EdgeOptions {
             optimize_after: 1_000,
             indexing_threshold_kb: Some(1),
+            full_scan_threshold_kb: None,
         };
         let idx = Arc::new(EdgeIndex::open_with(dir.path(), DIMS, options.clone()).unwrap());
         let (a, b) = (store("a"), store("b"));
