@@ -1,7 +1,7 @@
 //! Text formats: plain text, Markdown, JSON, CSV/TSV, source code (kept verbatim). Binary
 //! content is refused as `unsupported_file`.
 
-use super::{ExtractError, Extracted};
+use super::{ExtractError, Extracted, Section};
 
 /// Magic numbers of common binary formats, with the name used in the error message.
 const BINARY_MAGIC: &[(&[u8], &str)] = &[
@@ -153,14 +153,83 @@ pub fn extract(bytes: &[u8], filename: &str) -> Result<Extracted, ExtractError> 
             "The file contains no text.".to_owned(),
         ));
     }
+    let format = format_for(filename);
+    let sections = if format == "markdown" {
+        markdown_sections(&text)
+    } else {
+        Vec::new()
+    };
     Ok(Extracted {
         text,
-        format: format_for(filename),
-        sections: Vec::new(),
+        format,
+        sections,
     })
 }
 
+/// A Markdown file's headings (ATX `## Title` and setext `Title` over `===`/`---`), outside
+/// fenced code blocks, as `{"section": "Title"}` locations.
+fn markdown_sections(text: &str) -> Vec<Section> {
+    let mut sections = Vec::new();
+    let mut fence: Option<&str> = None;
+    let mut prev: Option<(usize, &str)> = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let start = offset;
+        offset += line.len();
+        let line = line.trim_end_matches(['\n', '\r']);
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if let Some(marker) = fence {
+            if indent < 4 && trimmed.starts_with(marker) {
+                fence = None;
+            }
+            prev = None;
+            continue;
+        }
+        if indent < 4 && (trimmed.starts_with("```") || trimmed.starts_with("~~~")) {
+            fence = Some(&trimmed[..3]);
+            prev = None;
+            continue;
+        }
+        let mut heading = None;
+        if indent < 4 {
+            let hashes = trimmed.bytes().take_while(|&b| b == b'#').count();
+            let rest = &trimmed[hashes..];
+            if (1..=6).contains(&hashes) && (rest.is_empty() || rest.starts_with([' ', '\t'])) {
+                // Closing hashes are decoration: `## Title ##`.
+                let title = rest.trim().trim_end_matches('#').trim_end();
+                heading = Some((start, title));
+            } else if let Some((prev_start, prev_text)) = prev {
+                let underline = trimmed.trim_end();
+                if !underline.is_empty()
+                    && (underline.bytes().all(|b| b == b'=') || underline.bytes().all(|b| b == b'-'))
+                {
+                    heading = Some((prev_start, prev_text.trim()));
+                }
+            }
+        }
+        if let Some((at, title)) = heading {
+            if !title.is_empty() {
+                let mut location = serde_json::Map::new();
+                location.insert("section".to_owned(), title.into());
+                if sections.last().is_some_and(|s: &Section| s.start == at) {
+                    sections.pop();
+                }
+                sections.push(Section { start: at, location });
+            }
+            prev = None;
+            continue;
+        }
+        // Only a paragraph line can be a setext heading's text.
+        let list_or_quote = trimmed.starts_with(['-', '*', '+', '>', '|'])
+            || trimmed.split_once(". ").is_some_and(|(n, _)| n.bytes().all(|b| b.is_ascii_digit()));
+        prev = (!trimmed.is_empty() && indent < 4 && !list_or_quote).then_some((start, line));
+    }
+    sections
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -182,6 +251,34 @@ mod tests {
             extract(b"line\r\nline", "x").map(|e| e.text),
             Ok("line\nline".to_owned())
         );
+    }
+
+    #[test]
+    fn markdown_headings_are_sections() {
+        let md = "Intro line\n\n# Install ##\n\nText\n\n```sh\n# not a heading\n```\n\n\
+                  Usage\n=====\n\n- item\n---\n\nSub part\n--------\n\n####### seven\n#hashtag\n";
+        let e = extract(md.as_bytes(), "README.md").unwrap();
+        let got: Vec<(String, String)> = e
+            .sections
+            .iter()
+            .map(|s| {
+                (
+                    e.text[s.start..].lines().next().unwrap_or("").to_owned(),
+                    s.location["section"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("# Install ##", "Install"),
+                ("Usage", "Usage"),
+                ("Sub part", "Sub part")
+            ]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+        // Other text formats have no sections.
+        assert!(extract(b"# x\n", "notes.txt").unwrap().sections.is_empty());
     }
 
     #[test]
