@@ -41,7 +41,7 @@ HTML_PAGES = [
     "postgresql-doc-15/html/functions-string.html",
 ]
 # Made with pandoc from the first four HTML pages; their reference is the HTML page's.
-CONVERTED = ["docx", "odt", "epub"]
+CONVERTED = ["docx", "odt", "epub", "rtf"]
 RECALL, PRECISION, TIME_RATIO = 0.97, 0.95, 2.0
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

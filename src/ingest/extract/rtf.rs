@@ -6,7 +6,15 @@
 
 use encoding_rs::Encoding;
 
-use super::{ExtractError, Extracted};
+use serde_json::{Map, Value};
+
+use super::{ExtractError, Extracted, Section};
+
+/// Marks a heading paragraph in the raw output (followed by its level digit, 1-6) and its end;
+/// [`headings`] turns them into `#` lines and sections. The same characters coming from the
+/// document are dropped, so they cannot forge a heading.
+const HEADING_START: char = '\u{E000}';
+const HEADING_END: char = '\u{E001}';
 
 /// Largest RTF document read.
 pub const MAX_INPUT_BYTES: usize = 64 << 20;
@@ -101,6 +109,10 @@ struct Reader<'a> {
     out: String,
     /// Whether `\ansicpg` may still change the encoding (only before any text).
     seen_text: bool,
+    /// The current paragraph's `\outlinelevelN` (0 = heading 1), reset by `\pard`.
+    outline: Option<u8>,
+    /// A heading marker is open in `out`.
+    in_heading: bool,
 }
 
 pub fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
@@ -126,19 +138,67 @@ pub fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
         high_surrogate: None,
         out: String::new(),
         seen_text: false,
+        outline: None,
+        in_heading: false,
     };
     reader.run()?;
-    let text = tidy(&reader.out);
-    if text.is_empty() {
+    let (text, sections) = headings(&tidy(&reader.out));
+    if text.trim().is_empty() {
         return Err(ExtractError::Invalid(
             "The RTF file contains no text.".to_owned(),
         ));
     }
+    // With headings the text is Markdown (`#` lines), so chunking can follow them.
+    let format = if sections.is_empty() { "text" } else { "markdown" };
     Ok(Extracted {
         text,
-        format: "text",
-        sections: Vec::new(),
+        format,
+        sections,
     })
+}
+
+/// Replaces the heading markers with `#` prefixes and records each heading as a section.
+fn headings(raw: &str) -> (String, Vec<Section>) {
+    if !raw.contains(HEADING_START) {
+        return (raw.replace(HEADING_END, ""), Vec::new());
+    }
+    let mut text = String::with_capacity(raw.len());
+    let mut sections = Vec::new();
+    let mut rest = raw;
+    while let Some(at) = rest.find(HEADING_START) {
+        text.push_str(&rest[..at].replace(HEADING_END, ""));
+        rest = &rest[at + HEADING_START.len_utf8()..];
+        let mut chars = rest.chars();
+        let level = chars.next().and_then(|c| c.to_digit(10)).unwrap_or(1).clamp(1, 6);
+        rest = chars.as_str();
+        // A heading ends at its marker, or at the line's end if its paragraph never closed.
+        let (end, next) = match (rest.find(HEADING_END), rest.find('\n')) {
+            (Some(m), Some(l)) if l < m => (l, l),
+            (Some(m), _) => (m, m + HEADING_END.len_utf8()),
+            (None, Some(l)) => (l, l),
+            (None, None) => (rest.len(), rest.len()),
+        };
+        let title = rest[..end].replace(HEADING_START, "");
+        let title = title.split_whitespace().collect::<Vec<_>>().join(" ");
+        rest = &rest[next..];
+        if title.is_empty() {
+            continue;
+        }
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push_str("\n\n");
+        }
+        let mut location = Map::new();
+        location.insert("section".to_owned(), Value::String(title.clone()));
+        sections.push(Section {
+            start: text.len(),
+            location,
+        });
+        text.push_str(&"#".repeat(level as usize));
+        text.push(' ');
+        text.push_str(&title);
+    }
+    text.push_str(&rest.replace(HEADING_END, ""));
+    (text, sections)
 }
 
 /// Trailing spaces off every line; at most one blank line between paragraphs.
@@ -250,8 +310,9 @@ impl Reader<'_> {
     fn flush(&mut self) {
         if !self.bytes.is_empty() {
             let (text, _) = self.encoding.decode_without_bom_handling(&self.bytes);
-            self.out.push_str(&text);
+            let text = text.into_owned();
             self.bytes.clear();
+            self.emit(&text);
         }
     }
 
@@ -259,7 +320,35 @@ impl Reader<'_> {
         if !self.group().skip {
             self.flush();
             self.seen_text = true;
+            self.emit(s);
+        }
+    }
+
+    /// Visible text into the output, opening a heading marker at the first visible character
+    /// of an outline-level paragraph.
+    fn emit(&mut self, s: &str) {
+        if let (Some(level), false) = (self.outline, self.in_heading) {
+            if s.chars().any(|c| !c.is_whitespace()) {
+                self.out.push(HEADING_START);
+                self.out.push(char::from(b'1' + level));
+                self.in_heading = true;
+            }
+        }
+        if s.contains([HEADING_START, HEADING_END]) {
+            self.out.extend(s.chars().filter(|&c| c != HEADING_START && c != HEADING_END));
+        } else {
             self.out.push_str(s);
+        }
+    }
+
+    /// A paragraph ends: close its heading marker, if any.
+    fn end_paragraph(&mut self) {
+        if !self.group().skip {
+            self.flush();
+            if self.in_heading {
+                self.out.push(HEADING_END);
+                self.in_heading = false;
+            }
         }
     }
 
@@ -325,7 +414,20 @@ impl Reader<'_> {
             self.to_skip = 0;
         }
         match word {
-            b"par" | b"sect" | b"page" => self.push_str("\n\n"),
+            b"par" | b"sect" | b"page" => {
+                self.end_paragraph();
+                self.push_str("\n\n");
+            }
+            b"pard" => {
+                self.end_paragraph();
+                self.outline = None;
+            }
+            // Word, LibreOffice and pandoc mark heading paragraphs with their outline level.
+            b"outlinelevel" => {
+                self.outline = param
+                    .and_then(|p| u8::try_from(p).ok())
+                    .filter(|&p| p < 6);
+            }
             b"line" | b"row" => self.push_str("\n"),
             b"tab" => self.push_str("\t"),
             b"cell" => self.push_str(" | "),
@@ -400,6 +502,44 @@ mod tests {
 
     fn text(rtf: &[u8]) -> String {
         extract(rtf).unwrap().text
+    }
+
+    #[test]
+    fn outline_levels_become_headings_and_sections() {
+        // As pandoc and Word write them: \outlinelevelN in the paragraph's properties.
+        let rtf = br#"{\rtf1\ansi{\fonttbl{\f0 Times;}}
+{\pard \ql \f0 \sa180 \outlinelevel0 \b \fs36 Field {\i Guide}\par}
+{\pard \ql \f0 \sa180 Intro text \u57344? here.\par}
+{\pard \ql \f0 \outlinelevel1 \b Counts\par}
+{\pard \ql Heron 12\par}
+\pard\outlinelevel2 Unclosed heading}"#;
+        let e = extract(rtf).unwrap();
+        assert_eq!(
+            e.text,
+            "# Field Guide\n\nIntro text  here.\n\n## Counts\n\nHeron 12\n\n### Unclosed heading"
+        );
+        assert_eq!(e.format, "markdown");
+        let got: Vec<(&str, &str)> = e
+            .sections
+            .iter()
+            .map(|s| {
+                (
+                    e.text[s.start..].lines().next().unwrap(),
+                    s.location["section"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("# Field Guide", "Field Guide"),
+                ("## Counts", "Counts"),
+                ("### Unclosed heading", "Unclosed heading")
+            ]
+        );
+        // Without outline levels: plain text, no sections.
+        let e = extract(br"{\rtf1 Just text\par}").unwrap();
+        assert_eq!((e.format, e.sections.len()), ("text", 0));
     }
 
     #[test]
