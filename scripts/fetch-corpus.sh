@@ -7,18 +7,20 @@
 #
 # From Debian's `debian-reference-en` package (fetched with `apt-get download`, unpacked, never
 # installed): the Debian Reference as PDF (~300 pages, two fonts families, running headers) and
-# three of its HTML chapters; pandoc makes DOCX, ODT and EPUB versions of one chapter. Each
+# three of its HTML chapters; pandoc makes DOCX, ODT, EPUB and RTF versions of one chapter. Each
 # document gets its reference text beside it, `NAME.ref.txt`, from poppler's `pdftotext` for the
 # PDF and `pandoc -t plain` for the rest, as the issue that asked for these tests specifies.
 #
 # Installs poppler-utils and pandoc with apt-get if they are missing (CI runs as root).
-# Idempotent: a corpus dir with its `.complete` marker is left alone.
+# Idempotent: a corpus dir whose `.complete` marker holds the current version is left alone.
 set -euo pipefail
 exec </dev/null
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 out="${RAGSTORE_CORPUS_DIR:-$repo/tests/corpus}"
-if [ -e "$out/.complete" ]; then
+# Bump when the set of documents changes, so an older corpus is fetched again.
+version=2
+if [ "$(cat "$out/.complete" 2>/dev/null)" = "$version" ]; then
     exit 0
 fi
 
@@ -53,8 +55,8 @@ stage="$out.tmp"
 rm -rf "$stage"
 mkdir -p "$stage"
 cp "$src/debian-reference.en.pdf" "$src/ch02.en.html" "$src/ch07.en.html" "$src/index.en.html" "$stage/"
-for ext in docx odt epub; do
-    pandoc "$src/ch02.en.html" -o "$stage/ch02.en.$ext" 2>/dev/null
+for ext in docx odt epub rtf; do
+    pandoc -s "$src/ch02.en.html" -o "$stage/ch02.en.$ext" 2>/dev/null
 done
 
 pdftotext "$stage/debian-reference.en.pdf" "$stage/debian-reference.en.pdf.ref.txt"
@@ -62,11 +64,11 @@ for f in ch02.en.html ch07.en.html index.en.html; do
     pandoc -t plain --wrap=none "$stage/$f" -o "$stage/$f.ref.txt"
 done
 # The converted chapter is compared with its source page (pandoc reads its own ODT back poorly).
-for ext in docx odt epub; do
+for ext in docx odt epub rtf; do
     cp "$stage/ch02.en.html.ref.txt" "$stage/ch02.en.$ext.ref.txt"
 done
 
-touch "$stage/.complete"
+echo "$version" >"$stage/.complete"
 rm -rf "$out"
 mv "$stage" "$out"
 echo "fetch-corpus: $(find "$out" -type f ! -name '*.ref.txt' ! -name '.complete' | wc -l) documents in $out" >&2

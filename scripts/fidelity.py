@@ -139,7 +139,7 @@ def main():
         for p in htmls[:4]:
             for ext in CONVERTED:
                 out = os.path.join(work, os.path.basename(p).rsplit(".", 1)[0] + "." + ext)
-                run(["pandoc", p, "-o", out], stderr=subprocess.DEVNULL)
+                run(["pandoc", "-s", p, "-o", out], stderr=subprocess.DEVNULL)
                 # Reference: the source page (pandoc reads its own ODT back poorly).
                 docs.append((os.path.basename(out), out, ext, p))
 

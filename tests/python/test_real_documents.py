@@ -1,5 +1,5 @@
 """Real documents nobody here wrote: the Debian Reference as PDF, HTML chapters, and DOCX/ODT/EPUB
-versions pandoc made of one chapter, fetched by `scripts/fetch-corpus.sh` (the test command runs
+versions pandoc made of one chapter (and RTF), fetched by `scripts/fetch-corpus.sh` (the test command runs
 it) with their reference text from `pdftotext` and `pandoc -t plain`.
 
 Two kinds of check:
@@ -44,6 +44,7 @@ DOCUMENTS = [
     "ch02.en.docx",
     "ch02.en.odt",
     "ch02.en.epub",
+    "ch02.en.rtf",
 ]
 
 
