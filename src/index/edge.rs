@@ -19,12 +19,13 @@ use anyhow::{anyhow, Context as _};
 use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    AnyVariants, Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeOptimizersConfig,
-    EdgeShard, EdgeVectorParams, FieldCondition, HnswIndexConfig as HnswConfig, AcornSearchParams, SearchParams, FieldIndexOperations, Filter as EdgeFilter,
-    JsonPath, KeywordIndexParams, Match, NamedQuery, Payload, PayloadFieldSchema, PayloadOps,
-    PayloadSchemaParams, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
-    QueryEnum, QueryRequest, Range, ScoredPoint, ScoringQuery, SetPayloadOp, UpdateOperation,
-    ValueVariants, VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
+    AcornSearchParams, AnyVariants, Condition, CountRequest, CreateIndex, Distance, EdgeConfig,
+    EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations,
+    Filter as EdgeFilter, HnswIndexConfig as HnswConfig, JsonPath, KeywordIndexParams, Match,
+    NamedQuery, Payload, PayloadFieldSchema, PayloadOps, PayloadSchemaParams, PointId,
+    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequest, Range,
+    ScoredPoint, ScoringQuery, SearchParams, SetPayloadOp, UpdateOperation, ValueVariants,
+    VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value};
 
@@ -1171,7 +1172,10 @@ mod tests {
             idx.upsert(batch.to_vec()).await.unwrap();
         }
         idx.maintain().await.unwrap();
-        assert!(idx.inner.shard.info().indexed_vectors_count > 0, "graph built");
+        assert!(
+            idx.inner.shard.info().indexed_vectors_count > 0,
+            "graph built"
+        );
 
         let filter = Filter::parse(&json!({"type": "eq", "key": "rare", "value": true})).unwrap();
         let cosine = |x: &[f32], y: &[f32]| {

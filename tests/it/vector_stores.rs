@@ -1098,3 +1098,164 @@ impl Embedder for Counting {
         self.inner.embed(texts).await
     }
 }
+
+/// A ZIP of the given entries, deflated.
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in entries {
+        w.start_file(*name, options).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+/// A one-page PDF whose content stream is `content`, with Helvetica as /F1.
+fn pdf_with(content: &[u8]) -> Vec<u8> {
+    use lopdf::{dictionary, Document, Object, Stream};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+    });
+    let contents = doc.add_object(Stream::new(dictionary! {}, content.to_vec()));
+    let page = doc.add_object(dictionary! {
+        "Type" => "Page",
+        "Parent" => pages_id,
+        "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+        "Resources" => dictionary! { "Font" => dictionary! { "F1" => font } },
+        "Contents" => contents,
+    });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1,
+        }),
+    );
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+/// Hostile and broken documents fail one by one with a clear OpenAI-shaped error, in bounded
+/// time, while a good file in the same batch is indexed and the server goes on serving.
+#[tokio::test]
+async fn hostile_documents_fail_cleanly_and_the_rest_of_the_batch_completes() {
+    let app = TestApp::spawn().await;
+    let document_xml = format!(
+        "<w:document xmlns:w=\"w\"><w:body><w:p><w:r><w:t>{}</w:t></w:r></w:p></w:body></w:document>",
+        " ".repeat(80 << 20)
+    );
+    let laughs = {
+        let mut x = String::from("<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY l0 \"ha\">");
+        for i in 1..10 {
+            let prev = format!("&l{};", i - 1);
+            x.push_str(&format!("<!ENTITY l{i} \"{}\">", prev.repeat(10)));
+        }
+        x.push_str("]><l>&l9;</l>");
+        x
+    };
+    // A page tree whose kid is the tree itself.
+    let loop_pdf = b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n\
+        2 0 obj<</Type/Pages/Kids[2 0 R]/Count 1>>endobj\n\
+        trailer<</Root 1 0 R>>\n%%EOF\n"
+        .to_vec();
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        (
+            "bomb.docx",
+            zip_of(&[
+                ("[Content_Types].xml", b"<Types/>"),
+                ("word/document.xml", document_xml.as_bytes()),
+            ]),
+            "invalid_file",
+            "",
+        ),
+        ("laughs.xml", laughs.into_bytes(), "invalid_file", ""),
+        ("loop.pdf", loop_pdf, "invalid_file", ""),
+        (
+            "truncated.pdf",
+            b"%PDF-1.7\n1 0 obj<</Type/Cat".to_vec(),
+            "invalid_file",
+            "",
+        ),
+        (
+            "scan.pdf",
+            pdf_with(b"q 100 0 0 100 0 0 cm Q"),
+            "unsupported_file",
+            "text layer",
+        ),
+        (
+            "program.exe",
+            b"MZ\x90\x00\x03\x00\x00\x00\x04\x00".to_vec(),
+            "unsupported_file",
+            "",
+        ),
+        (
+            "archive.zip",
+            zip_of(&[("a.txt", b"hello")]),
+            "unsupported_file",
+            "ZIP",
+        ),
+    ];
+    let good = app
+        .upload(
+            "good.pdf",
+            pdf_with(b"BT /F1 12 Tf 72 700 Td (Marsh harriers glide low.) Tj ET"),
+            "assistants",
+        )
+        .await;
+    let mut files = vec![json!({"file_id": good["id"]})];
+    let mut ids = Vec::new();
+    for (name, bytes, _, _) in &cases {
+        let f = app.upload(name, bytes.clone(), "assistants").await;
+        assert!(f["id"].is_string(), "{name}: {f}");
+        files.push(json!({"file_id": f["id"]}));
+        ids.push(f["id"].as_str().unwrap().to_owned());
+    }
+    let vs = create_store(&app, json!({})).await;
+    let vs_id = vs["id"].as_str().unwrap();
+    let (status, batch) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/file_batches"),
+            json!({ "files": files }),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    let started = std::time::Instant::now();
+    app.drain().await;
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "hostile files took {:?}",
+        started.elapsed()
+    );
+
+    for ((name, _, code, needle), id) in cases.iter().zip(&ids) {
+        let (_, vf) = app
+            .get_json(&format!("/v1/vector_stores/{vs_id}/files/{id}"))
+            .await;
+        assert_eq!(vf["status"], "failed", "{name}: {vf}");
+        assert_eq!(vf["last_error"]["code"], *code, "{name}: {vf}");
+        let message = vf["last_error"]["message"].as_str().unwrap_or("");
+        assert!(!message.is_empty(), "{name}: no message");
+        assert!(
+            message.contains(needle),
+            "{name}: {message:?} lacks {needle:?}"
+        );
+    }
+    let (_, b) = app
+        .get_json(&format!(
+            "/v1/vector_stores/{vs_id}/file_batches/{}",
+            batch["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(b["status"], "completed", "{b}");
+    assert_eq!(b["file_counts"]["completed"], 1, "{b}");
+    assert_eq!(b["file_counts"]["failed"], cases.len(), "{b}");
+    let hits = search(&app, vs_id, json!({"query": "birds gliding over reeds"})).await;
+    assert_eq!(hits["data"][0]["filename"], "good.pdf", "{hits}");
+    assert_eq!(hits["data"][0]["extra"]["page"], 1, "{hits}");
+}

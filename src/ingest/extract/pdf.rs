@@ -1682,7 +1682,11 @@ fn collapse_leaders(line: &str) -> std::borrow::Cow<'_, str> {
             if dots >= 4 {
                 let trimmed = out.trim_end().len();
                 out.truncate(trimmed);
-                out.push_str(if out.is_empty() { "\u{2026} " } else { " \u{2026} " });
+                out.push_str(if out.is_empty() {
+                    "\u{2026} "
+                } else {
+                    " \u{2026} "
+                });
                 i = end;
                 while i < chars.len() && matches!(chars[i], ' ' | '\u{a0}') {
                     i += 1;
@@ -2049,7 +2053,10 @@ mod tests {
             "2.1 Debian tools \u{2026} 41"
         );
         assert_eq!(collapse_leaders("Index..........7"), "Index \u{2026} 7");
-        assert_eq!(collapse_leaders("Wait... what? e.g. x.y.z"), "Wait... what? e.g. x.y.z");
+        assert_eq!(
+            collapse_leaders("Wait... what? e.g. x.y.z"),
+            "Wait... what? e.g. x.y.z"
+        );
         assert_eq!(collapse_leaders("Tail . . . . ."), "Tail \u{2026}");
         assert_eq!(collapse_leaders("....... 3"), "\u{2026} 3");
     }

@@ -149,7 +149,11 @@ pub fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
         ));
     }
     // With headings the text is Markdown (`#` lines), so chunking can follow them.
-    let format = if sections.is_empty() { "text" } else { "markdown" };
+    let format = if sections.is_empty() {
+        "text"
+    } else {
+        "markdown"
+    };
     Ok(Extracted {
         text,
         format,
@@ -169,7 +173,11 @@ fn headings(raw: &str) -> (String, Vec<Section>) {
         text.push_str(&rest[..at].replace(HEADING_END, ""));
         rest = &rest[at + HEADING_START.len_utf8()..];
         let mut chars = rest.chars();
-        let level = chars.next().and_then(|c| c.to_digit(10)).unwrap_or(1).clamp(1, 6);
+        let level = chars
+            .next()
+            .and_then(|c| c.to_digit(10))
+            .unwrap_or(1)
+            .clamp(1, 6);
         rest = chars.as_str();
         // A heading ends at its marker, or at the line's end if its paragraph never closed.
         let (end, next) = match (rest.find(HEADING_END), rest.find('\n')) {
@@ -335,7 +343,10 @@ impl Reader<'_> {
             }
         }
         if s.contains([HEADING_START, HEADING_END]) {
-            self.out.extend(s.chars().filter(|&c| c != HEADING_START && c != HEADING_END));
+            self.out.extend(
+                s.chars()
+                    .filter(|&c| c != HEADING_START && c != HEADING_END),
+            );
         } else {
             self.out.push_str(s);
         }
@@ -424,9 +435,7 @@ impl Reader<'_> {
             }
             // Word, LibreOffice and pandoc mark heading paragraphs with their outline level.
             b"outlinelevel" => {
-                self.outline = param
-                    .and_then(|p| u8::try_from(p).ok())
-                    .filter(|&p| p < 6);
+                self.outline = param.and_then(|p| u8::try_from(p).ok()).filter(|&p| p < 6);
             }
             b"line" | b"row" => self.push_str("\n"),
             b"tab" => self.push_str("\t"),

@@ -202,7 +202,8 @@ fn markdown_sections(text: &str) -> Vec<Section> {
             } else if let Some((prev_start, prev_text)) = prev {
                 let underline = trimmed.trim_end();
                 if !underline.is_empty()
-                    && (underline.bytes().all(|b| b == b'=') || underline.bytes().all(|b| b == b'-'))
+                    && (underline.bytes().all(|b| b == b'=')
+                        || underline.bytes().all(|b| b == b'-'))
                 {
                     heading = Some((prev_start, prev_text.trim()));
                 }
@@ -215,14 +216,19 @@ fn markdown_sections(text: &str) -> Vec<Section> {
                 if sections.last().is_some_and(|s: &Section| s.start == at) {
                     sections.pop();
                 }
-                sections.push(Section { start: at, location });
+                sections.push(Section {
+                    start: at,
+                    location,
+                });
             }
             prev = None;
             continue;
         }
         // Only a paragraph line can be a setext heading's text.
         let list_or_quote = trimmed.starts_with(['-', '*', '+', '>', '|'])
-            || trimmed.split_once(". ").is_some_and(|(n, _)| n.bytes().all(|b| b.is_ascii_digit()));
+            || trimmed
+                .split_once(". ")
+                .is_some_and(|(n, _)| n.bytes().all(|b| b.is_ascii_digit()));
         prev = (!trimmed.is_empty() && indent < 4 && !list_or_quote).then_some((start, line));
     }
     sections

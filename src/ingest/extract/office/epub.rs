@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 
+use super::super::{ExtractError, Extracted};
 use super::xml::{decode, walk, Ev, Skip, Tag};
 use super::{collapse, folder, resolve, table, Doc, Package};
-use super::super::{ExtractError, Extracted};
 
 const SKIPPED: &[&str] = &[
     "script", "style", "nav", "noscript", "template", "svg", "math",

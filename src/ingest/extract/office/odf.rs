@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
+use super::super::{ExtractError, Extracted};
 use super::xml::{decode, walk, Ev, Skip, Tag};
 use super::{collapse, table, too_many_cells, Doc, Package, MAX_CELLS};
-use super::super::{ExtractError, Extracted};
 
 /// Comments, tracked deletions and the like are not document text.
 const SKIPPED: &[&str] = &["annotation", "tracked-changes", "note-citation-body"];

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
+use super::super::{ExtractError, Extracted};
 use super::xml::{decode, walk, Ev, Skip, Tag};
 use super::{collapse, folder, resolve, table, too_many_cells, Doc, Package, MAX_CELLS};
-use super::super::{ExtractError, Extracted};
 
 /// Alternative content repeats what the chosen branch holds; deleted revisions and field
 /// codes are not document text.
@@ -526,9 +526,18 @@ struct Shown {
 /// date ids Excel uses).
 fn builtin_format(id: u32) -> Shown {
     match id {
-        14..=17 | 27..=31 | 34..=36 | 50..=58 => Shown { date: true, time: false },
-        18..=21 | 32 | 33 | 45..=47 => Shown { date: false, time: true },
-        22 => Shown { date: true, time: true },
+        14..=17 | 27..=31 | 34..=36 | 50..=58 => Shown {
+            date: true,
+            time: false,
+        },
+        18..=21 | 32 | 33 | 45..=47 => Shown {
+            date: false,
+            time: true,
+        },
+        22 => Shown {
+            date: true,
+            time: true,
+        },
         _ => Shown::default(),
     }
 }
@@ -554,7 +563,10 @@ fn custom_format(code: &str) -> Shown {
             '[' => {
                 let inner: String = chars.by_ref().take_while(|&b| b != ']').collect();
                 // Elapsed time: [h]:mm, [mm]:ss.
-                if matches!(inner.to_ascii_lowercase().chars().next(), Some('h' | 'm' | 's')) {
+                if matches!(
+                    inner.to_ascii_lowercase().chars().next(),
+                    Some('h' | 'm' | 's')
+                ) {
                     letters.push('h');
                 }
             }
@@ -589,7 +601,12 @@ fn cell_formats(pkg: &mut Package<'_>, part: &str) -> Result<Vec<Shown>, Extract
             Ev::Close("cellXfs") => in_cell_xfs = false,
             Ev::Open(t) if t.name == "xf" && in_cell_xfs => {
                 let id = t.attr("numFmtId").and_then(|v| v.parse().ok()).unwrap_or(0);
-                out.push(custom.get(&id).copied().unwrap_or_else(|| builtin_format(id)));
+                out.push(
+                    custom
+                        .get(&id)
+                        .copied()
+                        .unwrap_or_else(|| builtin_format(id)),
+                );
             }
             _ => {}
         }
@@ -612,7 +629,11 @@ fn serial_to_text(serial: f64, shown: Shown, date1904: bool) -> Option<String> {
         secs -= 86_400;
     }
     let time = format!("{:02}:{:02}", secs / 3600, secs / 60 % 60);
-    let time = if secs % 60 == 0 { time } else { format!("{time}:{:02}", secs % 60) };
+    let time = if secs % 60 == 0 {
+        time
+    } else {
+        format!("{time}:{:02}", secs % 60)
+    };
     let show_date = shown.date && (days > 0 || date1904);
     if !show_date {
         return Some(time);
@@ -626,7 +647,11 @@ fn serial_to_text(serial: f64, shown: Shown, date1904: bool) -> Option<String> {
     }?;
     let date = base.checked_add_days(chrono::Days::new(u64::try_from(days).ok()?))?;
     let date = date.format("%Y-%m-%d").to_string();
-    Some(if shown.time && secs > 0 { format!("{date} {time}") } else { date })
+    Some(if shown.time && secs > 0 {
+        format!("{date} {time}")
+    } else {
+        date
+    })
 }
 
 /// What a workbook's cells need besides their own XML.
