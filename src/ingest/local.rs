@@ -38,6 +38,8 @@ pub struct LocalEmbedder {
     tokenizer: Arc<Tokenizer>,
     sessions: Arc<Mutex<Vec<TextEmbedding>>>,
     permits: Arc<Semaphore>,
+    /// How many sessions the pool holds: one call's texts are spread over all of them.
+    session_count: usize,
 }
 
 impl std::fmt::Debug for LocalEmbedder {
@@ -134,6 +136,7 @@ impl LocalEmbedder {
             tokenizer: Arc::new(tokenizer),
             sessions: Arc::new(Mutex::new(pool)),
             permits: Arc::new(Semaphore::new(sessions)),
+            session_count: sessions,
         })
     }
 
@@ -198,9 +201,16 @@ impl LocalEmbedder {
         let plan = tokio::task::spawn_blocking(move || plan_pieces(&tokenizer, &texts, capacity))
             .await??;
 
+        // Spread one call over every session (a worker embeds 32 chunks at a time; as one
+        // batch they would keep one core busy while the others idle).
+        let per_batch = plan
+            .pieces
+            .len()
+            .div_ceil(self.session_count)
+            .clamp(1, BATCH_SIZE);
         let batches: Vec<Vec<String>> = plan
             .order
-            .chunks(BATCH_SIZE)
+            .chunks(per_batch)
             .map(|batch| batch.iter().map(|&i| plan.pieces[i].1.clone()).collect())
             .collect();
         let vectors = try_join_all(batches.into_iter().map(|batch| self.run(batch))).await?;
