@@ -266,7 +266,7 @@ def loadavg():
 
 
 class Server:
-    def __init__(self, binary, models_dir, tmp_root):
+    def __init__(self, binary, models_dir, tmp_root, extra_args=()):
         self.dir = tempfile.mkdtemp(prefix="ragstore-bench-ingest-", dir=tmp_root)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -278,7 +278,8 @@ class Server:
             env.pop(k, None)
         self.proc = subprocess.Popen(
             [binary, "serve", "--addr", f"127.0.0.1:{self.port}",
-             "--data-dir", os.path.join(self.dir, "data"), "--models-dir", models_dir],
+             "--data-dir", os.path.join(self.dir, "data"), "--models-dir", models_dir,
+             *extra_args],
             stdout=self.log_file, stderr=subprocess.STDOUT, env=env,
         )
         self.pid = self.proc.pid
@@ -321,7 +322,7 @@ class Server:
 
 
 def run_once(n, args, content):
-    server = Server(args.binary, args.models_dir, args.tmp_dir)
+    server = Server(args.binary, args.models_dir, args.tmp_dir, args.server_arg)
     sampler = None
     try:
         t0 = time.monotonic()
@@ -425,6 +426,8 @@ def main():
     p.add_argument("--tmp-dir", default=None, help="where the server's temp data dir goes")
     p.add_argument("--timeout", type=float, default=7200, help="max seconds to wait for ingestion")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server log, data)")
+    p.add_argument("--server-arg", action="append", default=[],
+                   help="extra `ragstore serve` argument, repeatable (e.g. --server-arg=--embed-threads=1)")
     args = p.parse_args()
     if args.runs < 1 or args.mb <= 0:
         p.error("--runs must be >= 1 and --mb > 0")
