@@ -42,9 +42,9 @@ const MAX_PAGES: usize = 50_000;
 const MAX_MAP_ENTRIES: usize = 200_000;
 /// Extracted text size.
 const MAX_TEXT_BYTES: usize = 128 << 20;
-/// Code points looked up in embedded TrueType `cmap` tables per document (a sweep of the Basic
-/// Multilingual Plane is ~57,000), so many fonts cannot add up to minutes.
-const MAX_CMAP_PROBES: usize = 16_000_000;
+/// Code points looked up in embedded TrueType `cmap` tables per document: a sweep of the Basic
+/// Multilingual Plane is ~57,000, so this is some 500 fonts, and a second or so at most.
+const MAX_CMAP_PROBES: usize = 32_000_000;
 /// Where `%PDF` may start (some files carry junk before the header).
 const SNIFF_WINDOW: usize = 1024;
 
@@ -836,6 +836,7 @@ fn invert_cmap(program: &[u8], probes_left: &mut usize) -> HashMap<u16, char> {
         .map(|r| (r.end() - r.start() + 1) as usize)
         .sum();
     let Some(left) = probes_left.checked_sub(cost) else {
+        tracing::debug!("PDF cmap look-up budget spent; TrueType font left without text");
         return out;
     };
     *probes_left = left;
