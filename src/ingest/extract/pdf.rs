@@ -3,12 +3,15 @@
 //! `lopdf` parses the file (xref tables and streams, object streams, incremental updates,
 //! decryption with the empty user password); this module interprets each page's content stream,
 //! decodes strings through the fonts (ToUnicode CMaps, standard encodings, `/Differences`, the
-//! built-in encoding of embedded Type 1 fonts, CID fonts) and lays the positioned glyphs out:
+//! built-in encoding of embedded Type 1 fonts, CID fonts, and for Identity-encoded TrueType CID
+//! fonts without ToUnicode the embedded font's own `cmap`) and lays the positioned glyphs out:
 //! lines by baseline, words from gaps, columns from a shared vertical gutter, paragraphs from
-//! larger vertical gaps. Running headers/footers and bare page numbers are dropped.
+//! larger vertical gaps. Accents drawn as glyphs of their own over a letter (TeX's OT1 fonts) are
+//! composed with it. Running headers/footers and bare page numbers are dropped.
 //!
 //! Every cost is bounded: decompressed bytes per stream and per page, operators per page and per
-//! document, Form XObject depth, glyphs per page, CMap entries and output size.
+//! document, Form XObject depth, glyphs per page, CMap entries, look-ups in embedded TrueType
+//! `cmap` tables and output size.
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -39,6 +42,9 @@ const MAX_PAGES: usize = 50_000;
 const MAX_MAP_ENTRIES: usize = 200_000;
 /// Extracted text size.
 const MAX_TEXT_BYTES: usize = 128 << 20;
+/// Code points looked up in embedded TrueType `cmap` tables per document: a sweep of the Basic
+/// Multilingual Plane is ~57,000, so this is some 500 fonts, and a second or so at most.
+const MAX_CMAP_PROBES: usize = 32_000_000;
 /// Where `%PDF` may start (some files carry junk before the header).
 const SNIFF_WINDOW: usize = 1024;
 
@@ -315,6 +321,8 @@ struct FontCache<'d> {
     glyph_names: HashMap<Vec<u8>, Option<Box<str>>>,
     /// Base encodings decoded byte by byte, by name.
     base_tables: HashMap<Vec<u8>, Rc<ByteTable>>,
+    /// What is left of [`MAX_CMAP_PROBES`].
+    cmap_probes_left: usize,
 }
 
 /// Unicode text per byte of a simple font.
@@ -327,6 +335,7 @@ impl<'d> FontCache<'d> {
             fonts: HashMap::new(),
             glyph_names: HashMap::new(),
             base_tables: HashMap::new(),
+            cmap_probes_left: MAX_CMAP_PROBES,
         }
     }
 
@@ -628,8 +637,10 @@ impl<'d> FontCache<'d> {
         any.then_some(text)
     }
 
-    fn build_type0(&mut self, dict: &Dictionary, to_unicode: CMap) -> Font {
+    fn build_type0(&mut self, dict: &Dictionary, mut to_unicode: CMap) -> Font {
         let encoding = self.dict_get(dict, b"Encoding");
+        let identity =
+            matches!(encoding, Some(Object::Name(n)) if n == b"Identity-H" || n == b"Identity-V");
         let (mut codespace, utf16) = match encoding {
             Some(Object::Name(n)) => {
                 let n = String::from_utf8_lossy(n);
@@ -659,6 +670,7 @@ impl<'d> FontCache<'d> {
             .and_then(|o| o.as_dict().ok());
         let mut widths = HashMap::new();
         let mut default_width = 1000.0;
+        let mut probes_left = self.cmap_probes_left;
         if let Some(cid) = descendant {
             if let Some(dw) = self.dict_get(cid, b"DW").and_then(num) {
                 default_width = dw;
@@ -666,7 +678,11 @@ impl<'d> FontCache<'d> {
             if let Some(w) = self.dict_get(cid, b"W").and_then(|o| o.as_array().ok()) {
                 self.cid_widths(w, &mut widths);
             }
+            if identity && to_unicode.map.is_empty() {
+                to_unicode.map = self.truetype_cid_unicode(cid, &mut probes_left);
+            }
         }
+        self.cmap_probes_left = probes_left;
         Font {
             codes: Codes::Cid {
                 codespace,
@@ -678,6 +694,53 @@ impl<'d> FontCache<'d> {
             scale: 0.001,
             vscale: 1.0,
         }
+    }
+
+    /// Unicode per two-byte code of an Identity-encoded CIDFontType2 without ToUnicode: the
+    /// embedded TrueType's `cmap` inverted (glyph -> code point), through `/CIDToGIDMap`.
+    fn truetype_cid_unicode(
+        &self,
+        cid_font: &Dictionary,
+        probes_left: &mut usize,
+    ) -> HashMap<(u8, u32), Box<str>> {
+        let mut out = HashMap::new();
+        let subtype = self
+            .dict_get(cid_font, b"Subtype")
+            .and_then(|o| o.as_name().ok());
+        if subtype != Some(b"CIDFontType2") {
+            return out;
+        }
+        let Some(program) = self
+            .dict_get(cid_font, b"FontDescriptor")
+            .and_then(|o| o.as_dict().ok())
+            .and_then(|fd| fd.get(b"FontFile2").ok())
+            .and_then(|f| self.stream_bytes(f))
+        else {
+            return out;
+        };
+        let by_glyph = invert_cmap(&program, probes_left);
+        let text = |gid: u16| by_glyph.get(&gid).map(|c| c.to_string().into_boxed_str());
+        match self.dict_get(cid_font, b"CIDToGIDMap") {
+            // Absent means Identity: the CID is the glyph id.
+            None | Some(Object::Name(_)) => {
+                for &gid in by_glyph.keys() {
+                    if let Some(t) = text(gid) {
+                        out.insert((2, u32::from(gid)), t);
+                    }
+                }
+            }
+            Some(o @ Object::Stream(_)) => {
+                let map = self.stream_bytes(o).unwrap_or_default();
+                // Two bytes (big-endian glyph id) per CID; CIDs are at most 65535.
+                for (cid, pair) in map.chunks_exact(2).take(1 << 16).enumerate() {
+                    if let Some(t) = text(u16::from_be_bytes([pair[0], pair[1]])) {
+                        out.insert((2, cid as u32), t);
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+        out
     }
 
     /// `/W`: `c [w1 w2 …]` and `c_first c_last w` entries.
@@ -724,6 +787,67 @@ impl Font {
             Codes::Cid { .. } => vec![None; 256],
         }
     }
+}
+
+/// Glyph id -> code point from a TrueType font's best Unicode `cmap` subtable. Several code
+/// points on one glyph: the lowest wins (U+0020 over U+00A0, `A` over Greek Alpha); private-use
+/// code points are left out, as they mean nothing to a reader. Empty if the font has no usable
+/// Unicode subtable or `probes_left` cannot pay for the sweep.
+fn invert_cmap(program: &[u8], probes_left: &mut usize) -> HashMap<u16, char> {
+    use ttf_parser::cmap::{Format, Subtable};
+    use ttf_parser::PlatformId;
+
+    let mut out = HashMap::new();
+    let Some(table) = ttf_parser::RawFace::parse(program, 0)
+        .ok()
+        .and_then(|face| face.table(ttf_parser::Tag::from_bytes(b"cmap")))
+        .and_then(ttf_parser::cmap::Table::parse)
+    else {
+        return out;
+    };
+    // Full-repertoire tables first, then BMP ones. (Symbol (3,0) tables are not Unicode.)
+    let rank = |s: &Subtable<'_>| match (s.platform_id, s.encoding_id) {
+        (PlatformId::Windows, 10) => 0,
+        (PlatformId::Unicode, 4 | 6) => 1,
+        (PlatformId::Windows, 1) => 2,
+        _ => 3,
+    };
+    let Some(best) = table
+        .subtables
+        .into_iter()
+        .filter(|s| s.is_unicode() && !matches!(s.format, Format::UnicodeVariationSequences(_)))
+        .min_by_key(rank)
+    else {
+        return out;
+    };
+    // Sweeping code points (rather than the table's own ranges, which a hostile font can make
+    // overlap endlessly) keeps the cost fixed. Ascending order makes the lowest code point win.
+    let wide = matches!(
+        best.format,
+        Format::SegmentedCoverage(_) | Format::ManyToOneRangeMappings(_)
+    );
+    let mut ranges = vec![0x20..=0x7E, 0xA0..=0xD7FF, 0xF900..=0xFFFD];
+    if wide {
+        // Supplementary planes in use in text: math alphanumerics, emoji, CJK extensions.
+        ranges.push(0x1_0000..=0x2_FFFF);
+    }
+    let cost: usize = ranges
+        .iter()
+        .map(|r| (r.end() - r.start() + 1) as usize)
+        .sum();
+    let Some(left) = probes_left.checked_sub(cost) else {
+        tracing::debug!("PDF cmap look-up budget spent; TrueType font left without text");
+        return out;
+    };
+    *probes_left = left;
+    for cp in ranges.into_iter().flatten() {
+        if let (Some(gid), Some(c)) = (best.glyph_index(cp), char::from_u32(cp)) {
+            if gid.0 != 0 {
+                out.entry(gid.0).or_insert(c);
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1048,6 +1172,7 @@ impl<'d> PageReader<'d> {
         if work.truncated {
             tracing::warn!(page = ?page_id, "PDF page exceeded the work limit; text truncated");
         }
+        combine_accents(&mut out);
         Ok(out)
     }
 
@@ -1319,6 +1444,124 @@ fn show(gs: &GState, tm: &mut Matrix, bytes: &[u8], out: &mut PageGlyphs) {
         }
         *tm = Matrix::translate(advance, 0.0).then(tm);
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Separate accents
+
+/// The combining mark for a glyph that is a lone spacing accent.
+fn combining_accent(text: &str) -> Option<char> {
+    let mut chars = text.chars();
+    let c = chars.next()?;
+    if chars.next().is_some() {
+        return None;
+    }
+    Some(match c {
+        '\u{B4}' | '\u{2CA}' => '\u{301}',
+        '`' | '\u{2CB}' => '\u{300}',
+        '\u{A8}' => '\u{308}',
+        '^' | '\u{2C6}' => '\u{302}',
+        '~' | '\u{2DC}' => '\u{303}',
+        '\u{B8}' => '\u{327}',
+        '\u{2C7}' => '\u{30C}',
+        '\u{2D8}' => '\u{306}',
+        '\u{2DA}' => '\u{30A}',
+        '\u{AF}' | '\u{2C9}' => '\u{304}',
+        '\u{2DB}' => '\u{328}',
+        '\u{2DD}' => '\u{30B}',
+        '\u{2D9}' => '\u{307}',
+        _ => return None,
+    })
+}
+
+/// Whether accent glyph `a` is drawn over (or under) letter `b`: its centre within the letter's
+/// advance, a similar size, and its baseline level with the letter's or raised a little (TeX
+/// raises accents over capitals by about a quarter em).
+fn accent_sits_on(a: &Glyph, b: &Glyph) -> bool {
+    let centre = (a.x0 + a.x1) / 2.0;
+    let rise = a.y - b.y;
+    a.orient == b.orient
+        && b.x0 < centre
+        && centre < b.x1
+        && rise > -0.25 * b.size
+        && rise < 0.75 * b.size
+        && a.size < 2.0 * b.size
+        && b.size < 2.0 * a.size
+}
+
+/// `base` (a letter, maybe already accented) with `mark`, composed where Unicode can.
+fn accented(base: &str, mark: char) -> Option<String> {
+    use unicode_normalization::char::is_combining_mark;
+    use unicode_normalization::UnicodeNormalization;
+
+    let mut chars = base.chars();
+    let first = chars.next()?;
+    if !first.is_alphabetic() || base.len() > 16 || !chars.all(is_combining_mark) {
+        return None;
+    }
+    // TeX puts accents over a dotless i or j: í is ı + ´.
+    let above = !matches!(mark, '\u{327}' | '\u{328}');
+    let letter = match first {
+        '\u{131}' if above => 'i',
+        '\u{237}' if above => 'j',
+        c => c,
+    };
+    let marks = base.chars().skip(1);
+    Some(
+        std::iter::once(letter)
+            .chain(marks)
+            .chain(std::iter::once(mark))
+            .nfc()
+            .collect(),
+    )
+}
+
+/// Merges accents drawn as glyphs of their own (TeX's OT1 fonts: `´` then `e` at the same place)
+/// into their letter, so "´ecole" reads "école". Only a neighbour in drawing order that the
+/// accent sits on qualifies, so a grave in "don`t" or a lone "´" in running text stays.
+fn combine_accents(page: &mut PageGlyphs) {
+    let merged: Vec<bool> = (0..page.glyphs.len())
+        .map(|i| merge_accent(page, i))
+        .collect();
+    let mut index = 0;
+    page.glyphs.retain(|_| {
+        index += 1;
+        !merged[index - 1]
+    });
+}
+
+/// Composes glyph `i`, if it is an accent, into the letter next to it in drawing order that it
+/// sits on; whether it did.
+fn merge_accent(page: &mut PageGlyphs, i: usize) -> bool {
+    let Some(mark) = page
+        .glyphs
+        .get(i)
+        .and_then(|g| combining_accent(page.text_of(g)))
+    else {
+        return false;
+    };
+    // TeX draws the accent first; other producers after the letter.
+    for j in [i + 1, i.wrapping_sub(1)] {
+        let (Some(accent), Some(letter)) = (page.glyphs.get(i), page.glyphs.get(j)) else {
+            continue;
+        };
+        if !accent_sits_on(accent, letter) {
+            continue;
+        }
+        let Some(text) = accented(page.text_of(letter), mark) else {
+            continue;
+        };
+        let start = page.text.len();
+        let end = start + text.len();
+        if end >= u32::MAX as usize / 2 {
+            return false;
+        }
+        page.text.push_str(&text);
+        page.glyphs[j].start = start as u32;
+        page.glyphs[j].end = end as u32;
+        return true;
+    }
+    false
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1973,6 +2216,207 @@ mod tests {
         f.set("DescendantFonts", vec![Object::Reference(cid)]);
         let bytes = save(&mut doc2);
         assert_eq!(text(&bytes), "Hij fik\u{e9}");
+    }
+
+    /// A subset of DejaVu Sans (see tests/fixtures/pdf/README.md).
+    const DEJAVU_SUBSET: &[u8] = include_bytes!("../../../tests/fixtures/pdf/dejavu-subset.ttf");
+
+    /// A PDF showing `content` with `/F1` = an Identity-H Type0 font over a CIDFontType2 that
+    /// embeds `program`, with no ToUnicode. `cid_to_gid`: the `/CIDToGIDMap` stream, if any.
+    fn truetype_cid_pdf(content: Vec<u8>, program: &[u8], cid_to_gid: Option<Vec<u8>>) -> Vec<u8> {
+        let (mut doc, ids) = document(&[content], dictionary! {});
+        let file = doc.add_object(Stream::new(
+            dictionary! { "Length1" => program.len() as i64 },
+            program.to_vec(),
+        ));
+        let descriptor = doc.add_object(dictionary! {
+            "Type" => "FontDescriptor",
+            "FontName" => "ABCDEF+DejaVuSans",
+            "Flags" => 4,
+            "FontBBox" => vec![0.into(), (-200).into(), 1000.into(), 900.into()],
+            "ItalicAngle" => 0,
+            "Ascent" => 900,
+            "Descent" => -200,
+            "CapHeight" => 700,
+            "StemV" => 80,
+            "FontFile2" => file,
+        });
+        let mut cid = dictionary! {
+            "Type" => "Font",
+            "Subtype" => "CIDFontType2",
+            "BaseFont" => "ABCDEF+DejaVuSans",
+            "CIDSystemInfo" => dictionary! {
+                "Registry" => Object::string_literal("Adobe"),
+                "Ordering" => Object::string_literal("Identity"),
+                "Supplement" => 0,
+            },
+            "FontDescriptor" => descriptor,
+            "DW" => 600,
+        };
+        if let Some(map) = cid_to_gid {
+            cid.set(
+                "CIDToGIDMap",
+                doc.add_object(Stream::new(dictionary! {}, map)),
+            );
+        }
+        let cid = doc.add_object(cid);
+        let font = dictionary! {
+            "Type" => "Font",
+            "Subtype" => "Type0",
+            "BaseFont" => "ABCDEF+DejaVuSans",
+            "Encoding" => "Identity-H",
+            "DescendantFonts" => vec![Object::Reference(cid)],
+        };
+        let font_id = doc
+            .get_dictionary(ids[0])
+            .and_then(|p| p.get_deref(b"Resources", &doc))
+            .and_then(|r| r.as_dict())
+            .and_then(|r| r.get_deref(b"Font", &doc))
+            .and_then(|f| f.as_dict())
+            .and_then(|f| f.get(b"F1"))
+            .and_then(|f| f.as_reference())
+            .unwrap();
+        doc.objects.insert(font_id, Object::Dictionary(font));
+        save(&mut doc)
+    }
+
+    /// Glyph ids of `text` in the fixture font (spaces included).
+    fn dejavu_gids(text: &str) -> Vec<u16> {
+        let face = ttf_parser::Face::parse(DEJAVU_SUBSET, 0).unwrap();
+        text.chars()
+            .map(|c| {
+                face.glyph_index(c)
+                    .unwrap_or_else(|| panic!("{c:?} not in the subset"))
+                    .0
+            })
+            .collect()
+    }
+
+    fn hex_show(codes: &[u16]) -> Vec<u8> {
+        let hex: String = codes.iter().map(|c| format!("{c:04X}")).collect();
+        format!("BT /F1 12 Tf 72 700 Td <{hex}> Tj ET").into_bytes()
+    }
+
+    #[test]
+    fn truetype_cid_font_without_tounicode_reads_its_cmap() {
+        let gids = dejavu_gids("Hello w\u{f6}rld \u{fb01} \u{e9}cole Erd\u{151}s");
+        let bytes = truetype_cid_pdf(hex_show(&gids), DEJAVU_SUBSET, None);
+        assert_eq!(text(&bytes), "Hello w\u{f6}rld fi \u{e9}cole Erd\u{151}s");
+    }
+
+    #[test]
+    fn truetype_cid_font_with_cid_to_gid_map_stream() {
+        // CIDs 1, 2, 3 … in order of the text; the map sends each to its glyph.
+        let gids = dejavu_gids("Hello w\u{f6}rld");
+        let mut map = vec![0u8, 0];
+        for g in &gids {
+            map.extend_from_slice(&g.to_be_bytes());
+        }
+        let cids: Vec<u16> = (1..=gids.len() as u16).collect();
+        let bytes = truetype_cid_pdf(hex_show(&cids), DEJAVU_SUBSET, Some(map));
+        assert_eq!(text(&bytes), "Hello w\u{f6}rld");
+    }
+
+    #[test]
+    fn broken_embedded_truetype_degrades_to_no_text() {
+        let gids = dejavu_gids("Hello");
+        let broken: [&[u8]; 4] = [
+            b"",
+            b"definitely not a TrueType font",
+            // Cut inside the table directory.
+            &DEJAVU_SUBSET[..64],
+            // A header that claims many tables, then nothing.
+            b"\x00\x01\x00\x00\xff\xff\x00\x00\x00\x00\x00\x00cmap",
+        ];
+        for program in broken {
+            let bytes = truetype_cid_pdf(hex_show(&gids), program, None);
+            let err = extract(&bytes).unwrap_err();
+            assert!(matches!(err, ExtractError::Unsupported(_)), "{err:?}");
+        }
+        // Cut anywhere else: whatever still parses, and no panic.
+        for len in (0..DEJAVU_SUBSET.len()).step_by(1009) {
+            let bytes = truetype_cid_pdf(hex_show(&gids), &DEJAVU_SUBSET[..len], None);
+            if let Ok(out) = extract(&bytes) {
+                assert_eq!(out.text, "Hello");
+            }
+        }
+        // A CIDToGIDMap that is too short or odd-sized maps what it can.
+        let gids = dejavu_gids("He");
+        let map = [0, 0, 0, gids[0] as u8, 0];
+        let bytes = truetype_cid_pdf(hex_show(&[1, 2]), DEJAVU_SUBSET, Some(map.to_vec()));
+        assert_eq!(text(&bytes), "H");
+    }
+
+    #[test]
+    fn cmap_inversion_prefers_the_lowest_code_point_and_is_bounded() {
+        let by_glyph = invert_cmap(DEJAVU_SUBSET, &mut usize::MAX.clone());
+        let face = ttf_parser::Face::parse(DEJAVU_SUBSET, 0).unwrap();
+        let space = face.glyph_index(' ').unwrap().0;
+        assert_eq!(by_glyph.get(&space), Some(&' '));
+        assert_eq!(
+            by_glyph.len(),
+            "Hello w\u{f6}rld \u{fb01}\u{e9}cEd\u{151}s"
+                .chars()
+                .collect::<HashSet<_>>()
+                .len()
+        );
+        // No budget left: nothing, and nothing spent.
+        let mut left = 1000;
+        assert!(invert_cmap(DEJAVU_SUBSET, &mut left).is_empty());
+        assert_eq!(left, 1000);
+    }
+
+    /// Times-Roman over WinAnsi, with accents TeX's OT1 fonts have and WinAnsi lacks.
+    fn times_with_accents() -> Dictionary {
+        dictionary! {
+            "Type" => "Font",
+            "Subtype" => "Type1",
+            "BaseFont" => "Times-Roman",
+            "Encoding" => dictionary! {
+                "Type" => "Encoding",
+                "BaseEncoding" => "WinAnsiEncoding",
+                "Differences" => vec![
+                    1.into(), Object::Name(b"hungarumlaut".to_vec()),
+                    Object::Name(b"dotlessi".to_vec()), Object::Name(b"caron".to_vec()),
+                ],
+            },
+        }
+    }
+
+    #[test]
+    fn tex_separate_accents_are_combined() {
+        // As pdfTeX draws \'e: the accent, a kern back by its width, the letter (Courier
+        // advances are 600, Times ones 500 here as the fonts have no /Widths).
+        let content =
+            b"BT /F1 12 Tf 100 700 Td [(une \\264) 600 (ecole) ( \\250) 600 (uber)] TJ ET\n\
+            BT /F1 12 Tf 1 0 0 1 100 680 Tm (\\264) Tj 1 0 0 1 100 677 Tm (Ecole) Tj ET\n\
+            BT /F1 12 Tf 100 660 Td [(gar\\270) 600 (con) ( ou) 600 (\\140)] TJ ET"
+                .to_vec();
+        let bytes = save(&mut document(&[content], courier()).0);
+        assert_eq!(
+            text(&bytes),
+            "une \u{e9}cole \u{fc}ber\n\u{c9}cole\ngar\u{e7}on o\u{f9}"
+        );
+        let content =
+            b"BT /F1 10 Tf 72 700 Td [(Erd\\001) 500 (os na\\250) 500 (\\002ve \\003) 500 (\\002)] TJ ET"
+                .to_vec();
+        let bytes = save(&mut document(&[content], times_with_accents()).0);
+        assert_eq!(text(&bytes), "Erd\u{151}s na\u{ef}ve \u{1d0}");
+    }
+
+    #[test]
+    fn accents_in_running_text_stay() {
+        // No overlap with a letter: a grave inside a word, spaced accents, an accent after a
+        // letter, a caret between letters, an accent over a space or a digit.
+        let content =
+            b"BT /F1 10 Tf 72 700 Td (don\\140t use \\264 or \\250 e\\264 a\\136b) Tj ET\n\
+            BT /F1 10 Tf 72 680 Td [(\\264) 600 ( ) (\\264) 600 (1)] TJ ET"
+                .to_vec();
+        let bytes = save(&mut document(&[content], courier()).0);
+        assert_eq!(
+            text(&bytes),
+            "don`t use \u{b4} or \u{a8} e\u{b4} a^b\n\u{b4} \u{b4}1"
+        );
     }
 
     #[test]
