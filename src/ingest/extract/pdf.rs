@@ -1577,6 +1577,8 @@ struct Line {
     para: bool,
     /// Among the two topmost or bottommost lines of the page.
     edge: bool,
+    /// Font size of the line (median of its glyphs), for telling headings from body text.
+    size: f64,
 }
 
 fn median(values: &mut [f64]) -> Option<f64> {
@@ -1732,6 +1734,7 @@ fn emit_column(page: &PageGlyphs, segs: &[Segment<'_>], lines: &mut Vec<Line>) {
             y: seg.y,
             para,
             edge: false,
+            size: seg.size,
         });
         prev = Some(seg);
     }
@@ -1980,9 +1983,86 @@ fn ends_with_hyphen(text: &str) -> bool {
         && chars.next().is_some_and(char::is_alphabetic)
 }
 
+/// Headings: paragraph-starting short lines set clearly larger than the body text (the size
+/// most characters have). Each distinct heading size, largest first, is a level (at most 4).
+struct Headings {
+    /// Heading sizes (rounded to half points), largest first.
+    sizes: Vec<i64>,
+}
+
+/// Half points, so 10.02 and 9.98 count as one size.
+fn size_key(size: f64) -> i64 {
+    (size * 2.0).round() as i64
+}
+
+impl Headings {
+    /// How much larger than the body a heading must be.
+    const RATIO: f64 = 1.15;
+    /// Longer lines are text set large, not headings.
+    const MAX_CHARS: usize = 120;
+
+    fn find(pages: &[Vec<Line>]) -> Self {
+        let mut by_size: HashMap<i64, usize> = HashMap::new();
+        for line in pages.iter().flatten() {
+            *by_size.entry(size_key(line.size)).or_default() += line.text.chars().count();
+        }
+        let Some(body) = by_size
+            .iter()
+            .max_by_key(|&(size, chars)| (*chars, -size))
+            .map(|(&size, _)| size as f64 / 2.0)
+        else {
+            return Headings { sizes: Vec::new() };
+        };
+        let candidate = |line: &Line| {
+            line.para
+                && line.size >= body * Self::RATIO
+                && line.text.chars().count() <= Self::MAX_CHARS
+                && line.text.chars().any(char::is_alphabetic)
+        };
+        let lines = pages.iter().flatten().count();
+        let found: Vec<i64> = pages
+            .iter()
+            .flatten()
+            .filter(|l| candidate(l))
+            .map(|l| size_key(l.size))
+            .collect();
+        // A document that is mostly "headings" (slides, posters) has no body to stand out from.
+        if found.is_empty() || found.len() * 2 > lines {
+            return Headings { sizes: Vec::new() };
+        }
+        let mut sizes = found;
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        sizes.dedup();
+        sizes.retain(|&k| k as f64 / 2.0 >= body * Self::RATIO);
+        Headings { sizes }
+    }
+
+    /// The level (1-4) of a line that starts a heading, if it does.
+    fn level(&self, line: &Line) -> Option<usize> {
+        if !line.para
+            || line.text.chars().count() > Self::MAX_CHARS
+            || !line.text.chars().any(char::is_alphabetic)
+        {
+            return None;
+        }
+        let key = size_key(line.size);
+        self.sizes.iter().position(|&k| k == key).map(|i| (i + 1).min(4))
+    }
+}
+
 fn assemble(pages: &[Vec<Line>]) -> Result<Extracted, ExtractError> {
+    let headings = Headings::find(pages);
     let mut text = String::new();
     let mut sections = Vec::new();
+    let mut current: Option<String> = None;
+    let location = |page: usize, heading: &Option<String>| {
+        let mut location = Map::new();
+        location.insert("page".to_owned(), Value::from(page));
+        if let Some(h) = heading {
+            location.insert("section".to_owned(), Value::String(h.clone()));
+        }
+        location
+    };
     for (i, lines) in pages.iter().enumerate() {
         if lines.is_empty() {
             continue;
@@ -1990,13 +2070,30 @@ fn assemble(pages: &[Vec<Line>]) -> Result<Extracted, ExtractError> {
         if !text.is_empty() {
             text.push_str("\n\n");
         }
-        let mut location = Map::new();
-        location.insert("page".to_owned(), Value::from(i + 1));
         sections.push(Section {
             start: text.len(),
-            location,
+            location: location(i + 1, &current),
         });
+        // The heading being written: its level and size, so a wrapped heading's next line
+        // (same size, no paragraph break) joins it.
+        let mut open: Option<(usize, i64)> = None;
         for (k, line) in lines.iter().enumerate() {
+            let level = headings.level(line);
+            let continues = !line.para
+                && open.is_some_and(|(_, size)| size == size_key(line.size))
+                && line.text.chars().count() <= Headings::MAX_CHARS;
+            if continues {
+                text.push(' ');
+                text.push_str(&collapse_leaders(&line.text));
+                if let Some(h) = current.as_mut() {
+                    h.push(' ');
+                    h.push_str(&line.text);
+                }
+                if let Some(s) = sections.last_mut() {
+                    s.location = location(i + 1, &current);
+                }
+                continue;
+            }
             if k > 0 {
                 let starts_lower = line.text.chars().next().is_some_and(char::is_lowercase);
                 if !line.para && ends_with_hyphen(&text) && starts_lower {
@@ -2007,6 +2104,21 @@ fn assemble(pages: &[Vec<Line>]) -> Result<Extracted, ExtractError> {
                     text.push('\n');
                 }
             }
+            open = None;
+            if let Some(level) = level {
+                current = Some(line.text.clone());
+                // The page's own section already starts here: it takes the heading.
+                if sections.last().is_some_and(|s| s.start == text.len()) {
+                    sections.pop();
+                }
+                sections.push(Section {
+                    start: text.len(),
+                    location: location(i + 1, &current),
+                });
+                text.push_str(&"#".repeat(level));
+                text.push(' ');
+                open = Some((level, size_key(line.size)));
+            }
             text.push_str(&collapse_leaders(&line.text));
         }
         if text.len() > MAX_TEXT_BYTES {
@@ -2015,9 +2127,15 @@ fn assemble(pages: &[Vec<Line>]) -> Result<Extracted, ExtractError> {
             )));
         }
     }
+    // With headings marked the text is Markdown, so chunking can follow them.
+    let format = if headings.sizes.is_empty() {
+        "text"
+    } else {
+        "markdown"
+    };
     Ok(Extracted {
         text,
-        format: "text",
+        format,
         sections,
     })
 }
@@ -2027,6 +2145,7 @@ fn assemble(pages: &[Vec<Line>]) -> Result<Extracted, ExtractError> {
 mod tests {
     use super::*;
     use lopdf::{dictionary, Stream};
+    use serde_json::json;
 
     /// A document whose pages show the given content streams with `/F1` = `font`.
     fn document(pages: &[Vec<u8>], font: Dictionary) -> (Document, Vec<ObjectId>) {
@@ -2121,6 +2240,76 @@ mod tests {
             super::super::extract(&bytes, "notes.txt").unwrap().text,
             out.text
         );
+    }
+
+    #[test]
+    fn larger_short_lines_become_headings_and_sections() {
+        // (size, y, text) on two pages; body text at 10 pt dominates.
+        let page = |lines: &[(f64, f64, &str)]| {
+            let mut c = String::from("BT\n");
+            for (size, y, t) in lines {
+                c.push_str(&format!("/F1 {size} Tf 1 0 0 1 72 {y} Tm ({t}) Tj\n"));
+            }
+            c.push_str("ET\n");
+            c.into_bytes()
+        };
+        let p1 = page(&[
+            (18.0, 740.0, "Field Guide"),
+            (10.0, 700.0, "The marsh harrier glides low over the reeds at dawn,"),
+            (10.0, 688.0, "hunting voles and young birds along the water."),
+            (14.0, 650.0, "Birds of the Marsh and"),
+            (14.0, 634.0, "the Open Water"),
+            (10.0, 600.0, "Herons stand still in the shallows for a long time."),
+        ]);
+        let p2 = page(&[
+            (10.0, 740.0, "Bitterns boom in spring from deep inside the reed beds."),
+            (14.0, 700.0, "Counts"),
+            (10.0, 670.0, "Twelve herons and three bitterns were counted in May."),
+        ]);
+        let out = extract(&save(&mut document(&[p1, p2], courier()).0)).unwrap();
+        assert_eq!(out.format, "markdown");
+        assert_eq!(
+            out.text,
+            "# Field Guide\n\nThe marsh harrier glides low over the reeds at dawn,\n\
+             hunting voles and young birds along the water.\n\n\
+             ## Birds of the Marsh and the Open Water\n\n\
+             Herons stand still in the shallows for a long time.\n\n\
+             Bitterns boom in spring from deep inside the reed beds.\n\n## Counts\n\n\
+             Twelve herons and three bitterns were counted in May."
+        );
+        let got: Vec<(&str, Value)> = out
+            .sections
+            .iter()
+            .map(|s| {
+                (
+                    out.text[s.start..].lines().next().unwrap(),
+                    Value::Object(s.location.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("# Field Guide", json!({"page": 1, "section": "Field Guide"})),
+                (
+                    "## Birds of the Marsh and the Open Water",
+                    json!({"page": 1, "section": "Birds of the Marsh and the Open Water"})
+                ),
+                (
+                    "Bitterns boom in spring from deep inside the reed beds.",
+                    json!({"page": 2, "section": "Birds of the Marsh and the Open Water"})
+                ),
+                ("## Counts", json!({"page": 2, "section": "Counts"})),
+            ]
+        );
+    }
+
+    #[test]
+    fn one_size_documents_have_no_headings() {
+        let out = extract(&pdf(&[body(72.0, 700.0, &["Only body text here.", "More of it."])]))
+            .unwrap();
+        assert_eq!(out.format, "text");
+        assert!(out.sections.iter().all(|s| !s.location.contains_key("section")));
     }
 
     #[test]
@@ -2512,6 +2701,7 @@ mod tests {
             y: 700.0,
             para: false,
             edge: true,
+            size: 10.0,
         };
         assert_eq!(
             running_key(&line("Debian Reference xviii")),
