@@ -11,6 +11,7 @@
 //! flushes whenever something changed. The WAL is file-locked: one process, one open `EdgeIndex`
 //! per directory.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -22,15 +23,17 @@ use qdrant_edge::{
     AcornSearchParams, AnyVariants, Condition, CountRequest, CreateIndex, Distance, EdgeConfig,
     EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations,
     Filter as EdgeFilter, HnswIndexConfig as HnswConfig, JsonPath, KeywordIndexParams, Match,
-    NamedQuery, Payload, PayloadFieldSchema, PayloadOps, PayloadSchemaParams, PointId,
-    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequest, Range,
-    ScoredPoint, ScoringQuery, SearchParams, SetPayloadOp, UpdateOperation, ValueVariants,
+    NamedQuery, Payload, PayloadFieldSchema, PayloadOps, PayloadSchemaParams, PayloadSchemaType,
+    PointId, PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, QueryRequest,
+    Range, ScoredPoint, ScoringQuery, SearchParams, SetPayloadOp, UpdateOperation, ValueVariants,
     VectorStructInternal, VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value};
 
 use super::{Hit, Point, VectorIndex};
-use crate::domain::{Attributes, CompareOp, Error, FileId, Filter, Result, Scalar, VectorStoreId};
+use crate::domain::{
+    AttrValue, Attributes, CompareOp, Error, FileId, Filter, Result, Scalar, VectorStoreId,
+};
 
 const STORE_KEY: &str = "vector_store_id";
 const FILE_KEY: &str = "file_id";
@@ -80,6 +83,56 @@ struct Inner {
     /// Something was written since the last flush.
     dirty: AtomicBool,
     optimize_after: u64,
+    /// Attribute keys given a payload index in this process, with the kind of value it
+    /// indexes (the first kind seen for the key wins).
+    attribute_indexes: Mutex<HashMap<String, PayloadSchemaType>>,
+}
+
+/// Attribute keys indexed at most; past this, filters on further keys read the payload.
+const MAX_ATTRIBUTE_INDEXES: usize = 64;
+
+impl Inner {
+    /// Gives every attribute key of `attributes` a payload index of its value's kind, once.
+    /// Filters are on users' own keys; with an index qdrant knows how selective a filter is
+    /// and checks it without reading each candidate's payload from disk.
+    fn index_attributes<'a>(&self, attributes: impl Iterator<Item = &'a Attributes>) -> Result<()> {
+        let mut known = self
+            .attribute_indexes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut new: Vec<(String, PayloadSchemaType)> = Vec::new();
+        for attrs in attributes {
+            for (key, value) in attrs {
+                if known.len() + new.len() >= MAX_ATTRIBUTE_INDEXES {
+                    break;
+                }
+                if known.contains_key(key) || new.iter().any(|(k, _)| k == key) {
+                    continue;
+                }
+                let kind = match value {
+                    AttrValue::String(_) => PayloadSchemaType::Keyword,
+                    AttrValue::Number(_) => PayloadSchemaType::Float,
+                    AttrValue::Bool(_) => PayloadSchemaType::Bool,
+                };
+                new.push((key.clone(), kind));
+            }
+        }
+        for (key, kind) in new {
+            let op = UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
+                CreateIndex {
+                    field_name: attribute_path(&key)?,
+                    field_schema: Some(PayloadFieldSchema::FieldType(kind)),
+                },
+            ));
+            {
+                let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+                self.dirty.store(true, Ordering::Release);
+                self.shard.update(op).map_err(engine)?;
+            }
+            known.insert(key, kind);
+        }
+        Ok(())
+    }
 }
 
 impl Inner {
@@ -184,6 +237,7 @@ impl EdgeIndex {
                 changed: AtomicU64::new(unindexed),
                 dirty: AtomicBool::new(false),
                 optimize_after: options.optimize_after,
+                attribute_indexes: Mutex::new(HashMap::new()),
             }),
             dims,
         })
@@ -218,14 +272,23 @@ impl VectorIndex for EdgeIndex {
         }
         let n = points.len() as u64;
         let mut list = Vec::with_capacity(points.len());
+        // One file's points share their attributes: index the distinct maps.
+        let mut attributes: Vec<Attributes> = Vec::new();
         for p in points {
             self.check_dims(&p.vector)?;
+            if !attributes.contains(&p.attributes) {
+                attributes.push(p.attributes.clone());
+            }
             list.push(to_engine_point(p)?);
         }
         let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
             PointInsertOperations::PointsList(list),
         ));
-        self.blocking(move |inner| inner.write(op, n)).await
+        self.blocking(move |inner| {
+            inner.index_attributes(attributes.iter())?;
+            inner.write(op, n)
+        })
+        .await
     }
 
     #[tracing::instrument(name = "index.search", skip_all, fields(store = %store, limit))]
@@ -254,6 +317,10 @@ impl VectorIndex for EdgeIndex {
                 enable: true,
                 max_selectivity: Some(OrderedFloat(1.0)),
             }),
+            // ACORN's two-hop walk costs more per step than the plain one, so a narrower beam
+            // than qdrant's default (100) keeps filtered searches fast; the unit test below
+            // checks it still finds the true nearest.
+            hnsw_ef: Some((2 * limit).max(32)),
             ..SearchParams::default()
         });
         for file in exclude_files {
@@ -301,7 +368,9 @@ impl VectorIndex for EdgeIndex {
         let value = serde_json::to_value(attributes).context("attributes to JSON")?;
         // Setting a top-level key replaces its whole value, so keys absent from the new map go.
         let payload = Payload([(ATTRIBUTES_KEY.to_owned(), value)].into_iter().collect());
+        let attributes = attributes.clone();
         self.blocking(move |inner| {
+            inner.index_attributes(std::iter::once(&attributes))?;
             // Points of an indexed segment are copied to the plain one when their payload
             // changes, so they count as changed for the next optimisation.
             let n = inner.count(filter.clone())?;
@@ -1143,6 +1212,77 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(hits[0].chunk_index % DIMS as u32, 3);
+    }
+
+    /// Attribute keys get a payload index of the first kind seen; values of another kind under
+    /// the same key still filter correctly, and an index survives a reopen.
+    #[tokio::test]
+    async fn attribute_indexes_keep_filters_exact_across_kinds_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, f1, f2, f3) = (store("a"), file("f1"), file("f2"), file("f3"));
+        {
+            let idx = open(dir.path());
+            idx.upsert(vec![
+                point(&a, &f1, 0, axis(0, 1, 0.0), json!({"v": "x", "flag": true})),
+                point(&a, &f2, 1, axis(1, 0, 0.0), json!({"v": 5, "flag": false})),
+            ])
+            .await
+            .unwrap();
+            assert_eq!(
+                idx.inner.attribute_indexes.lock().unwrap().get("v"),
+                Some(&PayloadSchemaType::Keyword)
+            );
+            idx.flush().await.unwrap();
+        }
+        let idx = open(dir.path());
+        idx.upsert(vec![point(&a, &f3, 2, axis(2, 0, 0.0), json!({"v": 7}))])
+            .await
+            .unwrap();
+        assert_eq!(
+            chunks(
+                &idx,
+                &a,
+                Some(json!({"type": "eq", "key": "v", "value": "x"}))
+            )
+            .await,
+            set(&[0])
+        );
+        assert_eq!(
+            chunks(
+                &idx,
+                &a,
+                Some(json!({"type": "gt", "key": "v", "value": 4}))
+            )
+            .await,
+            set(&[1, 2])
+        );
+        assert_eq!(
+            chunks(
+                &idx,
+                &a,
+                Some(json!({"type": "eq", "key": "v", "value": 7}))
+            )
+            .await,
+            set(&[2])
+        );
+        assert_eq!(
+            chunks(
+                &idx,
+                &a,
+                Some(json!({"type": "eq", "key": "flag", "value": false}))
+            )
+            .await,
+            set(&[1])
+        );
+        assert_eq!(
+            chunks(
+                &idx,
+                &a,
+                Some(json!({"type": "ne", "key": "flag", "value": true}))
+            )
+            .await,
+            set(&[1, 2])
+        );
     }
 
     /// HNSW with a selective filter on an unindexed attribute walks a graph whose neighbours

@@ -2046,7 +2046,10 @@ impl Headings {
             return None;
         }
         let key = size_key(line.size);
-        self.sizes.iter().position(|&k| k == key).map(|i| (i + 1).min(4))
+        self.sizes
+            .iter()
+            .position(|&k| k == key)
+            .map(|i| (i + 1).min(4))
     }
 }
 
@@ -2255,16 +2258,36 @@ mod tests {
         };
         let p1 = page(&[
             (18.0, 740.0, "Field Guide"),
-            (10.0, 700.0, "The marsh harrier glides low over the reeds at dawn,"),
-            (10.0, 688.0, "hunting voles and young birds along the water."),
+            (
+                10.0,
+                700.0,
+                "The marsh harrier glides low over the reeds at dawn,",
+            ),
+            (
+                10.0,
+                688.0,
+                "hunting voles and young birds along the water.",
+            ),
             (14.0, 650.0, "Birds of the Marsh and"),
             (14.0, 634.0, "the Open Water"),
-            (10.0, 600.0, "Herons stand still in the shallows for a long time."),
+            (
+                10.0,
+                600.0,
+                "Herons stand still in the shallows for a long time.",
+            ),
         ]);
         let p2 = page(&[
-            (10.0, 740.0, "Bitterns boom in spring from deep inside the reed beds."),
+            (
+                10.0,
+                740.0,
+                "Bitterns boom in spring from deep inside the reed beds.",
+            ),
             (14.0, 700.0, "Counts"),
-            (10.0, 670.0, "Twelve herons and three bitterns were counted in May."),
+            (
+                10.0,
+                670.0,
+                "Twelve herons and three bitterns were counted in May.",
+            ),
         ]);
         let out = extract(&save(&mut document(&[p1, p2], courier()).0)).unwrap();
         assert_eq!(out.format, "markdown");
@@ -2290,7 +2313,10 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("# Field Guide", json!({"page": 1, "section": "Field Guide"})),
+                (
+                    "# Field Guide",
+                    json!({"page": 1, "section": "Field Guide"})
+                ),
                 (
                     "## Birds of the Marsh and the Open Water",
                     json!({"page": 1, "section": "Birds of the Marsh and the Open Water"})
@@ -2306,10 +2332,17 @@ mod tests {
 
     #[test]
     fn one_size_documents_have_no_headings() {
-        let out = extract(&pdf(&[body(72.0, 700.0, &["Only body text here.", "More of it."])]))
-            .unwrap();
+        let out = extract(&pdf(&[body(
+            72.0,
+            700.0,
+            &["Only body text here.", "More of it."],
+        )]))
+        .unwrap();
         assert_eq!(out.format, "text");
-        assert!(out.sections.iter().all(|s| !s.location.contains_key("section")));
+        assert!(out
+            .sections
+            .iter()
+            .all(|s| !s.location.contains_key("section")));
     }
 
     #[test]
