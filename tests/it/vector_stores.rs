@@ -1174,7 +1174,12 @@ async fn hostile_documents_fail_cleanly_and_the_rest_of_the_batch_completes() {
             "invalid_file",
             "",
         ),
-        ("laughs.xml", laughs.into_bytes(), "invalid_file", ""),
+        (
+            "laughs.xml",
+            laughs.into_bytes(),
+            "invalid_file",
+            "DTD entities",
+        ),
         ("loop.pdf", loop_pdf, "invalid_file", ""),
         (
             "truncated.pdf",

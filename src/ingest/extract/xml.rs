@@ -71,6 +71,7 @@ pub fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     config.allow_dangling_amp = true;
 
     let mut out = Blocks::default();
+    let mut skipped_entities = false;
     // Per open element: whether it started inside running text (inline).
     let mut inline: Vec<bool> = Vec::new();
     let mut overflow = 0usize;
@@ -112,8 +113,10 @@ pub fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
                     out.push(c.encode_utf8(&mut [0; 4]));
                 } else if let Some(s) = quick_xml::escape::resolve_xml_entity(&r.xml10_content()) {
                     out.push(s);
+                } else {
+                    // Other entities come from a DTD: never expanded (billion laughs).
+                    skipped_entities = true;
                 }
-                // Other entities come from a DTD: never expanded.
             }
             Event::Eof => break,
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
@@ -127,9 +130,13 @@ pub fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
     }
     out.flush();
     if out.text.is_empty() {
-        return Err(ExtractError::Invalid(
-            "The XML file contains no text.".to_owned(),
-        ));
+        return Err(ExtractError::Invalid(if skipped_entities {
+            "The XML file contains no text outside entities its DTD declares, and this server \
+             does not expand DTD entities."
+                .to_owned()
+        } else {
+            "The XML file contains no text.".to_owned()
+        }));
     }
     Ok(Extracted {
         text: out.text,
@@ -239,6 +246,10 @@ mod tests {
         }
         laughs.push_str("]>\n<lolz>before &lol9; after</lolz>");
         assert_eq!(text(&laughs), "before after");
+        let only = laughs.replace("before &lol9; after", "&lol9;");
+        assert!(
+            matches!(extract(only.as_bytes()), Err(ExtractError::Invalid(m)) if m.contains("does not expand DTD entities"))
+        );
 
         let deep = format!(
             "<r>{}deep{}</r>",
