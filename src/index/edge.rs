@@ -100,42 +100,25 @@ impl Inner {
             .attribute_indexes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut new: Vec<(String, PayloadSchemaType)> = Vec::new();
-        for attrs in attributes {
-            for (key, value) in attrs {
-                if known.len() + new.len() >= MAX_ATTRIBUTE_INDEXES {
-                    break;
-                }
-                if known.contains_key(key) || new.iter().any(|(k, _)| k == key) {
-                    continue;
-                }
-                let kind = match value {
-                    AttrValue::String(_) => PayloadSchemaType::Keyword,
-                    AttrValue::Number(_) => PayloadSchemaType::Float,
-                    AttrValue::Bool(_) => PayloadSchemaType::Bool,
-                };
-                new.push((key.clone(), kind));
+        for (key, value) in attributes.flatten() {
+            if known.len() >= MAX_ATTRIBUTE_INDEXES {
+                break;
             }
-        }
-        for (key, kind) in new {
-            let op = UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
-                CreateIndex {
-                    field_name: attribute_path(&key)?,
-                    field_schema: Some(PayloadFieldSchema::FieldType(kind)),
-                },
-            ));
-            {
-                let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
-                self.dirty.store(true, Ordering::Release);
-                self.shard.update(op).map_err(engine)?;
+            if known.contains_key(key) {
+                continue;
             }
-            known.insert(key, kind);
+            let kind = match value {
+                AttrValue::String(_) => PayloadSchemaType::Keyword,
+                AttrValue::Number(_) => PayloadSchemaType::Float,
+                AttrValue::Bool(_) => PayloadSchemaType::Bool,
+            };
+            let schema = PayloadFieldSchema::FieldType(kind);
+            self.write(create_index(attribute_path(key)?, schema), 0)?;
+            known.insert(key.clone(), kind);
         }
         Ok(())
     }
-}
 
-impl Inner {
     fn write(&self, op: UpdateOperation, changed: u64) -> Result<()> {
         let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         self.dirty.store(true, Ordering::Release);
@@ -161,6 +144,13 @@ impl Inner {
         self.dirty.store(false, Ordering::Release);
         self.shard.flush();
     }
+}
+
+fn create_index(field_name: JsonPath, schema: PayloadFieldSchema) -> UpdateOperation {
+    UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+        field_name,
+        field_schema: Some(schema),
+    }))
 }
 
 fn engine(e: impl std::fmt::Display) -> Error {
@@ -217,12 +207,7 @@ impl EdgeIndex {
                     ..KeywordIndexParams::default()
                 }));
             shard
-                .update(UpdateOperation::FieldIndexOperation(
-                    FieldIndexOperations::CreateIndex(CreateIndex {
-                        field_name: path(key)?,
-                        field_schema: Some(schema),
-                    }),
-                ))
+                .update(create_index(path(key)?, schema))
                 .map_err(engine)?;
         }
 
