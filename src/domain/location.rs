@@ -11,6 +11,15 @@ pub struct Section {
     pub location: Map<String, Value>,
 }
 
+impl Section {
+    /// A heading's section: from `start` on, the text is under `{"section": title}`.
+    pub fn heading(start: usize, title: &str) -> Self {
+        let mut location = Map::new();
+        location.insert("section".to_owned(), Value::String(title.to_owned()));
+        Section { start, location }
+    }
+}
+
 /// The location of the chunk at bytes `start..end`: its first section's location, plus
 /// `page_end` when it runs onto a later page.
 pub fn location_of(sections: &[Section], start: usize, end: usize) -> Map<String, Value> {

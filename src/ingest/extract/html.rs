@@ -8,7 +8,6 @@
 //! structure, never text.
 
 use html5gum::{DefaultEmitter, StartTag, Token, Tokenizer};
-use serde_json::{Map, Value};
 
 use super::text::{decode_with, guess_legacy, looks_binary, mostly_utf8};
 use super::{ExtractError, Extracted, Section};
@@ -176,9 +175,7 @@ impl Writer {
 
     fn end_heading(&mut self, title: &str) {
         if let Some(Some(start)) = self.heading.take() {
-            let mut location = Map::new();
-            location.insert("section".to_owned(), Value::String(title.to_owned()));
-            self.sections.push(Section { start, location });
+            self.sections.push(Section::heading(start, title));
         }
         self.prefix = None;
         self.sep(Sep::Para);

@@ -2013,18 +2013,13 @@ impl Headings {
         else {
             return Headings { sizes: Vec::new() };
         };
-        let candidate = |line: &Line| {
-            line.para
-                && line.size >= body * Self::RATIO
-                && line.text.chars().count() <= Self::MAX_CHARS
-                && line.text.chars().any(char::is_alphabetic)
-        };
         let lines = pages.iter().flatten().count();
         let found: Vec<i64> = pages
             .iter()
             .flatten()
-            .filter(|l| candidate(l))
+            .filter(|l| Self::shaped(l))
             .map(|l| size_key(l.size))
+            .filter(|&k| k as f64 / 2.0 >= body * Self::RATIO)
             .collect();
         // A document that is mostly "headings" (slides, posters) has no body to stand out from.
         if found.is_empty() || found.len() * 2 > lines {
@@ -2033,16 +2028,20 @@ impl Headings {
         let mut sizes = found;
         sizes.sort_unstable_by(|a, b| b.cmp(a));
         sizes.dedup();
-        sizes.retain(|&k| k as f64 / 2.0 >= body * Self::RATIO);
         Headings { sizes }
+    }
+
+    /// Whether a line could be a heading, whatever its size: it starts a paragraph, is short
+    /// and has a letter.
+    fn shaped(line: &Line) -> bool {
+        line.para
+            && line.text.chars().count() <= Self::MAX_CHARS
+            && line.text.chars().any(char::is_alphabetic)
     }
 
     /// The level (1-4) of a line that starts a heading, if it does.
     fn level(&self, line: &Line) -> Option<usize> {
-        if !line.para
-            || line.text.chars().count() > Self::MAX_CHARS
-            || !line.text.chars().any(char::is_alphabetic)
-        {
+        if !Self::shaped(line) {
             return None;
         }
         let key = size_key(line.size);
@@ -2077,13 +2076,13 @@ fn assemble(pages: &[Vec<Line>]) -> Result<Extracted, ExtractError> {
             start: text.len(),
             location: location(i + 1, &current),
         });
-        // The heading being written: its level and size, so a wrapped heading's next line
-        // (same size, no paragraph break) joins it.
-        let mut open: Option<(usize, i64)> = None;
+        // The size of the heading being written, so a wrapped heading's next line (same
+        // size, no paragraph break) joins it.
+        let mut open: Option<i64> = None;
         for (k, line) in lines.iter().enumerate() {
             let level = headings.level(line);
             let continues = !line.para
-                && open.is_some_and(|(_, size)| size == size_key(line.size))
+                && open == Some(size_key(line.size))
                 && line.text.chars().count() <= Headings::MAX_CHARS;
             if continues {
                 text.push(' ');
@@ -2120,7 +2119,7 @@ fn assemble(pages: &[Vec<Line>]) -> Result<Extracted, ExtractError> {
                 });
                 text.push_str(&"#".repeat(level));
                 text.push(' ');
-                open = Some((level, size_key(line.size)));
+                open = Some(size_key(line.size));
             }
             text.push_str(&collapse_leaders(&line.text));
         }

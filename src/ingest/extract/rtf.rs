@@ -6,8 +6,6 @@
 
 use encoding_rs::Encoding;
 
-use serde_json::{Map, Value};
-
 use super::{ExtractError, Extracted, Section};
 
 /// Marks a heading paragraph in the raw output (followed by its level digit, 1-6) and its end;
@@ -195,12 +193,7 @@ fn headings(raw: &str) -> (String, Vec<Section>) {
         if !text.is_empty() && !text.ends_with('\n') {
             text.push_str("\n\n");
         }
-        let mut location = Map::new();
-        location.insert("section".to_owned(), Value::String(title.clone()));
-        sections.push(Section {
-            start: text.len(),
-            location,
-        });
+        sections.push(Section::heading(text.len(), &title));
         text.push_str(&"#".repeat(level as usize));
         text.push(' ');
         text.push_str(&title);
