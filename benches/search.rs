@@ -12,8 +12,8 @@
 //! dimensions, 100 points per `FileId::generate()` file, a short text, and attributes
 //! `{"category": "c0".."c9" (random), "year": 2000 + i % 25}`. `index.maintain()` then builds the
 //! HNSW graph (timed). Until then a first server (the app's router on `axum::serve`) answers;
-//! `App::serve` (with its 30 s background index maintainer) only starts after `maintain`, so
-//! that background run cannot overlap the load and turn the timed `maintain` into a no-op.
+//! The index's own upkeep is off (`index_upkeep_secs = 0`), so no background run can overlap the
+//! load and turn the timed `maintain` into a no-op.
 //!
 //! Then, per case, 20 warm-up requests and 300 timed sequential `POST /v1/vector_stores/{vs}/search`
 //! requests with distinct query strings (so the query embedding is part of every request) and
@@ -38,8 +38,8 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ragstore::domain::{AttrValue, Attributes, FileId, Filter, VectorStoreId};
-use ragstore::index::{point_id, Point};
-use ragstore::{App, AppState, Config};
+use ragstore::index::{point_id, Point, SearchQuery};
+use ragstore::{App, Backends, Config};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -337,7 +337,7 @@ struct Loaded {
 
 /// `n` synthetic points into `store`, `UPSERT_BATCH` per upsert; only the upserts are timed.
 async fn load(
-    st: &AppState,
+    st: &Backends,
     store: &VectorStoreId,
     n: usize,
     dims: usize,
@@ -414,6 +414,7 @@ async fn run(dir: &std::path::Path) -> Result<()> {
     let mut config = Config::for_data_dir(dir.join("data"));
     config.models_dir = models_dir.clone();
     config.workers_enabled = false;
+    config.index_upkeep_secs = 0.0;
     let embed_sessions = config.embed_thread_count();
 
     println!("search bench: POST /v1/vector_stores/{{vs}}/search over HTTP, in-process server");
@@ -426,7 +427,7 @@ async fn run(dir: &std::path::Path) -> Result<()> {
     println!("  load average (1/5/15 min) at start: {}", loadavg());
 
     let (app, build_ms) = timed(async { App::build(config).await }).await?;
-    let st = app.state().clone();
+    let st = app.backends().clone();
     let dims = st.pipeline.embedder.dims();
     println!(
         "  app built in {:.1} s (model {}, {dims} dims); {}",
@@ -564,7 +565,7 @@ async fn run(dir: &std::path::Path) -> Result<()> {
             vectors.push(v.pop().ok_or_else(|| anyhow!("no vector"))?);
         }
     }
-    let c3 = Filter::parse(&filter)?;
+    let c3 = Filter::parse(&filter).map_err(|e| anyhow!(e))?;
     let index_cases = [
         ("index.search alone, A, no filter", &cases[0], None),
         ("index.search alone, A, category = c3", &cases[1], Some(&c3)),
@@ -580,7 +581,14 @@ async fn run(dir: &std::path::Path) -> Result<()> {
             let (hits, t) = timed(async {
                 Ok(st
                     .index
-                    .search(store, v.clone(), filter, &[], 10, None)
+                    .search(&SearchQuery {
+                        store: store.clone(),
+                        vector: v.clone(),
+                        filter: filter.cloned(),
+                        exclude_files: Vec::new(),
+                        limit: 10,
+                        score_threshold: None,
+                    })
                     .await?)
             })
             .await?;

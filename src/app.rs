@@ -1,4 +1,6 @@
-//! Builds every backend from [`Config`], once, and serves. Tests build the same `App`.
+//! The composition root: builds every backend from [`Config`], once, hands each service and
+//! worker the seams it uses, and serves. Tests and benches build the same `App`. Nothing else in
+//! the crate imports this module.
 
 use anyhow::Context;
 use axum::Router;
@@ -8,39 +10,123 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{self, BodyLimits};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::db::sqlite::SqliteMetadata;
-use crate::db::Metadata;
-use crate::index::edge::EdgeIndex;
+use crate::db::{JobQueue, Metadata, Wakeup};
+use crate::index::edge::{EdgeIndex, EdgeOptions};
 use crate::index::VectorIndex;
 use crate::ingest::chunk::Chunker;
 use crate::ingest::embed::Embedder;
 use crate::ingest::local::LocalEmbedder;
 use crate::ingest::remote::{RemoteConfig, RemoteEmbedder};
-use crate::ingest::worker::spawn_workers;
+use crate::ingest::worker::{spawn_workers, Worker, WorkerDeps};
 use crate::ingest::Pipeline;
-use crate::service::maintenance;
+use crate::service::files::FileLimits;
+use crate::service::maintenance::Housekeeper;
+use crate::service::{
+    EmbeddingService, FileService, SearchService, Services, StoreService, UploadService,
+};
 use crate::storage::local::LocalStorage;
 use crate::storage::{FileStorage, Staging};
-use tokio::sync::Notify;
 
-/// What every handler and service gets: the configuration and the seams, as trait objects.
+/// The backends chosen from [`Config`]. Services and workers are handed the pieces they use;
+/// tests and benches reach them here.
 #[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
+pub struct Backends {
     pub meta: Arc<dyn Metadata>,
+    pub queue: Arc<dyn JobQueue>,
     pub storage: Arc<dyn FileStorage>,
     pub staging: Staging,
     pub index: Arc<dyn VectorIndex>,
     pub pipeline: Pipeline,
     pub clock: Arc<dyn Clock>,
-    /// Wakes a worker when a job is enqueued.
-    pub jobs_notify: Arc<Notify>,
+    pub wakeup: Wakeup,
+    /// No other process can use these backends (local ones, under the data-dir lock), so what
+    /// an earlier run left running or half-written is certainly abandoned.
+    pub exclusive: bool,
+}
+
+impl Backends {
+    fn worker_deps(&self) -> WorkerDeps {
+        WorkerDeps {
+            meta: self.meta.clone(),
+            queue: self.queue.clone(),
+            storage: self.storage.clone(),
+            staging: self.staging.clone(),
+            index: self.index.clone(),
+            pipeline: self.pipeline.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// A worker of the job queue (tests drive one by hand).
+    pub fn worker(&self, name: &str) -> Worker {
+        Worker::new(self.worker_deps(), name)
+    }
+
+    fn housekeeper(&self, config: &Config) -> Housekeeper {
+        Housekeeper::new(
+            self.meta.clone(),
+            self.queue.clone(),
+            self.storage.clone(),
+            self.staging.clone(),
+            self.clock.clone(),
+            self.wakeup.clone(),
+            self.exclusive,
+            config.reaper_interval(),
+        )
+    }
+
+    fn services(&self, config: &Config) -> Services {
+        let files = FileService::new(
+            self.meta.clone(),
+            self.storage.clone(),
+            self.staging.clone(),
+            self.clock.clone(),
+            self.wakeup.clone(),
+            FileLimits {
+                max_file_bytes: config.max_file_bytes,
+                max_part_bytes: config.max_part_bytes,
+                max_upload_bytes: config.max_upload_bytes,
+                max_batch_file_bytes: config.max_batch_file_bytes,
+                batch_file_ttl_secs: config.batch_file_ttl_secs,
+                upload_ttl_secs: config.upload_ttl_secs,
+            },
+        );
+        let embedder = self.pipeline.embedder.clone();
+        Services {
+            uploads: UploadService::new(
+                self.meta.clone(),
+                self.storage.clone(),
+                self.staging.clone(),
+                self.clock.clone(),
+                files.clone(),
+            ),
+            files,
+            stores: StoreService::new(
+                self.meta.clone(),
+                self.index.clone(),
+                self.clock.clone(),
+                self.wakeup.clone(),
+                self.pipeline.auto_chunk_tokens(),
+            ),
+            search: SearchService::new(
+                self.meta.clone(),
+                self.index.clone(),
+                embedder.clone(),
+                self.clock.clone(),
+            ),
+            embeddings: EmbeddingService::new(embedder),
+        }
+    }
 }
 
 pub struct App {
-    state: AppState,
+    config: Arc<Config>,
+    backends: Backends,
+    services: Services,
     /// Held for the life of the process: one server per data dir.
     _lock: File,
 }
@@ -60,6 +146,7 @@ impl App {
         clock: Arc<dyn Clock>,
         embedder: Option<Arc<dyn Embedder>>,
     ) -> anyhow::Result<Self> {
+        // The local backends live in the data dir, which one process at a time may use.
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data dir {}", dir.display()))?;
@@ -72,56 +159,80 @@ impl App {
             )
         })?;
 
-        let meta = SqliteMetadata::open(&dir.join("ragstore.db")).await?;
+        let meta = Arc::new(SqliteMetadata::open(&dir.join("ragstore.db")).await?);
         let storage = LocalStorage::new(dir.join("blobs"))?;
         let staging = Staging::new(dir.join("tmp"))?;
         let pipeline = build_pipeline(&config, embedder).await?;
         let dims = pipeline.embedder.dims();
         let index_dir = dir.join("index");
-        let index = tokio::task::spawn_blocking(move || EdgeIndex::open(&index_dir, dims))
-            .await
-            .context("opening the vector index")??;
-        let state = AppState {
-            config: Arc::new(config),
-            meta: Arc::new(meta),
+        let options = EdgeOptions {
+            maintain_every: (config.index_upkeep_secs > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(config.index_upkeep_secs)),
+            ..EdgeOptions::default()
+        };
+        let index =
+            tokio::task::spawn_blocking(move || EdgeIndex::open_with(&index_dir, dims, options))
+                .await
+                .context("opening the vector index")??;
+        let backends = Backends {
+            meta: meta.clone(),
+            queue: meta,
             storage: Arc::new(storage),
             staging,
             index: Arc::new(index),
             pipeline,
             clock,
-            jobs_notify: Arc::new(Notify::new()),
+            wakeup: Wakeup::new(),
+            exclusive: true,
         };
-        maintenance::startup_sweep(&state)
+        backends
+            .housekeeper(&config)
+            .startup_sweep()
             .await
             .context("start-up sweep")?;
-        Ok(Self { state, _lock: lock })
+        let services = backends.services(&config);
+        Ok(Self {
+            config: Arc::new(config),
+            backends,
+            services,
+            _lock: lock,
+        })
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.state
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     pub fn router(&self) -> Router {
-        crate::api::router(self.state.clone())
+        api::router(
+            self.services.clone(),
+            BodyLimits {
+                file: self.config.max_file_bytes,
+                part: self.config.max_part_bytes,
+            },
+        )
     }
 
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish (up to the
-    /// configured grace), stops the reaper and closes the database.
+    /// configured grace), stops the reaper and the workers, and closes the database.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let reaper = maintenance::spawn_reaper(self.state.clone(), shutdown.clone());
-        let maintainer = maintenance::spawn_index_maintainer(
-            self.state.clone(),
-            std::time::Duration::from_secs(30),
-            shutdown.clone(),
-        );
-        let workers = if self.state.config.workers_enabled {
+        let reaper = self
+            .backends
+            .housekeeper(&self.config)
+            .spawn_reaper(shutdown.clone());
+        let workers = if self.config.workers_enabled {
             spawn_workers(
-                self.state.clone(),
-                self.state.config.worker_count(),
+                self.backends.worker_deps(),
+                self.backends.wakeup.clone(),
+                self.config.worker_count(),
                 shutdown.clone(),
             )
         } else {
@@ -134,14 +245,11 @@ impl App {
         tokio::select! {
             result = &mut server => result.context("HTTP server")?,
             _ = shutdown.cancelled() => {
-                match tokio::time::timeout(self.state.config.shutdown_grace(), &mut server).await {
+                match tokio::time::timeout(self.config.shutdown_grace(), &mut server).await {
                     Ok(result) => result.context("HTTP server")?,
                     Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown grace; stopping anyway"),
                 }
             }
-        }
-        if let Err(e) = maintainer.await {
-            tracing::warn!(error = %e, "index maintenance task ended abnormally");
         }
         if let Err(e) = reaper.await {
             tracing::warn!(error = %e, "reaper task ended abnormally");
@@ -151,28 +259,18 @@ impl App {
                 tracing::warn!(error = %e, "worker task ended abnormally");
             }
         }
-        if let Err(e) = self.state.index.flush().await {
-            tracing::error!(error = ?e, "could not flush the vector index");
-        }
-        self.state.meta.close().await;
+        self.backends.meta.close().await;
         tracing::info!("shut down cleanly");
         Ok(())
     }
 }
 
-/// The embedder (local model, or a remote endpoint) and the chunker (the local tokenizer).
+/// The embedder (local model, or a remote endpoint) and the chunker that sizes chunks as the
+/// embedder counts tokens.
 async fn build_pipeline(
     config: &Config,
     given: Option<Arc<dyn Embedder>>,
 ) -> anyhow::Result<Pipeline> {
-    let models = config.models_dir.clone();
-    let tokenizer = models.join("all-MiniLM-L6-v2").join("tokenizer.json");
-    let chunker = Chunker::from_tokenizer_file(&tokenizer).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}: the tokenizer is missing from {}; run scripts/fetch-models.sh",
-            models.display()
-        )
-    })?;
     let embedder: Arc<dyn Embedder> = match (given, &config.embedding_url) {
         (Some(e), _) => e,
         (None, Some(url)) => {
@@ -182,6 +280,7 @@ async fn build_pipeline(
             Arc::new(RemoteEmbedder::new(remote).await?)
         }
         (None, None) => {
+            let models = config.models_dir.clone();
             let threads = config.embed_thread_count();
             Arc::new(
                 tokio::task::spawn_blocking(move || LocalEmbedder::load(&models, threads))
@@ -190,7 +289,7 @@ async fn build_pipeline(
         }
     };
     Ok(Pipeline {
+        chunker: Arc::new(Chunker::new(embedder.tokens())),
         embedder,
-        chunker: Arc::new(chunker),
     })
 }

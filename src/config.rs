@@ -111,6 +111,11 @@ pub struct Config {
     #[arg(long, env = "RAGSTORE_EMBEDDING_MAX_TOKENS", default_value_t = 256)]
     pub embedding_max_tokens: usize,
 
+    /// How often the vector index does its upkeep (builds HNSW graphs once enough points
+    /// changed), in seconds; 0 = never by itself.
+    #[arg(long, env = "RAGSTORE_INDEX_UPKEEP_SECS", default_value_t = 30.0)]
+    pub index_upkeep_secs: f64,
+
     /// Run ingestion workers inside the server (tests turn this off to drive the queue by hand).
     #[arg(skip = true)]
     pub workers_enabled: bool,

@@ -11,5 +11,5 @@ pub mod ingest;
 pub mod service;
 pub mod storage;
 
-pub use app::{App, AppState};
+pub use app::{App, Backends};
 pub use config::Config;

@@ -4,41 +4,95 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::error::{ApiJson, ApiResult};
-use crate::app::AppState;
 use crate::domain::Error;
+use crate::service::{EmbeddingService, Services};
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<Services> {
     Router::new().route("/embeddings", post(create))
 }
 
 pub const MAX_INPUTS: usize = 2048;
 
-async fn create(State(st): State<AppState>, ApiJson(body): ApiJson) -> ApiResult<Json<Value>> {
-    let inputs: Vec<String> = match body.get("input") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= MAX_INPUTS => items
-            .iter()
-            .map(|i| i.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| Error::invalid("'input' must be a string or an array of strings (token arrays are not supported).", "input"))?,
-        None | Some(Value::Null) => return Err(Error::missing("input").into()),
-        Some(_) => {
-            return Err(Error::invalid(format!("'input' must be a string or an array of 1 to {MAX_INPUTS} strings."), "input").into())
+/// OpenAI's `CreateEmbeddingRequest` (string inputs; token arrays are not supported).
+#[derive(Debug, Deserialize)]
+pub struct CreateEmbeddingRequest {
+    pub input: Option<Input>,
+    pub model: Option<String>,
+    pub encoding_format: Option<String>,
+    pub dimensions: Option<Value>,
+}
+
+/// `input`: a string or 1 to [`MAX_INPUTS`] strings.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Value")]
+pub struct Input(pub Vec<String>);
+
+impl TryFrom<Value> for Input {
+    type Error = String;
+    fn try_from(v: Value) -> Result<Self, String> {
+        let bad = || {
+            format!("must be a string or an array of 1 to {MAX_INPUTS} strings (token arrays are not supported).")
+        };
+        match v {
+            Value::String(s) => Ok(Input(vec![s])),
+            Value::Array(items) if !items.is_empty() && items.len() <= MAX_INPUTS => items
+                .into_iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(s),
+                    _ => Err(bad()),
+                })
+                .collect::<Result<_, _>>()
+                .map(Input),
+            _ => Err(bad()),
         }
-    };
+    }
+}
+
+/// OpenAI's `CreateEmbeddingResponse`.
+#[derive(Debug, Serialize)]
+pub struct CreateEmbeddingResponse {
+    pub object: &'static str,
+    pub data: Vec<EmbeddingObject>,
+    pub model: String,
+    pub usage: Usage,
+}
+
+/// OpenAI's `Embedding`.
+#[derive(Debug, Serialize)]
+pub struct EmbeddingObject {
+    pub object: &'static str,
+    pub index: usize,
+    pub embedding: Vector,
+}
+
+/// Floats, or base64 of little-endian f32s.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+}
+
+async fn create(
+    State(embeddings): State<EmbeddingService>,
+    ApiJson(req): ApiJson<CreateEmbeddingRequest>,
+) -> ApiResult<Json<CreateEmbeddingResponse>> {
+    let inputs = req.input.ok_or_else(|| Error::missing("input"))?.0;
     if inputs.iter().any(String::is_empty) {
         return Err(Error::invalid("'input' must not contain empty strings.", "input").into());
     }
-    let embedder = &st.pipeline.embedder;
-    match body.get("model") {
-        Some(Value::String(_)) => {}
-        None | Some(Value::Null) => return Err(Error::missing("model").into()),
-        Some(_) => return Err(Error::invalid("'model' must be a string.", "model").into()),
-    }
-    let base64 = match body.get("encoding_format").and_then(Value::as_str) {
+    req.model.ok_or_else(|| Error::missing("model"))?;
+    let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
         Some(other) => {
@@ -49,37 +103,41 @@ async fn create(State(st): State<AppState>, ApiJson(body): ApiJson) -> ApiResult
             .into())
         }
     };
-    if let Some(d) = body.get("dimensions").filter(|v| !v.is_null()) {
-        if d.as_u64() != Some(embedder.dims() as u64) {
+    if let Some(d) = req.dimensions.filter(|v| !v.is_null()) {
+        if d.as_u64() != Some(embeddings.dims() as u64) {
             return Err(Error::invalid(
-                format!("'dimensions' must be {} for this model.", embedder.dims()),
+                format!("'dimensions' must be {} for this model.", embeddings.dims()),
                 "dimensions",
             )
             .into());
         }
     }
-    let tokens: usize = inputs
-        .iter()
-        .map(|t| st.pipeline.chunker.count_tokens(t))
-        .sum();
-    let vectors = embedder.embed(inputs).await?;
-    let data: Vec<Value> = vectors
+    let out = embeddings.embed(inputs).await?;
+    let data = out
+        .vectors
         .into_iter()
         .enumerate()
-        .map(|(i, v)| {
+        .map(|(index, v)| {
             let embedding = if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(v)
+                Vector::Float(v)
             };
-            json!({"object": "embedding", "index": i, "embedding": embedding})
+            EmbeddingObject {
+                object: "embedding",
+                index,
+                embedding,
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": embedder.model(),
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })))
+    Ok(Json(CreateEmbeddingResponse {
+        object: "list",
+        data,
+        model: out.model,
+        usage: Usage {
+            prompt_tokens: out.prompt_tokens,
+            total_tokens: out.prompt_tokens,
+        },
+    }))
 }

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::domain::{Error, Resource};
@@ -75,7 +76,7 @@ impl IntoResponse for ApiError {
                 param.as_deref(),
                 Some("payload_too_large"),
             ),
-            Error::Internal(e) => {
+            Error::Internal(e) | Error::Unavailable(e) => {
                 tracing::error!(error = ?e, "internal error");
                 body(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -126,11 +127,12 @@ impl<S: Send + Sync> FromRequest<S> for ApiMultipart {
     }
 }
 
-/// A JSON object body whose rejection is an OpenAI-shaped 400. Fields are checked by hand so each
-/// error names its `param`.
-pub struct ApiJson(pub serde_json::Map<String, serde_json::Value>);
+/// A JSON object body deserialized into `T`. Malformed JSON, a body that is not an object, and
+/// a field of the wrong type or value are OpenAI-shaped 400s; the error's `param` is the
+/// top-level field at fault.
+pub struct ApiJson<T>(pub T);
 
-impl<S: Send + Sync> FromRequest<S> for ApiJson {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -148,20 +150,46 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
                     ApiError(Error::invalid(message, None))
                 }
             })?;
-        match value {
-            serde_json::Value::Object(map) => Ok(ApiJson(map)),
-            _ => Err(ApiError(Error::invalid(
+        if !value.is_object() {
+            return Err(ApiError(Error::invalid(
                 "The request body must be a JSON object.",
                 None,
-            ))),
+            )));
         }
+        serde_path_to_error::deserialize(value)
+            .map(ApiJson)
+            .map_err(|e| ApiError(field_error(&e)))
     }
 }
 
-/// Query parameters as strings; each handler parses the ones it knows and names bad ones.
-pub struct ApiQuery(pub std::collections::HashMap<String, String>);
+/// `Invalid 'files[0].attributes': <why>`, with `param` the top-level field (`files`).
+fn field_error(e: &serde_path_to_error::Error<serde_json::Error>) -> Error {
+    let path = e.path().to_string();
+    let why = e.inner().to_string();
+    // serde_json's messages end with a position in the (already parsed) value; drop it.
+    let why = why
+        .rfind(" at line ")
+        .map_or(why.as_str(), |i| &why[..i])
+        .to_owned();
+    let top = e.path().iter().next().and_then(|seg| match seg {
+        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+        _ => None,
+    });
+    match top {
+        Some(param) => Error::Invalid {
+            message: format!("Invalid '{path}': {why}"),
+            param: Some(param),
+            code: None,
+        },
+        None => Error::invalid(format!("Invalid request body: {why}"), None),
+    }
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
+/// Query parameters deserialized into `T` (fields as strings; each handler parses the ones it
+/// knows and names bad ones).
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
@@ -175,4 +203,13 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
                 ))
             })
     }
+}
+
+/// An id from the path, or a 404 for `kind` naming it as given.
+pub fn path_id<T>(
+    raw: &str,
+    kind: Resource,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, ApiError> {
+    parse(raw).ok_or_else(|| ApiError(Error::not_found(kind, raw)))
 }

@@ -10,26 +10,28 @@ use axum::{Json, Router};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
-use super::error::{multipart_error, ApiMultipart, ApiQuery, ApiResult};
-use super::{body_limit, ListResponse, Project};
-use crate::app::AppState;
-use crate::config::Config;
-use crate::domain::{Error, FileExpiry, FileRecord, Purpose};
-use crate::service::files::{self, ListParams, NewFile};
+use serde::Deserialize;
+
+use super::error::{multipart_error, path_id, ApiMultipart, ApiQuery, ApiResult};
+use super::{body_limit, BodyLimits, DeletedResponse, ListResponse, Project};
+use crate::domain::{page, Error, FileExpiry, FileId, FileRecord, Order, Purpose, Resource};
+use crate::service::files::{ListFiles, NewFile, LIST_DEFAULT_LIMIT};
+use crate::service::{FileService, Services};
 use crate::storage::{StagedFile, Staging};
 
-pub fn router(config: &Config) -> Router<AppState> {
+pub fn router(limits: BodyLimits) -> Router<Services> {
     Router::new()
         .route(
             "/files",
             post(create)
-                .layer(DefaultBodyLimit::max(body_limit(config.max_file_bytes)))
+                .layer(DefaultBodyLimit::max(body_limit(limits.file)))
                 .get(list),
         )
         .route("/files/{file_id}", get(retrieve).delete(delete))
         .route("/files/{file_id}/content", get(content))
 }
 
+/// OpenAI's `OpenAIFile`.
 #[derive(Debug, Serialize)]
 pub struct FileObject {
     pub id: String,
@@ -108,7 +110,7 @@ pub(crate) async fn stage_field(
 }
 
 async fn create(
-    State(st): State<AppState>,
+    State(files): State<FileService>,
     Project(project): Project,
     ApiMultipart(mut form): ApiMultipart,
 ) -> ApiResult<Json<FileObject>> {
@@ -133,10 +135,10 @@ async fn create(
                     )
                 })?;
                 // A purpose sent before the file already tells us its limit.
-                let max = purpose.map_or(st.config.max_file_bytes, |p| {
-                    files::max_bytes(&st, p, false)
+                let max = purpose.map_or(files.limits().max_file_bytes, |p| {
+                    files.limits().max_bytes(p, false)
                 });
-                let staged = stage_field(&st.staging, field, max, "file").await?;
+                let staged = stage_field(files.staging(), field, max, "file").await?;
                 file = Some((filename, staged));
             }
             Some("purpose") => {
@@ -156,76 +158,86 @@ async fn create(
     let purpose = purpose.ok_or_else(|| Error::missing("purpose"))?;
     let expiry = FileExpiry::from_parts(anchor.as_deref(), seconds.as_deref())?;
     let (filename, staged) = file.ok_or_else(|| Error::missing("file"))?;
-    let record = files::create(
-        &st,
-        &project,
-        NewFile {
-            filename,
-            purpose,
-            expiry,
-            staged,
-        },
-    )
-    .await?;
+    let record = files
+        .create(
+            &project,
+            NewFile {
+                filename,
+                purpose,
+                expiry,
+                staged,
+            },
+        )
+        .await?;
     Ok(Json(FileObject::from(&record)))
 }
 
+/// `GET /files` query, as sent.
+#[derive(Debug, Deserialize)]
+struct ListFilesQuery {
+    purpose: Option<String>,
+    limit: Option<String>,
+    order: Option<String>,
+    after: Option<String>,
+}
+
 async fn list(
-    State(st): State<AppState>,
+    State(files): State<FileService>,
     Project(project): Project,
-    ApiQuery(q): ApiQuery,
+    ApiQuery(q): ApiQuery<ListFilesQuery>,
 ) -> ApiResult<Json<ListResponse<FileObject>>> {
-    let get = |k: &str| q.get(k).map(String::as_str);
-    let page = files::list(
-        &st,
-        &project,
-        ListParams {
-            purpose: get("purpose"),
-            limit: get("limit"),
-            order: get("order"),
-            after: get("after"),
-        },
-    )
-    .await?;
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(a) => Some(FileId::parse(a).ok_or_else(|| {
+            Error::invalid(
+                format!("Invalid value for 'after': no file with id '{a}' exists."),
+                "after",
+            )
+        })?),
+    };
+    let params = ListFiles {
+        limit: page::parse_limit(q.limit.as_deref(), LIST_DEFAULT_LIMIT, LIST_DEFAULT_LIMIT)?,
+        order: Order::parse(q.order.as_deref())?,
+        purpose: q
+            .purpose
+            .as_deref()
+            .map(|s| Purpose::from_request(s, "purpose"))
+            .transpose()?,
+        after,
+    };
+    let page = files.list(&project, params).await?;
     let data = page.items.iter().map(FileObject::from).collect();
     Ok(Json(ListResponse::new(data, page.has_more, |f| &f.id)))
 }
 
+fn file_id(raw: &str) -> ApiResult<FileId> {
+    path_id(raw, Resource::File, FileId::parse)
+}
+
 async fn retrieve(
-    State(st): State<AppState>,
+    State(files): State<FileService>,
     Project(project): Project,
-    Path(file_id): Path<String>,
+    Path(file_id_raw): Path<String>,
 ) -> ApiResult<Json<FileObject>> {
-    let record = files::get(&st, &project, &file_id).await?;
+    let record = files.get(&project, &file_id(&file_id_raw)?).await?;
     Ok(Json(FileObject::from(&record)))
 }
 
-#[derive(Debug, Serialize)]
-struct Deleted {
-    id: String,
-    object: &'static str,
-    deleted: bool,
-}
-
 async fn delete(
-    State(st): State<AppState>,
+    State(files): State<FileService>,
     Project(project): Project,
-    Path(file_id): Path<String>,
-) -> ApiResult<Json<Deleted>> {
-    let id = files::delete(&st, &project, &file_id).await?;
-    Ok(Json(Deleted {
-        id: id.to_string(),
-        object: "file",
-        deleted: true,
-    }))
+    Path(file_id_raw): Path<String>,
+) -> ApiResult<Json<DeletedResponse>> {
+    let id = files.delete(&project, &file_id(&file_id_raw)?).await?;
+    Ok(Json(DeletedResponse::new(id, "file")))
 }
 
 async fn content(
-    State(st): State<AppState>,
+    State(files): State<FileService>,
     Project(project): Project,
-    Path(file_id): Path<String>,
+    Path(file_id_raw): Path<String>,
 ) -> ApiResult<Response> {
-    let (file, blob) = files::content(&st, &project, &file_id).await?;
+    let (file, blob) = files.content(&project, &file_id(&file_id_raw)?).await?;
     let headers = [
         (
             header::CONTENT_TYPE,

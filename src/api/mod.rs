@@ -1,30 +1,52 @@
-//! The OpenAI HTTP surface. One module per resource, each with a `router()`; the same routes are
-//! served under `/v1` and, for llama-stack clients, `/v1/openai/v1`.
+//! The OpenAI HTTP surface. One module per resource, each with a `router()`, its request and
+//! response bodies as serde structs named after OpenAI's schema, and handlers that parse ids and
+//! bodies into typed commands for the services. The same routes are served under `/v1` and, for
+//! llama-stack clients, `/v1/openai/v1`.
 
 pub mod embeddings;
 pub mod error;
+pub mod file_batches;
 pub mod files;
-pub mod json;
+pub mod search;
 pub mod uploads;
 pub mod vector_stores;
+pub mod vs_files;
 
-use axum::extract::{FromRequestParts, OriginalUri, Request};
+use axum::extract::{FromRef, FromRequestParts, OriginalUri, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-use crate::app::AppState;
-use crate::config::Config;
-use crate::domain::ProjectId;
+use crate::domain::{page, Order, ProjectId, Result};
+use crate::service::{
+    EmbeddingService, FileService, SearchService, Services, StoreService, UploadService,
+};
 use error::ApiError;
 
-pub fn router(state: AppState) -> Router {
-    let v1 = v1_routes(&state.config);
+/// Body size limits of the upload routes.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// `POST /files`.
+    pub file: u64,
+    /// `POST /uploads/{id}/parts`.
+    pub part: u64,
+}
+
+pub fn router(services: Services, limits: BodyLimits) -> Router {
+    let v1 = Router::new()
+        .merge(files::router(limits))
+        .merge(uploads::router(limits))
+        .merge(vector_stores::router())
+        .merge(vs_files::router())
+        .merge(file_batches::router())
+        .merge(search::router())
+        .merge(embeddings::router())
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .route("/health", get(health))
         .nest("/v1", v1.clone())
@@ -32,17 +54,26 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(log_request))
-        .with_state(state)
+        .with_state(services)
 }
 
-fn v1_routes(config: &Config) -> Router<AppState> {
-    Router::new()
-        .merge(files::router(config))
-        .merge(uploads::router(config))
-        .merge(vector_stores::router())
-        .merge(embeddings::router())
-        .method_not_allowed_fallback(method_not_allowed)
+macro_rules! substate {
+    ($($ty:ty => $field:ident),* $(,)?) => {
+        $(impl FromRef<Services> for $ty {
+            fn from_ref(s: &Services) -> Self {
+                s.$field.clone()
+            }
+        })*
+    };
 }
+
+substate!(
+    FileService => files,
+    UploadService => uploads,
+    StoreService => stores,
+    SearchService => search,
+    EmbeddingService => embeddings,
+);
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -130,7 +161,84 @@ impl<T: Serialize> ListResponse<T> {
     }
 }
 
+/// `{id, object: "…deleted", deleted: true}`
+#[derive(Debug, Serialize)]
+pub struct DeletedResponse {
+    pub id: String,
+    pub object: &'static str,
+    pub deleted: bool,
+}
+
+impl DeletedResponse {
+    pub fn new(id: impl ToString, object: &'static str) -> Self {
+        Self {
+            id: id.to_string(),
+            object,
+            deleted: true,
+        }
+    }
+}
+
+/// The query of a cursor-paged listing (`limit`, `order`, `after`, `before`), as sent.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<String>,
+    pub order: Option<String>,
+    pub after: Option<String>,
+    pub before: Option<String>,
+    /// Vector-store file listings: by status.
+    pub filter: Option<String>,
+}
+
+impl ListQuery {
+    /// `limit` (1..=100, default 20), `order`, and the cursors parsed as ids of the listing's
+    /// kind; a cursor that cannot be one names no object.
+    pub fn params<Id>(
+        &self,
+        parse: impl Fn(&str) -> Option<Id>,
+    ) -> Result<crate::service::vector_stores::ListParams<Id>> {
+        let cursor = |param: &'static str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| {
+                    parse(s).ok_or_else(|| crate::service::vector_stores::no_such_cursor(param))
+                })
+                .transpose()
+        };
+        Ok(crate::service::vector_stores::ListParams {
+            limit: page::parse_limit(self.limit.as_deref(), 20, 100)?,
+            order: Order::parse(self.order.as_deref())?,
+            after: cursor("after", &self.after)?,
+            before: cursor("before", &self.before)?,
+        })
+    }
+}
+
+/// What the SDK's pollers wait between polls of an in-progress object.
+const POLL_AFTER_MS: &str = "500";
+
+/// `body` as JSON, with the `openai-poll-after-ms` hint while the object is in progress.
+pub fn with_poll_hint<T: Serialize>(body: T, in_progress: bool) -> Response {
+    let mut res = Json(body).into_response();
+    if in_progress {
+        res.headers_mut().insert(
+            HeaderName::from_static("openai-poll-after-ms"),
+            HeaderValue::from_static(POLL_AFTER_MS),
+        );
+    }
+    res
+}
+
 /// The body limit of a route whose payload may be `max` bytes, plus room for the form's framing.
 pub fn body_limit(max: u64) -> usize {
     usize::try_from(max.saturating_add(1 << 20)).unwrap_or(usize::MAX)
+}
+
+/// `Some(Some(v))` for a value, `Some(None)` for an explicit `null`, `None` (with
+/// `#[serde(default)]`) when absent: for fields that `null` clears.
+pub fn nullable<'de, T, D>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }

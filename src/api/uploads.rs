@@ -3,27 +3,51 @@
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::error::{multipart_error, ApiJson, ApiMultipart, ApiResult};
+use super::error::{multipart_error, path_id, ApiJson, ApiMultipart, ApiResult};
 use super::files::{stage_field, FileObject};
-use super::json::{opt_object, opt_str, req_i64, req_str, req_str_array};
-use super::{body_limit, Project};
-use crate::app::AppState;
-use crate::config::Config;
-use crate::domain::{Error, FileExpiry, FileRecord, PartRecord, Purpose, UploadRecord};
-use crate::service::uploads::{self, NewUpload};
+use super::{body_limit, BodyLimits, Project};
+use crate::domain::{
+    Error, FileExpiry, FileRecord, PartId, PartRecord, Purpose, Resource, UploadId, UploadRecord,
+};
+use crate::service::uploads::{not_a_part, parse_md5, NewUpload};
+use crate::service::{Services, UploadService};
 use crate::storage::StagedFile;
 
-pub fn router(config: &Config) -> Router<AppState> {
+pub fn router(limits: BodyLimits) -> Router<Services> {
     Router::new()
         .route("/uploads", post(create))
         .route(
             "/uploads/{upload_id}/parts",
-            post(add_part).layer(DefaultBodyLimit::max(body_limit(config.max_part_bytes))),
+            post(add_part).layer(DefaultBodyLimit::max(body_limit(limits.part))),
         )
         .route("/uploads/{upload_id}/complete", post(complete))
         .route("/uploads/{upload_id}/cancel", post(cancel))
+}
+
+/// OpenAI's `CreateUploadRequest`.
+#[derive(Debug, Deserialize)]
+pub struct CreateUploadRequest {
+    pub filename: Option<String>,
+    pub purpose: Option<String>,
+    pub bytes: Option<i64>,
+    pub mime_type: Option<String>,
+    pub expires_after: Option<FileExpiresAfter>,
+}
+
+/// `expires_after` of a file made by an upload: `{anchor: "created_at", seconds}`.
+#[derive(Debug, Deserialize)]
+pub struct FileExpiresAfter {
+    pub anchor: Option<String>,
+    pub seconds: Option<i64>,
+}
+
+/// OpenAI's `CompleteUploadRequest`.
+#[derive(Debug, Deserialize)]
+pub struct CompleteUploadRequest {
+    pub part_ids: Option<Vec<String>>,
+    pub md5: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,48 +98,52 @@ impl From<&PartRecord> for PartObject {
     }
 }
 
+fn upload_id(raw: &str) -> ApiResult<UploadId> {
+    path_id(raw, Resource::Upload, UploadId::parse)
+}
+
 async fn create(
-    State(st): State<AppState>,
+    State(uploads): State<UploadService>,
     Project(project): Project,
-    ApiJson(body): ApiJson,
+    ApiJson(req): ApiJson<CreateUploadRequest>,
 ) -> ApiResult<Json<UploadObject>> {
-    let filename = req_str(&body, "filename")?.to_owned();
-    let purpose = Purpose::from_request(req_str(&body, "purpose")?, "purpose")?;
-    let bytes = req_i64(&body, "bytes")?;
-    let mime_type = req_str(&body, "mime_type")?.to_owned();
-    let expiry = match opt_object(&body, "expires_after")? {
+    let filename = req.filename.ok_or_else(|| Error::missing("filename"))?;
+    let purpose = req.purpose.ok_or_else(|| Error::missing("purpose"))?;
+    let purpose = Purpose::from_request(&purpose, "purpose")?;
+    let bytes = req.bytes.ok_or_else(|| Error::missing("bytes"))?;
+    let mime_type = req.mime_type.ok_or_else(|| Error::missing("mime_type"))?;
+    let expiry = match req.expires_after {
         None => None,
-        Some(e) => {
-            let seconds = match e.get("seconds") {
-                None | Some(serde_json::Value::Null) => None,
-                Some(v) => Some(v.to_string()),
-            };
-            FileExpiry::from_parts(opt_str(e, "anchor")?, seconds.as_deref())?
-        }
+        Some(e) => FileExpiry::from_parts(
+            e.anchor.as_deref(),
+            e.seconds.map(|s| s.to_string()).as_deref(),
+        )?,
     };
-    let upload = uploads::create(
-        &st,
-        &project,
-        NewUpload {
-            filename,
-            purpose,
-            bytes,
-            mime_type,
-            expiry,
-        },
-    )
-    .await?;
-    Ok(Json(UploadObject::new(&upload, st.clock.now(), None)))
+    let upload = uploads
+        .create(
+            &project,
+            NewUpload {
+                filename,
+                purpose,
+                bytes,
+                mime_type,
+                expiry,
+            },
+        )
+        .await?;
+    Ok(Json(UploadObject::new(&upload, uploads.now(), None)))
 }
 
 async fn add_part(
-    State(st): State<AppState>,
+    State(uploads): State<UploadService>,
     Project(project): Project,
-    Path(upload_id): Path<String>,
+    Path(raw_id): Path<String>,
     ApiMultipart(mut form): ApiMultipart,
 ) -> ApiResult<Json<PartObject>> {
     // Refuse before reading any bytes if the upload cannot take them.
-    let upload = uploads::accepting_parts(&st, &project, &upload_id).await?;
+    let upload = uploads
+        .accepting_parts(&project, &upload_id(&raw_id)?)
+        .await?;
     let mut data: Option<StagedFile> = None;
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         if field.name() == Some("data") {
@@ -124,35 +152,43 @@ async fn add_part(
                     Error::invalid("Only one 'data' field may be sent per part.", "data").into(),
                 );
             }
-            data = Some(stage_field(&st.staging, field, st.config.max_part_bytes, "data").await?);
+            let max = uploads.max_part_bytes();
+            data = Some(stage_field(uploads.staging(), field, max, "data").await?);
         }
     }
     let staged = data.ok_or_else(|| Error::missing("data"))?;
-    let part = uploads::add_part(&st, &upload, staged).await?;
+    let part = uploads.add_part(&upload, staged).await?;
     Ok(Json(PartObject::from(&part)))
 }
 
 async fn complete(
-    State(st): State<AppState>,
+    State(uploads): State<UploadService>,
     Project(project): Project,
-    Path(upload_id): Path<String>,
-    ApiJson(body): ApiJson,
+    Path(raw_id): Path<String>,
+    ApiJson(req): ApiJson<CompleteUploadRequest>,
 ) -> ApiResult<Json<UploadObject>> {
-    let part_ids = req_str_array(&body, "part_ids")?;
-    let md5 = opt_str(&body, "md5")?.filter(|s| !s.is_empty());
-    let (upload, file) = uploads::complete(&st, &project, &upload_id, &part_ids, md5).await?;
-    Ok(Json(UploadObject::new(
-        &upload,
-        st.clock.now(),
-        Some(&file),
-    )))
+    let id = upload_id(&raw_id)?;
+    let part_ids = req
+        .part_ids
+        .ok_or_else(|| Error::missing("part_ids"))?
+        .iter()
+        .map(|p| PartId::parse(p).ok_or_else(|| not_a_part(p, &id)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let md5 = req
+        .md5
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(parse_md5)
+        .transpose()?;
+    let (upload, file) = uploads.complete(&project, &id, &part_ids, md5).await?;
+    Ok(Json(UploadObject::new(&upload, uploads.now(), Some(&file))))
 }
 
 async fn cancel(
-    State(st): State<AppState>,
+    State(uploads): State<UploadService>,
     Project(project): Project,
-    Path(upload_id): Path<String>,
+    Path(raw_id): Path<String>,
 ) -> ApiResult<Json<UploadObject>> {
-    let upload = uploads::cancel(&st, &project, &upload_id).await?;
-    Ok(Json(UploadObject::new(&upload, st.clock.now(), None)))
+    let upload = uploads.cancel(&project, &upload_id(&raw_id)?).await?;
+    Ok(Json(UploadObject::new(&upload, uploads.now(), None)))
 }

@@ -1,21 +1,30 @@
-//! The only place SQL lives. [`Metadata`] is the seam: SQLite now, PostgreSQL later. Nothing
-//! above it knows which database answers.
+//! The only place SQL lives. Two seams: [`Metadata`] (rows: files, uploads, vector stores, the
+//! per-file caches) and [`JobQueue`] (the durable ingestion queue). SQLite now, PostgreSQL later;
+//! nothing above knows which database answers.
+//!
+//! Implementations store and load. Every decision (which jobs a delete cancels, which purge it
+//! enqueues, what status a file takes when its job ends) is made in `domain/` or `service/` and
+//! handed down complete; what an implementation owns is atomicity: each method is one
+//! transaction, and the promises written on it hold with any number of concurrent callers, in
+//! one process or several. `tests/it/metadata_contract.rs` checks every promise.
 
+pub mod jobs;
 pub mod sqlite;
-mod sqlite_vs;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::domain::{
-    Attributes, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId, FileRecord,
-    IngestErrorCode, Job, NewJob, Order, PartId, PartRecord, ProjectId, Purpose, Result, UploadId,
-    UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord, VsFileStatus,
+    Attributes, Cascade, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId, FileRecord,
+    FileStatus, IngestErrorCode, JobKind, NewJob, Order, PartId, PartRecord, ProjectId, Purpose,
+    Result, UploadId, UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord,
+    VsFileStatus,
 };
+pub use jobs::{JobQueue, Wakeup};
 
 /// Everything the services need from the metadata database.
-pub trait Metadata: FileMetadata + VectorMetadata + JobQueue {}
-impl<T: FileMetadata + VectorMetadata + JobQueue> Metadata for T {}
+pub trait Metadata: FileMetadata + StoreMetadata + CacheMetadata {}
+impl<T: FileMetadata + StoreMetadata + CacheMetadata> Metadata for T {}
 
 /// Filters and cursor of `GET /files`.
 #[derive(Debug, Clone)]
@@ -26,103 +35,6 @@ pub struct FileListQuery {
     pub after: Option<(i64, FileId)>,
     /// Rows to return; implementations return up to `limit` rows.
     pub limit: u32,
-}
-
-#[async_trait]
-pub trait FileMetadata: Send + Sync + 'static {
-    // --- files ---------------------------------------------------------------------------------
-
-    /// Inserts the file row and, in the same transaction, its first job (text extraction).
-    async fn insert_file(&self, file: &FileRecord, job: Option<&NewJob>) -> Result<()>;
-
-    /// A file the client can see: not deleted and not past `expires_at`.
-    async fn get_file(
-        &self,
-        project: &ProjectId,
-        id: &FileId,
-        now: i64,
-    ) -> Result<Option<FileRecord>>;
-
-    /// The `(created_at, id)` position of any file row still present (even deleted), for cursors.
-    async fn file_position(
-        &self,
-        project: &ProjectId,
-        id: &FileId,
-    ) -> Result<Option<(i64, FileId)>>;
-
-    async fn list_files(
-        &self,
-        project: &ProjectId,
-        q: &FileListQuery,
-        now: i64,
-    ) -> Result<Vec<FileRecord>>;
-
-    /// In one transaction: marks a file deleted, removes it from every vector store, cancels its
-    /// jobs and enqueues its purge. Returns it, or `None` if it was already deleted.
-    async fn delete_file(
-        &self,
-        project: &ProjectId,
-        id: &FileId,
-        now: i64,
-    ) -> Result<Option<FileRecord>>;
-
-    /// Visible files whose `expires_at` has passed.
-    async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>>;
-
-    /// Removes the row of a file already marked deleted.
-    async fn purge_file_row(&self, id: &FileId) -> Result<()>;
-
-    /// Whether any row (live or deleted) refers to this file id.
-    async fn file_row_exists(&self, id: &FileId) -> Result<bool>;
-
-    // --- uploads -------------------------------------------------------------------------------
-
-    async fn insert_upload(&self, upload: &UploadRecord) -> Result<()>;
-
-    async fn get_upload(&self, project: &ProjectId, id: &UploadId) -> Result<Option<UploadRecord>>;
-
-    /// Inserts the part only while its upload is pending, unexpired, and the parts stored so far
-    /// plus this one stay within `max_total` bytes. `false` if refused.
-    async fn insert_part(&self, part: &PartRecord, now: i64, max_total: i64) -> Result<bool>;
-
-    async fn parts_of(&self, upload: &UploadId) -> Result<Vec<PartRecord>>;
-
-    async fn part_exists(&self, id: &PartId) -> Result<bool>;
-
-    /// In one transaction: the pending, unexpired upload becomes completed and the file row is
-    /// inserted. `false` (and nothing written) if the upload was no longer pending.
-    async fn complete_upload(
-        &self,
-        upload: &UploadId,
-        file: &FileRecord,
-        job: Option<&NewJob>,
-        now: i64,
-    ) -> Result<bool>;
-
-    /// Moves a pending upload to `to`; `false` if it was not pending.
-    async fn finish_pending_upload(&self, upload: &UploadId, to: UploadStatus) -> Result<bool>;
-
-    /// Marks pending uploads past `expires_at` expired; returns how many.
-    async fn expire_uploads(&self, now: i64) -> Result<u64>;
-
-    /// Uploads that are no longer pending but still have part rows.
-    async fn finished_uploads_with_parts(&self, limit: u32) -> Result<Vec<UploadId>>;
-
-    async fn delete_parts(&self, upload: &UploadId) -> Result<()>;
-
-    /// Sets a file's (deprecated) `status` and `status_details`.
-    async fn set_file_status(
-        &self,
-        id: &FileId,
-        status: crate::domain::FileStatus,
-        details: Option<&str>,
-    ) -> Result<()>;
-
-    /// Filenames of the given files (deleted ones included), for search results.
-    async fn filenames(&self, ids: &[FileId]) -> Result<Vec<(FileId, String)>>;
-
-    /// Closes connections cleanly (checkpoints the SQLite WAL).
-    async fn close(&self);
 }
 
 /// A cursor position in a listing ordered by `(created_at, id)`.
@@ -144,6 +56,8 @@ pub enum Attached {
     New(VsFileRecord),
     /// The file was already in the store; nothing changed.
     Existing(VsFileRecord),
+    /// The file (or the store) is deleted, expired or of another project; nothing was written.
+    Gone,
 }
 
 /// The extracted text of a file, or why there is none.
@@ -171,16 +85,122 @@ pub struct ChunkRow {
 }
 
 #[async_trait]
-pub trait VectorMetadata: Send + Sync + 'static {
+pub trait FileMetadata: Send + Sync + 'static {
+    // --- files ---------------------------------------------------------------------------------
+
+    /// Inserts the file row and, in the same transaction, its first job (text extraction).
+    async fn insert_file(&self, file: &FileRecord, job: Option<&NewJob>) -> Result<()>;
+
+    /// A file the client can see: not deleted and not past `expires_at`.
+    async fn get_file(
+        &self,
+        project: &ProjectId,
+        id: &FileId,
+        now: i64,
+    ) -> Result<Option<FileRecord>>;
+
+    /// The `(created_at, id)` position of any file row still present (even deleted), for cursors.
+    async fn file_position(
+        &self,
+        project: &ProjectId,
+        id: &FileId,
+    ) -> Result<Option<(i64, FileId)>>;
+
+    /// Visible files in `(created_at, id)` order; rows sharing a `created_at` are never skipped or
+    /// repeated across pages.
+    async fn list_files(
+        &self,
+        project: &ProjectId,
+        q: &FileListQuery,
+        now: i64,
+    ) -> Result<Vec<FileRecord>>;
+
+    /// In one transaction: marks the file deleted (whether or not it has expired), removes it from
+    /// every vector store and applies `cascade`. `None` (and nothing written) if it was already
+    /// deleted or is not in `project`.
+    async fn delete_file(
+        &self,
+        project: &ProjectId,
+        id: &FileId,
+        cascade: &Cascade,
+        now: i64,
+    ) -> Result<Option<FileRecord>>;
+
+    /// Files not yet deleted whose `expires_at` is at or before `now`.
+    async fn expired_files(&self, now: i64, limit: u32) -> Result<Vec<FileRecord>>;
+
+    /// Removes the row of a file already marked deleted (a live file's row stays).
+    async fn purge_file_row(&self, id: &FileId) -> Result<()>;
+
+    /// Whether any row (live or deleted) refers to this file id.
+    async fn file_row_exists(&self, id: &FileId) -> Result<bool>;
+
+    /// Sets a file's (deprecated) `status` and `status_details`.
+    async fn set_file_status(
+        &self,
+        id: &FileId,
+        status: FileStatus,
+        details: Option<&str>,
+    ) -> Result<()>;
+
+    /// Filenames of the given files (deleted ones included), for search results.
+    async fn filenames(&self, ids: &[FileId]) -> Result<Vec<(FileId, String)>>;
+
+    // --- uploads -------------------------------------------------------------------------------
+
+    async fn insert_upload(&self, upload: &UploadRecord) -> Result<()>;
+
+    async fn get_upload(&self, project: &ProjectId, id: &UploadId) -> Result<Option<UploadRecord>>;
+
+    /// Inserts the part only while its upload is pending and unexpired at `now`, and only if the
+    /// parts stored so far plus this one stay within `max_total` bytes. Atomic against concurrent
+    /// parts, completion and cancellation of the same upload: parts racing each other never
+    /// store more than `max_total` together. `false` (nothing written) if refused.
+    async fn insert_part(&self, part: &PartRecord, now: i64, max_total: i64) -> Result<bool>;
+
+    async fn parts_of(&self, upload: &UploadId) -> Result<Vec<PartRecord>>;
+
+    async fn part_exists(&self, id: &PartId) -> Result<bool>;
+
+    /// In one transaction: the pending, unexpired upload becomes completed and the file row (with
+    /// its job) is inserted. `false` (and nothing written) if the upload was no longer pending.
+    async fn complete_upload(
+        &self,
+        upload: &UploadId,
+        file: &FileRecord,
+        job: Option<&NewJob>,
+        now: i64,
+    ) -> Result<bool>;
+
+    /// Moves a pending upload to `to`; `false` if it was not pending.
+    async fn finish_pending_upload(&self, upload: &UploadId, to: UploadStatus) -> Result<bool>;
+
+    /// Marks pending uploads past `expires_at` expired; returns how many.
+    async fn expire_uploads(&self, now: i64) -> Result<u64>;
+
+    /// Uploads that are no longer pending but still have part rows.
+    async fn finished_uploads_with_parts(&self, limit: u32) -> Result<Vec<UploadId>>;
+
+    async fn delete_parts(&self, upload: &UploadId) -> Result<()>;
+
+    /// Closes connections cleanly (checkpoints the SQLite WAL).
+    async fn close(&self);
+}
+
+#[async_trait]
+pub trait StoreMetadata: Send + Sync + 'static {
     // --- stores --------------------------------------------------------------------------------
 
-    /// Inserts the store and, in the same transaction, attaches `files` (each with its job).
+    /// Inserts the store and, in the same transaction, attaches `files` (each with its job) as
+    /// [`StoreMetadata::attach_file`] would. Returns the files left out because they were gone.
     async fn create_vector_store(
         &self,
         store: &VectorStoreRecord,
         files: &[(VsFileRecord, NewJob)],
-    ) -> Result<()>;
+        now: i64,
+    ) -> Result<Vec<FileId>>;
 
+    /// A store not deleted.
     async fn get_vector_store(
         &self,
         project: &ProjectId,
@@ -199,16 +219,20 @@ pub trait VectorMetadata: Send + Sync + 'static {
         w: &ListWindow,
     ) -> Result<Vec<VectorStoreRecord>>;
 
-    /// Writes name, description, metadata, expiry and last_active_at.
+    /// Writes name, description, metadata, expiry and last_active_at of a store not deleted.
     async fn update_vector_store(&self, store: &VectorStoreRecord) -> Result<()>;
 
-    /// In one transaction: marks the store deleted, detaches its files, cancels its jobs and
-    /// enqueues its purge. `false` if it did not exist.
+    /// Moves `last_active_at` forward to `at` (never back), touching nothing else: a search
+    /// racing a modify cannot undo it.
+    async fn touch_vector_store(&self, id: &VectorStoreId, at: i64) -> Result<()>;
+
+    /// In one transaction: marks the store deleted, detaches its files and applies `cascade`.
+    /// `false` (nothing written) if it did not exist.
     async fn delete_vector_store(
         &self,
         project: &ProjectId,
         id: &VectorStoreId,
-        purge: &NewJob,
+        cascade: &Cascade,
         now: i64,
     ) -> Result<bool>;
 
@@ -220,8 +244,11 @@ pub trait VectorMetadata: Send + Sync + 'static {
 
     // --- files in stores ------------------------------------------------------------------------
 
-    /// Attaches a file with its ingest job, in one transaction.
-    async fn attach_file(&self, vs_file: &VsFileRecord, job: &NewJob) -> Result<Attached>;
+    /// Attaches a file with its ingest job, in one transaction, only if at that moment the file is
+    /// visible in the row's project (not deleted, not expired at `now`) and the store is not
+    /// deleted: an attach racing a delete of either never leaves a link behind.
+    async fn attach_file(&self, vs_file: &VsFileRecord, job: &NewJob, now: i64)
+        -> Result<Attached>;
 
     async fn get_vs_file(
         &self,
@@ -243,6 +270,7 @@ pub trait VectorMetadata: Send + Sync + 'static {
         w: &ListWindow,
     ) -> Result<Vec<VsFileRecord>>;
 
+    /// `false` if the file is not in the store.
     async fn set_vs_file_attributes(
         &self,
         store: &VectorStoreId,
@@ -250,29 +278,31 @@ pub trait VectorMetadata: Send + Sync + 'static {
         attributes: &Attributes,
     ) -> Result<bool>;
 
-    /// In one transaction: removes the file from the store, cancels its ingest job and enqueues
-    /// the purge of its points. `None` if it was not in the store.
+    /// In one transaction: removes the file from the store and applies `cascade`. `None` (nothing
+    /// written) if it was not in the store.
     async fn detach_file(
         &self,
         store: &VectorStoreId,
         file: &FileId,
-        purge: &NewJob,
+        cascade: &Cascade,
         now: i64,
     ) -> Result<Option<VsFileRecord>>;
 
-    /// Files whose points in this store await a purge (deleted, or detached): searches exclude
-    /// them so a deleted file disappears at once, not when its purge job runs.
+    /// Files whose points in this store await a queued or running purge (of the file, or of its
+    /// link to this store): searches exclude them so a deleted file disappears at once.
     async fn files_pending_purge(&self, store: &VectorStoreId) -> Result<Vec<FileId>>;
 
     // --- batches --------------------------------------------------------------------------------
 
-    /// Inserts the batch and attaches its files (each with its job) in one transaction. Files
-    /// already in the store keep their row and join no batch.
+    /// Inserts the batch and attaches its files (each with its job, as `attach_file` would) in
+    /// one transaction. Files already in the store keep their row and join no batch. Returns the
+    /// files left out because they were gone.
     async fn create_batch(
         &self,
         batch: &FileBatchRecord,
         files: &[(VsFileRecord, NewJob)],
-    ) -> Result<()>;
+        now: i64,
+    ) -> Result<Vec<FileId>>;
 
     async fn get_batch(
         &self,
@@ -282,13 +312,18 @@ pub trait VectorMetadata: Send + Sync + 'static {
 
     async fn batch_counts(&self, id: &FileBatchId) -> Result<FileCounts>;
 
-    /// Marks the batch cancelled, its in-progress files cancelled and their jobs cancelled.
-    async fn cancel_batch(&self, id: &FileBatchId) -> Result<()>;
+    /// In one transaction: marks the batch cancelled, cancels the live jobs of one of `kinds`
+    /// of its in-progress files, and marks those files cancelled.
+    async fn cancel_batch(&self, id: &FileBatchId, kinds: &[JobKind], now: i64) -> Result<()>;
+}
 
-    // --- per-file caches ------------------------------------------------------------------------
-
+/// What ingestion computes once per file and reuses across stores: its text, its chunks per
+/// chunking, and their embeddings per model.
+#[async_trait]
+pub trait CacheMetadata: Send + Sync + 'static {
     async fn get_file_text(&self, file: &FileId) -> Result<Option<FileText>>;
 
+    /// Inserts or replaces.
     async fn put_file_text(&self, file: &FileId, text: &FileText, now: i64) -> Result<()>;
 
     /// Number of chunks stored for (file, chunking); 0 if not chunked yet.
@@ -302,7 +337,8 @@ pub trait VectorMetadata: Send + Sync + 'static {
         chunks: &[ChunkRow],
     ) -> Result<()>;
 
-    /// Chunks of (file, chunking) from `offset`, at most `limit`, with embeddings if `with_vectors`.
+    /// Chunks of (file, chunking) from index `offset` in order, at most `limit`, with embeddings
+    /// if `with_vectors`.
     async fn get_chunks(
         &self,
         file: &FileId,
@@ -312,7 +348,7 @@ pub trait VectorMetadata: Send + Sync + 'static {
         with_vectors: bool,
     ) -> Result<Vec<ChunkRow>>;
 
-    /// Chunks without an embedding from `model`, at most `limit`.
+    /// Chunks without an embedding from `model`, in order, at most `limit`.
     async fn chunks_to_embed(
         &self,
         file: &FileId,
@@ -329,43 +365,6 @@ pub trait VectorMetadata: Send + Sync + 'static {
         vectors: &[(u32, Vec<f32>)],
     ) -> Result<()>;
 
-    /// Removes a deleted file's text row and chunks.
+    /// Removes a file's text row and chunks.
     async fn delete_file_caches(&self, file: &FileId) -> Result<()>;
-}
-
-/// How a finished job ends.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JobEnd {
-    Done,
-    /// Permanent failure: the job stops; an ingest job's file becomes `failed`.
-    Failed {
-        code: IngestErrorCode,
-        message: String,
-    },
-    /// Transient failure: run again at `retry_at`.
-    Retry {
-        message: String,
-        retry_at: i64,
-    },
-}
-
-#[async_trait]
-pub trait JobQueue: Send + Sync + 'static {
-    /// Claims the oldest runnable job under a lease until `now + lease_secs`.
-    async fn claim_job(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>>;
-
-    /// Extends the lease; `false` if the job is no longer this worker's (cancelled or reclaimed).
-    async fn heartbeat(&self, job: &Job, until: i64) -> Result<bool>;
-
-    /// Ends the job, fenced on `locked_by`. For an ingest job, the file's status follows in the
-    /// same transaction (`usage_bytes` when done). `false` if the job was no longer ours.
-    async fn finish_job(&self, job: &Job, end: &JobEnd, usage_bytes: i64, now: i64)
-        -> Result<bool>;
-
-    /// Puts jobs whose lease expired before `now` back in the queue (all running jobs at start-up).
-    async fn requeue_expired(&self, now: i64) -> Result<u64>;
-}
-
-pub(crate) fn db_err(e: sqlx::Error) -> crate::domain::Error {
-    crate::domain::Error::Internal(anyhow::Error::new(e).context("metadata database"))
 }

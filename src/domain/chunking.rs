@@ -1,8 +1,7 @@
 //! `chunking_strategy`: `auto` or `static {max_chunk_size_tokens, chunk_overlap_tokens}`.
 
+use serde::Deserialize;
 use serde_json::Value;
-
-use super::error::{Error, Result};
 
 /// The numbers a file is chunked with. Responses always report these as `static`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,49 +38,73 @@ impl Chunking {
             }
         })
     }
+}
 
-    /// Parses a request's `chunking_strategy`; `None`/`null`/`auto` give `auto`.
-    pub fn parse(v: Option<&Value>, model_max_tokens: u32, param: &'static str) -> Result<Self> {
-        let bad = |m: String| Error::invalid(format!("Invalid '{param}': {m}"), param);
-        let Some(v) = v.filter(|v| !v.is_null()) else {
-            return Ok(Self::auto(model_max_tokens));
-        };
-        let obj = v
-            .as_object()
-            .ok_or_else(|| bad("expected an object".into()))?;
+/// A request's `chunking_strategy`: `auto` (the server's choice for its model) or explicit numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Value")]
+pub enum ChunkingStrategy {
+    #[default]
+    Auto,
+    Static(Chunking),
+}
+
+impl ChunkingStrategy {
+    /// The numbers to chunk with; `auto` fills a window of `model_max_tokens`.
+    pub fn resolve(self, model_max_tokens: u32) -> Chunking {
+        match self {
+            ChunkingStrategy::Auto => Chunking::auto(model_max_tokens),
+            ChunkingStrategy::Static(c) => c,
+        }
+    }
+
+    /// Parses `{type: auto}` or `{type: static, static: {max_chunk_size_tokens,
+    /// chunk_overlap_tokens}}`; `null` is `auto`. The error is the reason, without the field name.
+    pub fn parse(v: &Value) -> Result<Self, String> {
+        if v.is_null() {
+            return Ok(ChunkingStrategy::Auto);
+        }
+        let obj = v.as_object().ok_or("expected an object")?;
         match obj.get("type").and_then(Value::as_str) {
-            Some("auto") => Ok(Self::auto(model_max_tokens)),
+            Some("auto") => Ok(ChunkingStrategy::Auto),
             Some("static") => {
                 let s = obj
                     .get("static")
                     .and_then(Value::as_object)
-                    .ok_or_else(|| bad("a 'static' strategy needs a 'static' object".into()))?;
-                let num = |k: &str| -> Result<i64> {
+                    .ok_or("a 'static' strategy needs a 'static' object")?;
+                let num = |k: &str| -> Result<i64, String> {
                     s.get(k)
                         .and_then(Value::as_i64)
-                        .ok_or_else(|| bad(format!("'{k}' must be an integer")))
+                        .ok_or_else(|| format!("'{k}' must be an integer"))
                 };
                 let max = num("max_chunk_size_tokens")?;
                 let overlap = num("chunk_overlap_tokens")?;
                 if !(i64::from(MIN_CHUNK_TOKENS)..=i64::from(MAX_CHUNK_TOKENS)).contains(&max) {
-                    return Err(bad(format!(
+                    return Err(format!(
                         "max_chunk_size_tokens must be between {MIN_CHUNK_TOKENS} and {MAX_CHUNK_TOKENS}, got {max}"
-                    )));
+                    ));
                 }
                 if overlap < 0 || overlap > max / 2 {
-                    return Err(bad(format!(
+                    return Err(format!(
                         "chunk_overlap_tokens must be between 0 and half of max_chunk_size_tokens ({}), got {overlap}",
                         max / 2
-                    )));
+                    ));
                 }
-                Ok(Chunking {
+                Ok(ChunkingStrategy::Static(Chunking {
                     max_tokens: max as u32,
                     overlap_tokens: overlap as u32,
-                })
+                }))
             }
-            Some("other") => Err(bad("the 'other' strategy cannot be requested".into())),
-            _ => Err(bad("'type' must be 'auto' or 'static'".into())),
+            Some("other") => Err("the 'other' strategy cannot be requested".into()),
+            _ => Err("'type' must be 'auto' or 'static'".into()),
         }
+    }
+}
+
+impl TryFrom<Value> for ChunkingStrategy {
+    type Error = String;
+    fn try_from(v: Value) -> Result<Self, String> {
+        ChunkingStrategy::parse(&v)
     }
 }
 
@@ -107,20 +130,20 @@ mod tests {
             }
         );
         assert_eq!(
-            Chunking::parse(None, 256, "c").ok(),
-            Some(Chunking::auto(256))
+            ChunkingStrategy::parse(&Value::Null).map(|s| s.resolve(256)),
+            Ok(Chunking::auto(256))
         );
     }
 
     #[test]
     fn static_bounds() {
         let s = |m: i64, o: i64| json!({"type": "static", "static": {"max_chunk_size_tokens": m, "chunk_overlap_tokens": o}});
-        assert!(Chunking::parse(Some(&s(100, 50)), 256, "c").is_ok());
-        assert!(Chunking::parse(Some(&s(4096, 2048)), 256, "c").is_ok());
-        assert!(Chunking::parse(Some(&s(99, 0)), 256, "c").is_err());
-        assert!(Chunking::parse(Some(&s(4097, 0)), 256, "c").is_err());
-        assert!(Chunking::parse(Some(&s(200, 101)), 256, "c").is_err());
-        assert!(Chunking::parse(Some(&s(200, -1)), 256, "c").is_err());
-        assert!(Chunking::parse(Some(&json!({"type": "magic"})), 256, "c").is_err());
+        assert!(ChunkingStrategy::parse(&s(100, 50)).is_ok());
+        assert!(ChunkingStrategy::parse(&s(4096, 2048)).is_ok());
+        assert!(ChunkingStrategy::parse(&s(99, 0)).is_err());
+        assert!(ChunkingStrategy::parse(&s(4097, 0)).is_err());
+        assert!(ChunkingStrategy::parse(&s(200, 101)).is_err());
+        assert!(ChunkingStrategy::parse(&s(200, -1)).is_err());
+        assert!(ChunkingStrategy::parse(&json!({"type": "magic"})).is_err());
     }
 }

@@ -50,9 +50,14 @@ pub enum Error {
         message: String,
         param: Option<String>,
     },
-    /// Anything else: logged once, reported as a bare 500.
+    /// A failure that will happen again (a bug, corrupt data, a backend refusing what it was
+    /// given): logged once, reported as a bare 500; a job that meets it fails at once.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+    /// A backend failed in a way that may pass (I/O, a busy database, a timeout, an unreachable
+    /// endpoint): reported like [`Error::Internal`]; a job that meets it is retried later.
+    #[error(transparent)]
+    Unavailable(anyhow::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -87,6 +92,16 @@ impl Error {
         }
     }
 
+    /// A backend failure that may pass if tried again.
+    pub fn unavailable(e: impl Into<anyhow::Error>) -> Self {
+        Error::Unavailable(e.into())
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+
     pub fn missing(param: &'static str) -> Self {
         Error::Invalid {
             message: format!("Missing required parameter: '{param}'."),
@@ -96,12 +111,14 @@ impl Error {
     }
 }
 
+/// Disks fill up, files are briefly locked, connections drop: I/O is worth retrying.
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Internal(e.into())
+        Error::Unavailable(e.into())
     }
 }
 
+/// A panic (or a task cancelled at shutdown) in blocking work: the same input panics again.
 impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Self {
         Error::Internal(e.into())

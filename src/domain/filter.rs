@@ -2,9 +2,13 @@
 //! validated here; each index translates the tree into its own filter, so filtering happens inside
 //! the index, not after retrieval.
 
+use serde::Deserialize;
 use serde_json::Value;
 
-use super::error::{Error, Result};
+use super::attributes::check_attribute_key;
+
+/// Why a filter is refused (the message, without the field name).
+type Result<T, E = String> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareOp {
@@ -25,7 +29,9 @@ pub enum Scalar {
     Bool(bool),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Parsed from a request with [`Filter::parse`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "Value")]
 pub enum Filter {
     /// `eq`/`ne` take any scalar; `gt`..`lte` a number; `in`/`nin` a non-empty list of strings or
     /// numbers (stored in `values`).
@@ -50,8 +56,16 @@ impl Filter {
     }
 }
 
-fn bad(msg: impl std::fmt::Display) -> Error {
-    Error::invalid(format!("Invalid 'filters': {msg}"), "filters")
+impl TryFrom<Value> for Filter {
+    type Error = String;
+
+    fn try_from(v: Value) -> Result<Self> {
+        Filter::parse(&v)
+    }
+}
+
+fn bad(msg: impl std::fmt::Display) -> String {
+    msg.to_string()
 }
 
 fn scalar(v: &Value) -> Option<Scalar> {
@@ -117,6 +131,7 @@ fn parse_node(v: &Value, depth: usize, nodes: &mut usize) -> Result<Filter> {
         .filter(|k| !k.is_empty())
         .ok_or_else(|| bad(format!("a '{kind}' filter needs a non-empty string 'key'")))?
         .to_owned();
+    check_attribute_key(&key)?;
     let value = obj
         .get("value")
         .ok_or_else(|| bad(format!("a '{kind}' filter needs a 'value'")))?;
@@ -190,6 +205,8 @@ mod tests {
             json!({"type": "and", "filters": []}),
             json!({"type": "or"}),
             json!({"type": "eq", "key": "a", "value": {"x": 1}}),
+            json!({"type": "eq", "key": "a\"b", "value": 1}),
+            json!({"type": "eq", "key": "k".repeat(65), "value": 1}),
         ] {
             assert!(Filter::parse(&bad).is_err(), "{bad}");
         }

@@ -61,3 +61,28 @@ pub struct Job {
     pub attempts: i64,
     pub locked_by: String,
 }
+
+/// How a job run ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobEnd {
+    Done,
+    /// Permanent failure: the job stops; an ingest job's file becomes `failed`.
+    Failed {
+        code: super::IngestErrorCode,
+        message: String,
+    },
+    /// Transient failure: run again at `retry_at`.
+    Retry {
+        message: String,
+        retry_at: i64,
+    },
+}
+
+/// Which live (queued or running) jobs a change cancels: those of one of `kinds` that match
+/// every id given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFilter {
+    pub kinds: Vec<JobKind>,
+    pub file_id: Option<FileId>,
+    pub vector_store_id: Option<VectorStoreId>,
+}

@@ -1,6 +1,7 @@
 //! Types and rules with no I/O: ids, purposes, statuses, records, limits.
 
 pub mod attributes;
+pub mod cascade;
 pub mod chunking;
 pub mod error;
 pub mod file;
@@ -13,14 +14,16 @@ pub mod upload;
 pub mod vector_store;
 
 pub use attributes::{AttrValue, Attributes};
-pub use chunking::Chunking;
+pub use cascade::Cascade;
+pub use chunking::{Chunking, ChunkingStrategy};
 pub use error::{Error, Resource, Result};
 pub use file::{FileExpiry, FileRecord, FileStatus, Purpose};
 pub use filter::{CompareOp, Filter, Scalar};
 pub use ids::{FileBatchId, FileId, PartId, ProjectId, UploadId, VectorStoreId};
-pub use job::{Job, JobKind, NewJob};
+pub use job::{Job, JobEnd, JobFilter, JobKind, NewJob};
 pub use page::{Order, Page};
 pub use upload::{PartRecord, UploadRecord, UploadStatus};
 pub use vector_store::{
-    FileBatchRecord, FileCounts, IngestErrorCode, VectorStoreRecord, VsFileRecord, VsFileStatus,
+    FileBatchRecord, FileCounts, IngestErrorCode, VectorStoreRecord, VsFileOutcome, VsFileRecord,
+    VsFileStatus,
 };

@@ -130,3 +130,14 @@ pub struct FileBatchRecord {
     pub created_at: i64,
     pub cancelled: bool,
 }
+
+/// The status a vector-store file takes when its ingest job ends, applied by the job queue in
+/// the same transaction as the (fenced) end of the job, and only to a file still in progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VsFileOutcome {
+    pub vector_store_id: VectorStoreId,
+    pub file_id: FileId,
+    pub status: VsFileStatus,
+    pub usage_bytes: i64,
+    pub last_error: Option<(IngestErrorCode, String)>,
+}

@@ -48,29 +48,39 @@ pub struct Hit {
     pub extra: Map<String, Value>,
 }
 
+/// A nearest-neighbour query inside one store. It will also carry a sparse (keyword) vector and
+/// a fusion choice when hybrid search lands; nothing in it is specific to one engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    pub store: VectorStoreId,
+    /// The query's dense vector, of the index's dimensions.
+    pub vector: Vec<f32>,
+    /// On attributes; validated by the domain before it gets here.
+    pub filter: Option<Filter>,
+    /// Files deleted or detached whose points await their purge.
+    pub exclude_files: Vec<FileId>,
+    pub limit: usize,
+    /// Least cosine similarity kept.
+    pub score_threshold: Option<f32>,
+}
+
 /// Deterministic point id: re-running a stage overwrites its points instead of duplicating them.
 pub fn point_id(file: &FileId, store: &VectorStoreId, chunk_index: u32) -> Uuid {
     let name = format!("{file}/{store}/{chunk_index}");
     Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes())
 }
 
+/// Every write is durable when it returns: a crash right after loses none of it, and what a
+/// delete removed never comes back. Upkeep (building graphs, compacting) is the
+/// implementation's own business.
 #[async_trait]
 pub trait VectorIndex: Send + Sync + 'static {
     /// Inserts or overwrites points (by id).
     async fn upsert(&self, points: Vec<Point>) -> Result<()>;
 
-    /// The `limit` nearest points of one store that pass `filter` (on attributes), are not of
-    /// `exclude_files` (deleted, awaiting their purge) and score at least `score_threshold`
-    /// (cosine), best first.
-    async fn search(
-        &self,
-        store: &VectorStoreId,
-        vector: Vec<f32>,
-        filter: Option<&Filter>,
-        exclude_files: &[FileId],
-        limit: usize,
-        score_threshold: Option<f32>,
-    ) -> Result<Vec<Hit>>;
+    /// The `limit` nearest points of the query's store that pass its filter, are not of its
+    /// excluded files and score at least its threshold (cosine), best first.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<Hit>>;
 
     /// Deletes a file's points in one store, or in every store when `store` is `None`.
     async fn delete_file(&self, store: Option<&VectorStoreId>, file: &FileId) -> Result<()>;
@@ -89,9 +99,7 @@ pub trait VectorIndex: Send + Sync + 'static {
     /// Exact number of points, optionally restricted to a store and/or a file.
     async fn count(&self, store: Option<&VectorStoreId>, file: Option<&FileId>) -> Result<u64>;
 
-    /// Background upkeep, called periodically: e.g. build the HNSW graph once enough points changed.
+    /// Does the implementation's upkeep (building graphs, compacting) now rather than on its own
+    /// schedule. Never needed for correctness; benchmarks use it to measure a built index.
     async fn maintain(&self) -> Result<()>;
-
-    /// Makes everything written so far durable (called on shutdown).
-    async fn flush(&self) -> Result<()>;
 }

@@ -20,11 +20,51 @@ pub struct ChunkText {
     pub offset: usize,
 }
 
+/// How an embedding model counts tokens.
+#[derive(Clone)]
+pub enum Tokens {
+    /// Exactly, with the model's own tokenizer.
+    Model(Arc<Tokenizer>),
+    /// About four characters a token: for a remote model whose tokenizer is not known here.
+    Estimate,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tokens::Model(_) => f.write_str("Tokens::Model"),
+            Tokens::Estimate => f.write_str("Tokens::Estimate"),
+        }
+    }
+}
+
+/// Characters a token, for [`Tokens::Estimate`] (the usual figure for English with BPE models).
+const CHARS_PER_TOKEN: usize = 4;
+
+impl Tokens {
+    /// Tokens in `text`, special tokens not counted.
+    pub fn count(&self, text: &str) -> usize {
+        match self {
+            Tokens::Model(t) => t.size(text),
+            Tokens::Estimate => Estimate.size(text),
+        }
+    }
+}
+
+/// [`Tokens::Estimate`] as a text-splitter sizer.
+struct Estimate;
+
+impl ChunkSizer for Estimate {
+    fn size(&self, chunk: &str) -> usize {
+        chunk.chars().count().div_ceil(CHARS_PER_TOKEN)
+    }
+}
+
 /// Splits text at the highest semantic level that fits (sections, paragraphs, sentences, words),
 /// with text-splitter; cheap to clone.
 #[derive(Clone)]
 pub struct Chunker {
-    tokenizer: Arc<Tokenizer>,
+    tokens: Tokens,
 }
 
 impl std::fmt::Debug for Chunker {
@@ -36,17 +76,17 @@ impl std::fmt::Debug for Chunker {
 impl Chunker {
     /// From a Hugging Face `tokenizer.json`.
     pub fn from_tokenizer_file(path: &Path) -> Result<Self> {
-        Ok(Chunker::new(Arc::new(load_tokenizer(path)?)))
+        Ok(Chunker::new(Tokens::Model(Arc::new(load_tokenizer(path)?))))
     }
 
-    /// From a tokenizer loaded by [`load_tokenizer`].
-    pub(crate) fn new(tokenizer: Arc<Tokenizer>) -> Self {
-        Chunker { tokenizer }
+    /// Sizing chunks as `tokens` counts them (the embedder's [`Tokens`]).
+    pub fn new(tokens: Tokens) -> Self {
+        Chunker { tokens }
     }
 
     /// Tokens in `text`, special tokens not counted.
     pub fn count_tokens(&self, text: &str) -> usize {
-        self.tokenizer.size(text)
+        self.tokens.count(text)
     }
 
     /// Chunks of at most `chunking.max_tokens` tokens, consecutive chunks sharing up to
@@ -59,10 +99,23 @@ impl Chunker {
         let max = (chunking.max_tokens as usize).max(1);
         // `Chunking::parse` keeps overlap <= max/2; text-splitter rejects overlap >= capacity.
         let overlap = (chunking.overlap_tokens as usize).min(max / 2);
+        let tokenizer = match &self.tokens {
+            Tokens::Model(t) => t,
+            Tokens::Estimate => {
+                return split(text, Estimate, max, overlap, markdown)
+                    .into_iter()
+                    .map(|piece| ChunkText {
+                        text: piece.to_owned(),
+                        tokens: Estimate.size(piece),
+                        offset: offset_in(text, piece),
+                    })
+                    .collect()
+            }
+        };
         let mut out = Vec::new();
         for piece in split(
             text,
-            TextSizer::new(&self.tokenizer, text),
+            TextSizer::new(tokenizer, text),
             max,
             overlap,
             markdown,
@@ -78,7 +131,7 @@ impl Chunker {
             }
             // Not expected (the sizer is exact where it answers); kept so the bound always holds.
             tracing::warn!(tokens, max, "chunk over its size; splitting it again");
-            for sub in split(piece, &*self.tokenizer, max, overlap, markdown) {
+            for sub in split(piece, &**tokenizer, max, overlap, markdown) {
                 out.push(ChunkText {
                     text: sub.to_owned(),
                     tokens: self.count_tokens(sub),
@@ -280,7 +333,10 @@ mod tests {
         let text = "Hello,  world! Café\u{301} naïve [MASK] résumé\u{0}s 東京都 emoji 🦀🦀 \t\n\
                     unbelievably internationalisation... (a) \"quoted\" x=1+2; don't stop-words \
                     aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa end.";
-        let sizer = TextSizer::new(&ch.tokenizer, text);
+        let Tokens::Model(tokenizer) = &ch.tokens else {
+            panic!("not a model tokenizer")
+        };
+        let sizer = TextSizer::new(tokenizer, text);
         let cuts: Vec<usize> = (0..=text.len())
             .filter(|&i| text.is_char_boundary(i))
             .collect();
@@ -292,9 +348,9 @@ mod tests {
                 total += 1;
                 if let Some(count) = sizer.count(slice) {
                     answered += 1;
-                    assert_eq!(count, ch.tokenizer.size(slice), "{slice:?}");
+                    assert_eq!(count, tokenizer.size(slice), "{slice:?}");
                 }
-                assert_eq!(sizer.size(slice), ch.tokenizer.size(slice), "{slice:?}");
+                assert_eq!(sizer.size(slice), tokenizer.size(slice), "{slice:?}");
             }
         }
         assert!(answered * 20 > total, "{answered} of {total}");

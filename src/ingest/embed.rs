@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 
+use super::chunk::Tokens;
 use crate::domain::Result;
 
 #[async_trait]
@@ -15,6 +16,10 @@ pub trait Embedder: Send + Sync + 'static {
 
     /// The most tokens the model reads at once (its window); `auto` chunking fits inside it.
     fn max_input_tokens(&self) -> usize;
+
+    /// How this model counts tokens: chunks are sized with it, so a chunk of N tokens is what
+    /// the model reads.
+    fn tokens(&self) -> Tokens;
 
     /// One L2-normalised vector per text, in order. A text longer than the window is embedded from
     /// all of its text (the normalised mean of its windows' vectors), never truncated.

@@ -16,7 +16,7 @@ use tokenizers::Tokenizer;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use super::chunk::{load_tokenizer, Chunker};
+use super::chunk::{load_tokenizer, Chunker, Tokens};
 use super::embed::{normalize, Embedder};
 use crate::domain::{Error, Result};
 
@@ -62,7 +62,7 @@ impl LocalEmbedder {
 
     /// A [`Chunker`] counting tokens with this model's tokenizer.
     pub fn chunker(&self) -> Chunker {
-        Chunker::new(self.tokenizer.clone())
+        Chunker::new(self.tokens())
     }
 
     /// `sessions` concurrent runs of `intra_threads` ONNX Runtime threads each. [`Self::load`]
@@ -183,6 +183,10 @@ impl Embedder for LocalEmbedder {
     /// `auto` chunk of this size is embedded whole in a single run.
     fn max_input_tokens(&self) -> usize {
         self.capacity
+    }
+
+    fn tokens(&self) -> Tokens {
+        Tokens::Model(self.tokenizer.clone())
     }
 
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
+use super::chunk::Tokens;
 use super::embed::{normalize, Embedder};
 use crate::domain::{Error, Result};
 
@@ -144,6 +145,9 @@ impl RemoteEmbedder {
     async fn request(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let fail =
             |what: String| Error::Internal(anyhow!("embedding endpoint {}: {what}", self.url));
+        // The endpoint may come back: a dropped connection, a timeout, an overloaded server.
+        let retry =
+            |what: String| Error::Unavailable(anyhow!("embedding endpoint {}: {what}", self.url));
         let mut request = self
             .client
             .post(&self.url)
@@ -153,9 +157,9 @@ impl RemoteEmbedder {
         }
         let http_error = |stage: &str, e: reqwest::Error| {
             if e.is_timeout() {
-                fail(format!("no answer within {:?}", self.timeout))
+                retry(format!("no answer within {:?}", self.timeout))
             } else {
-                fail(format!("{stage} failed: {e}"))
+                retry(format!("{stage} failed: {e}"))
             }
         };
         let response = request.send().await.map_err(|e| http_error("request", e))?;
@@ -164,6 +168,9 @@ impl RemoteEmbedder {
             .bytes()
             .await
             .map_err(|e| http_error("reading the response", e))?;
+        if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(retry(format!("HTTP {status}: {}", excerpt(&body))));
+        }
         if !status.is_success() {
             return Err(fail(format!("HTTP {status}: {}", excerpt(&body))));
         }
@@ -210,6 +217,11 @@ impl Embedder for RemoteEmbedder {
 
     fn max_input_tokens(&self) -> usize {
         self.max_input_tokens
+    }
+
+    /// The remote model's tokenizer is not known here: chunks are sized by an estimate.
+    fn tokens(&self) -> Tokens {
+        Tokens::Estimate
     }
 
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
@@ -422,12 +434,23 @@ mod tests {
             .embed(texts(3))
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Internal(_)));
+        // An overloaded endpoint may recover: the failure is transient.
+        assert!(err.is_transient(), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("429 Too Many Requests"), "{msg}");
         assert!(msg.contains("slow down"), "{msg}");
         assert!(msg.contains("/v1/embeddings"), "{msg}");
         assert!(msg.len() < 600, "the body is cut: {}", msg.len());
+
+        // A refused request would be refused again.
+        let (base400, _) = serve(Mode::Status(400)).await;
+        let err = RemoteEmbedder::new(config(&base400))
+            .await
+            .unwrap()
+            .embed(texts(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Internal(_)), "{err:?}");
 
         // Without dims the probe runs in the constructor and fails there.
         let err = RemoteEmbedder::new(RemoteConfig::new(&base, "m"))

@@ -9,14 +9,17 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::app::AppState;
-use crate::db::{ChunkRow, FileText, JobEnd};
+use crate::clock::Clock;
+use crate::db::{ChunkRow, FileText, JobQueue, Metadata, Wakeup};
+use crate::domain::cascade::ingest_outcome;
 use crate::domain::{
-    Chunking, Error, FileId, FileStatus, IngestErrorCode, Job, JobKind, ProjectId, Result,
+    Chunking, Error, FileId, FileStatus, IngestErrorCode, Job, JobEnd, JobKind, ProjectId, Result,
     VsFileRecord, VsFileStatus,
 };
-use crate::index::{point_id, Point};
+use crate::index::{point_id, Point, VectorIndex};
 use crate::ingest::extract::{extract, location_of, ExtractError};
+use crate::ingest::Pipeline;
+use crate::storage::{FileStorage, Staging};
 
 /// How long a claimed job stays ours without a heartbeat.
 pub const LEASE_SECS: i64 = 120;
@@ -48,22 +51,46 @@ enum Failure {
     Stopped,
 }
 
+/// Backends say whether a failure may pass: only those are retried.
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
-        Failure::Transient(e)
+        if e.is_transient() {
+            Failure::Transient(e)
+        } else {
+            tracing::error!(error = ?e, "job failed with an error that would happen again");
+            Failure::Permanent(
+                IngestErrorCode::ServerError,
+                SERVER_ERROR_MESSAGE.to_owned(),
+            )
+        }
     }
 }
 
+/// What a client sees when a job failed for the server's reasons; the log has the cause.
+const SERVER_ERROR_MESSAGE: &str = "The server could not process this file; see the server logs.";
+
 type StageResult<T> = std::result::Result<T, Failure>;
+
+/// The seams a worker uses.
+#[derive(Clone)]
+pub struct WorkerDeps {
+    pub meta: Arc<dyn Metadata>,
+    pub queue: Arc<dyn JobQueue>,
+    pub storage: Arc<dyn FileStorage>,
+    pub staging: Staging,
+    pub index: Arc<dyn VectorIndex>,
+    pub pipeline: Pipeline,
+    pub clock: Arc<dyn Clock>,
+}
 
 #[derive(Clone)]
 pub struct Worker {
-    st: AppState,
+    st: WorkerDeps,
     id: String,
 }
 
 impl Worker {
-    pub fn new(st: AppState, name: &str) -> Self {
+    pub fn new(st: WorkerDeps, name: &str) -> Self {
         let id = format!(
             "{name}-{}",
             crate::domain::PartId::generate()
@@ -82,7 +109,7 @@ impl Worker {
     /// after `stop_after` — what a crash at that point leaves behind.
     pub async fn run_one_until(&self, stop_after: Option<Stage>) -> Result<bool> {
         let now = self.st.clock.now();
-        let Some(job) = self.st.meta.claim_job(&self.id, now, LEASE_SECS).await? else {
+        let Some(job) = self.st.queue.claim(&self.id, now, LEASE_SECS).await? else {
             return Ok(false);
         };
         let span = tracing::info_span!("job", id = job.id, kind = job.kind.as_str());
@@ -97,25 +124,12 @@ impl Worker {
         }
         .instrument(span)
         .await;
-        // qdrant-edge does not replay its WAL on load: what this job wrote to the index must be
-        // flushed before the job is marked done, or a crash could lose it (or resurrect points a
-        // purge deleted).
-        let outcome = match outcome {
-            Ok(usage) if job.kind != JobKind::Extract => match self.st.index.flush().await {
-                Ok(()) => Ok(usage),
-                Err(e) => Err(Failure::Transient(e)),
-            },
-            other => other,
-        };
+        // The index makes every write durable before it returns, so what this job wrote
+        // survives a crash once the job is marked done.
         let now = self.st.clock.now();
         let end = match outcome {
             Ok(usage) => {
-                let ours = self
-                    .st
-                    .meta
-                    .finish_job(&job, &JobEnd::Done, usage, now)
-                    .await?;
-                if !ours {
+                if !self.finish(&job, &JobEnd::Done, usage, now).await? {
                     self.compensate(&job).await?;
                 }
                 return Ok(true);
@@ -124,17 +138,24 @@ impl Worker {
             // Nothing left to do (the file or its store link is gone, or the job was cancelled):
             // close the job if it is still ours, so it is not run again after its lease.
             Err(Failure::Cancelled) => JobEnd::Done,
+            // Purges never give up, whatever the error: what they remove must not come back.
+            Err(Failure::Permanent(_, message)) if is_purge(job.kind) => {
+                let backoff = 2i64.pow(job.attempts.clamp(0, 9) as u32);
+                tracing::error!(%message, retry_in_secs = backoff, "purge failed; it will be retried");
+                JobEnd::Retry {
+                    message,
+                    retry_at: now + backoff,
+                }
+            }
             Err(Failure::Permanent(code, message)) => {
                 tracing::info!(code = code.as_str(), %message, "job failed permanently");
                 JobEnd::Failed { code, message }
             }
-            // Purges never give up: what they remove must not come back.
             Err(Failure::Transient(e)) if job.attempts >= MAX_ATTEMPTS && !is_purge(job.kind) => {
                 tracing::error!(error = ?e, attempts = job.attempts, "job failed after retries");
                 JobEnd::Failed {
                     code: IngestErrorCode::ServerError,
-                    message: "The server could not process this file; see the server logs."
-                        .to_owned(),
+                    message: SERVER_ERROR_MESSAGE.to_owned(),
                 }
             }
             Err(Failure::Transient(e)) => {
@@ -146,10 +167,22 @@ impl Worker {
                 }
             }
         };
-        if !self.st.meta.finish_job(&job, &end, 0, now).await? {
+        if !self.finish(&job, &end, 0, now).await? {
             self.compensate(&job).await?;
         }
         Ok(true)
+    }
+
+    /// Ends the job (fenced on our claim) and, for an ingest job, sets its file's outcome.
+    async fn finish(&self, job: &Job, end: &JobEnd, usage: i64, now: i64) -> Result<bool> {
+        let outcome = ingest_outcome(
+            job.kind,
+            job.vector_store_id.as_ref(),
+            job.file_id.as_ref(),
+            end,
+            usage,
+        );
+        self.st.queue.finish(job, end, outcome.as_ref(), now).await
     }
 
     /// An ingest job that lost its lease or was cancelled may have written points: remove them
@@ -168,7 +201,7 @@ impl Worker {
 
     async fn still_ours(&self, job: &Job) -> StageResult<()> {
         let until = self.st.clock.now() + LEASE_SECS;
-        if self.st.meta.heartbeat(job, until).await? {
+        if self.st.queue.heartbeat(job, until).await? {
             Ok(())
         } else {
             Err(Failure::Cancelled)
@@ -194,7 +227,7 @@ impl Worker {
                     format,
                     sections,
                 } => {
-                    let text = read_all(st, &storage_key).await?;
+                    let text = read_all(&*st.storage, &storage_key).await?;
                     Ok(ExtractedText {
                         text: String::from_utf8_lossy(&text).into_owned(),
                         markdown: format == "markdown",
@@ -211,7 +244,7 @@ impl Worker {
                 "The file no longer exists.".to_owned(),
             ));
         };
-        let bytes = read_all(st, &file.storage_key).await?;
+        let bytes = read_all(&*st.storage, &file.storage_key).await?;
         let filename = file.filename.clone();
         let extracted = tokio::task::spawn_blocking(move || extract(&bytes, &filename))
             .instrument(tracing::info_span!("ingest.extract", file_id = %file_id))
@@ -462,10 +495,9 @@ fn missing(what: &str) -> Failure {
     Failure::Permanent(IngestErrorCode::ServerError, format!("job has no {what}"))
 }
 
-async fn read_all(st: &AppState, key: &str) -> Result<Vec<u8>> {
+async fn read_all(storage: &dyn FileStorage, key: &str) -> Result<Vec<u8>> {
     use futures_util::StreamExt;
-    let blob = st
-        .storage
+    let blob = storage
         .get(key)
         .await?
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("missing blob {key}")))?;
@@ -477,12 +509,17 @@ async fn read_all(st: &AppState, key: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Starts `n` workers that drain the queue, waking on `st.jobs_notify` (or every second).
-pub fn spawn_workers(st: AppState, n: usize, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+/// Starts `n` workers that drain the queue, waking on `wakeup` (or every second).
+pub fn spawn_workers(
+    st: WorkerDeps,
+    wakeup: Wakeup,
+    n: usize,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
     (0..n.max(1))
         .map(|i| {
             let worker = Worker::new(st.clone(), &format!("w{i}"));
-            let notify = Arc::clone(&st.jobs_notify);
+            let notify = wakeup.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 loop {

@@ -1,16 +1,28 @@
-//! Vector stores: create, list, retrieve, modify, delete, search.
+//! Vector stores: create, list, retrieve, modify, delete. Their files and batches are in
+//! `vs_files` and `file_batches`, on the same [`StoreService`].
 
-use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use crate::app::AppState;
-use crate::db::{ListWindow, Position};
-use crate::domain::attributes::parse_metadata;
+use crate::clock::Clock;
+use crate::db::{ListWindow, Metadata, Position, Wakeup};
 use crate::domain::{
-    page, Attributes, Chunking, Error, FileCounts, FileId, Filter, JobKind, NewJob, Order, Page,
-    ProjectId, Resource, Result, VectorStoreId, VectorStoreRecord,
+    Attributes, Cascade, Chunking, ChunkingStrategy, Error, FileBatchId, FileCounts, FileId,
+    JobKind, NewJob, Order, Page, ProjectId, Resource, Result, VectorStoreId, VectorStoreRecord,
+    VsFileRecord, VsFileStatus,
 };
-use crate::service::vs_files;
+use crate::index::VectorIndex;
+
+/// Vector stores, the files in them and file batches.
+#[derive(Clone)]
+pub struct StoreService {
+    pub(super) meta: Arc<dyn Metadata>,
+    pub(super) index: Arc<dyn VectorIndex>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) wakeup: Wakeup,
+    /// The chunk size `auto` means: the embedding model's window.
+    auto_chunk_tokens: u32,
+}
 
 /// A store with what its object shows.
 #[derive(Debug, Clone)]
@@ -33,396 +45,254 @@ impl StoreView {
     }
 }
 
-pub async fn view(st: &AppState, store: VectorStoreRecord) -> Result<StoreView> {
-    let (counts, usage_bytes) = st.meta.store_stats(&store.id).await?;
-    let expired = store.is_expired(st.clock.now());
-    Ok(StoreView {
-        store,
-        counts,
-        usage_bytes,
-        expired,
-    })
+/// A listing's parsed parameters: `limit` (already checked), `order`, and cursors.
+#[derive(Debug, Clone)]
+pub struct ListParams<Id> {
+    pub limit: u32,
+    pub order: Order,
+    pub after: Option<Id>,
+    pub before: Option<Id>,
 }
 
-pub fn parse_id(id: &str) -> Result<VectorStoreId> {
-    VectorStoreId::parse(id).ok_or_else(|| Error::not_found(Resource::VectorStore, id))
+/// `POST /vector_stores`, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct CreateStore {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub expires_after_days: Option<i64>,
+    pub chunking: ChunkingStrategy,
+    pub file_ids: Vec<FileId>,
 }
 
-pub async fn get_record(st: &AppState, project: &ProjectId, id: &str) -> Result<VectorStoreRecord> {
-    let vid = parse_id(id)?;
-    st.meta
-        .get_vector_store(project, &vid)
-        .await?
-        .ok_or_else(|| Error::not_found(Resource::VectorStore, id))
-}
-
-pub async fn get(st: &AppState, project: &ProjectId, id: &str) -> Result<StoreView> {
-    let store = get_record(st, project, id).await?;
-    view(st, store).await
-}
-
-fn opt_string(
-    body: &serde_json::Map<String, Value>,
-    key: &'static str,
-    max: usize,
-) -> Result<Option<String>> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(Error::invalid(
-            format!("'{key}' must be at most {max} characters."),
-            key,
-        )),
-        Some(_) => Err(Error::invalid(
-            format!("Invalid type for '{key}': expected a string."),
-            key,
-        )),
-    }
-}
-
-/// `expires_after: {anchor: "last_active_at", days: 1..=365}`; `Some(None)` when explicitly null.
-fn parse_expires_after(body: &serde_json::Map<String, Value>) -> Result<Option<Option<i64>>> {
-    let Some(v) = body.get("expires_after") else {
-        return Ok(None);
-    };
-    if v.is_null() {
-        return Ok(Some(None));
-    }
-    let bad = |m: &str| Error::invalid(format!("Invalid 'expires_after': {m}"), "expires_after");
-    let obj = v.as_object().ok_or_else(|| bad("expected an object"))?;
-    if obj.get("anchor").and_then(Value::as_str) != Some("last_active_at") {
-        return Err(bad("'anchor' must be 'last_active_at'"));
-    }
-    let days = obj
-        .get("days")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| bad("'days' must be an integer"))?;
-    if !(1..=365).contains(&days) {
-        return Err(bad("'days' must be between 1 and 365"));
-    }
-    Ok(Some(Some(days)))
+/// `POST /vector_stores/{id}`, parsed: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ModifyStore {
+    pub name: Option<Option<String>>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub expires_after_days: Option<Option<i64>>,
 }
 
 pub const MAX_FILE_IDS: usize = 500;
 
-pub async fn create(
-    st: &AppState,
-    project: &ProjectId,
-    body: &serde_json::Map<String, Value>,
-) -> Result<StoreView> {
-    let name = opt_string(body, "name", 256)?;
-    let description = opt_string(body, "description", 512)?;
-    let metadata = parse_metadata(body.get("metadata"), "metadata")?;
-    let expires_after_days = parse_expires_after(body)?.flatten();
-    let chunking = Chunking::parse(
-        body.get("chunking_strategy"),
-        st.pipeline.auto_chunk_tokens(),
-        "chunking_strategy",
-    )?;
-    let file_ids = vs_files::parse_file_ids(body.get("file_ids"), "file_ids", 0, MAX_FILE_IDS)?;
-    let now = st.clock.now();
-    let store = VectorStoreRecord {
-        id: VectorStoreId::generate(),
-        project_id: project.clone(),
-        name,
-        description,
-        metadata,
-        created_at: now,
-        last_active_at: now,
-        expires_after_days,
-    };
-    let mut files = Vec::with_capacity(file_ids.len());
-    for file_id in &file_ids {
-        vs_files::check_attachable(st, project, file_id).await?;
-        files.push(vs_files::new_attachment(
-            &store,
-            file_id,
-            None,
-            chunking,
-            Attributes::new(),
-            now,
-        ));
-    }
-    st.meta.create_vector_store(&store, &files).await?;
-    if !files.is_empty() {
-        st.jobs_notify.notify_one();
-    }
-    tracing::info!(vector_store_id = %store.id, files = files.len(), "vector store created");
-    view(st, store).await
-}
-
-pub struct ListParams<'a> {
-    pub limit: Option<&'a str>,
-    pub order: Option<&'a str>,
-    pub after: Option<&'a str>,
-    pub before: Option<&'a str>,
-}
-
-/// Parses `limit` (1..=100, default 20), `order`, and resolves `after`/`before` cursors.
-pub async fn window<'a, F, Fut>(p: &ListParams<'a>, position: F) -> Result<ListWindow>
-where
-    F: Fn(&'a str) -> Fut,
-    Fut: std::future::Future<Output = Result<Option<Position>>>,
-{
-    let limit = page::parse_limit(p.limit, 20, 100)?;
-    let order = Order::parse(p.order)?;
-    let resolve = |param: &'static str, v: Option<&'a str>| {
-        let fut = v.map(&position);
-        async move {
-            match fut {
-                None => Ok(None),
-                Some(f) => f.await?.map(Some).ok_or_else(|| {
-                    Error::invalid(
-                        format!("Invalid value for '{param}': no such object."),
-                        param,
-                    )
-                }),
-            }
-        }
-    };
-    let after = resolve("after", p.after).await?;
-    let before = resolve("before", p.before).await?;
-    Ok(ListWindow {
-        order,
-        after,
-        before,
-        limit: limit + 1,
-    })
-}
-
-pub async fn list(
-    st: &AppState,
-    project: &ProjectId,
-    p: ListParams<'_>,
-) -> Result<Page<StoreView>> {
-    let w = window(&p, |id| async move {
-        match VectorStoreId::parse(id) {
-            Some(v) => st.meta.vector_store_position(project, &v).await,
-            None => Ok(None),
-        }
-    })
-    .await?;
-    let rows = st.meta.list_vector_stores(project, &w).await?;
-    let page = Page::from_overfetch(rows, w.limit - 1);
-    let mut items = Vec::with_capacity(page.items.len());
-    for s in page.items {
-        items.push(view(st, s).await?);
-    }
-    Ok(Page {
-        items,
-        has_more: page.has_more,
-    })
-}
-
-pub async fn modify(
-    st: &AppState,
-    project: &ProjectId,
-    id: &str,
-    body: &serde_json::Map<String, Value>,
-) -> Result<StoreView> {
-    let mut store = get_record(st, project, id).await?;
-    if body.contains_key("name") {
-        store.name = opt_string(body, "name", 256)?;
-    }
-    if body.contains_key("metadata") {
-        store.metadata = parse_metadata(body.get("metadata"), "metadata")?;
-    }
-    if let Some(expiry) = parse_expires_after(body)? {
-        store.expires_after_days = expiry;
-    }
-    store.last_active_at = st.clock.now();
-    st.meta.update_vector_store(&store).await?;
-    view(st, store).await
-}
-
-pub async fn delete(st: &AppState, project: &ProjectId, id: &str) -> Result<VectorStoreId> {
-    let vid = parse_id(id)?;
-    let purge = NewJob {
-        kind: JobKind::PurgeStore,
-        project_id: project.clone(),
-        file_id: None,
-        vector_store_id: Some(vid.clone()),
-    };
-    if !st
-        .meta
-        .delete_vector_store(project, &vid, &purge, st.clock.now())
-        .await?
-    {
-        return Err(Error::not_found(Resource::VectorStore, id));
-    }
-    st.jobs_notify.notify_one();
-    tracing::info!(vector_store_id = %vid, "vector store deleted");
-    Ok(vid)
-}
-
-// --- search ----------------------------------------------------------------------------------
-
-pub struct SearchRequest {
-    pub queries: Vec<String>,
-    pub filter: Option<Filter>,
-    pub max_num_results: usize,
-    pub score_threshold: f32,
-}
-
-pub struct SearchHit {
-    pub file_id: FileId,
-    pub filename: String,
-    pub score: f32,
-    pub attributes: Attributes,
-    pub text: String,
-    pub extra: serde_json::Map<String, Value>,
-}
-
-pub fn parse_search(body: &serde_json::Map<String, Value>) -> Result<SearchRequest> {
-    let queries = match body.get("query") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|q| q.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                Error::invalid("'query' must be a string or an array of strings.", "query")
-            })?,
-        None | Some(Value::Null) => return Err(Error::missing("query")),
-        Some(_) => {
-            return Err(Error::invalid(
-                "'query' must be a string or an array of strings.",
-                "query",
-            ))
-        }
-    };
-    if queries.is_empty() || queries.iter().any(|q| q.trim().is_empty()) || queries.len() > 16 {
-        return Err(Error::invalid(
-            "'query' must hold 1 to 16 non-empty strings.",
-            "query",
-        ));
-    }
-    let max_num_results = match body.get("max_num_results") {
-        None | Some(Value::Null) => 10,
-        Some(v) => match v.as_i64() {
-            Some(n) if (1..=50).contains(&n) => n as usize,
-            _ => {
-                return Err(Error::invalid(
-                    "'max_num_results' must be an integer between 1 and 50.",
-                    "max_num_results",
-                ))
-            }
-        },
-    };
-    let filter = match body.get("filters") {
-        None | Some(Value::Null) => None,
-        Some(f) => Some(Filter::parse(f)?),
-    };
-    let mut score_threshold = 0.0f32;
-    if let Some(r) = body.get("ranking_options").filter(|v| !v.is_null()) {
-        let r = r.as_object().ok_or_else(|| {
-            Error::invalid("'ranking_options' must be an object.", "ranking_options")
-        })?;
-        match r.get("ranker") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s))
-                if ["none", "auto", "default-2024-11-15"].contains(&s.as_str()) => {}
-            Some(_) => {
-                return Err(Error::invalid(
-                    "'ranking_options.ranker' must be 'none', 'auto' or 'default-2024-11-15'.",
-                    "ranking_options",
-                ))
-            }
-        }
-        if let Some(t) = r.get("score_threshold").filter(|v| !v.is_null()) {
-            match t.as_f64() {
-                Some(x) if (0.0..=1.0).contains(&x) => score_threshold = x as f32,
-                _ => {
-                    return Err(Error::invalid(
-                        "'ranking_options.score_threshold' must be a number between 0 and 1.",
-                        "ranking_options",
-                    ))
-                }
-            }
+impl StoreService {
+    pub fn new(
+        meta: Arc<dyn Metadata>,
+        index: Arc<dyn VectorIndex>,
+        clock: Arc<dyn Clock>,
+        wakeup: Wakeup,
+        auto_chunk_tokens: u32,
+    ) -> Self {
+        Self {
+            meta,
+            index,
+            clock,
+            wakeup,
+            auto_chunk_tokens,
         }
     }
-    match body.get("search_mode") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(m)) if m == "vector" => {}
-        Some(_) => {
-            return Err(Error::invalid(
-                "'search_mode' must be 'vector'; keyword and hybrid search are not available yet.",
-                "search_mode",
-            ))
-        }
-    }
-    Ok(SearchRequest {
-        queries,
-        filter,
-        max_num_results,
-        score_threshold,
-    })
-}
 
-/// Embeds each query, searches the store inside the index (filters included), merges by best
-/// score, and maps cosine similarity to 0..1.
-pub async fn search(
-    st: &AppState,
-    project: &ProjectId,
-    id: &str,
-    req: SearchRequest,
-) -> Result<Vec<SearchHit>> {
-    let mut store = get_record(st, project, id).await?;
-    let now = st.clock.now();
-    if store.is_expired(now) {
-        return Err(Error::invalid(
-            format!("Vector store {id} has expired and can no longer be searched."),
-            None,
-        ));
+    pub(super) fn chunking(&self, strategy: ChunkingStrategy) -> Chunking {
+        strategy.resolve(self.auto_chunk_tokens)
     }
-    let vectors = st.pipeline.embedder.embed(req.queries.clone()).await?;
-    let excluded = st.meta.files_pending_purge(&store.id).await?;
-    let mut best: HashMap<uuid::Uuid, crate::index::Hit> = HashMap::new();
-    for v in vectors {
-        let hits = st
-            .index
-            .search(
-                &store.id,
-                v,
-                req.filter.as_ref(),
-                &excluded,
-                req.max_num_results,
-                // Cosine can be negative; those hits score 0 and pass a threshold of 0.
-                (req.score_threshold > 0.0).then_some(req.score_threshold),
-            )
-            .await?;
-        for h in hits {
-            match best.get(&h.id) {
-                Some(old) if old.score >= h.score => {}
-                _ => {
-                    best.insert(h.id, h);
-                }
-            }
-        }
-    }
-    let mut hits: Vec<_> = best.into_values().collect();
-    hits.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(a.chunk_index.cmp(&b.chunk_index))
-    });
-    hits.truncate(req.max_num_results);
 
-    let mut ids: Vec<FileId> = hits.iter().map(|h| h.file_id.clone()).collect();
-    ids.sort();
-    ids.dedup();
-    let names: HashMap<FileId, String> = st.meta.filenames(&ids).await?.into_iter().collect();
-    store.last_active_at = now;
-    st.meta.update_vector_store(&store).await?;
-    Ok(hits
-        .into_iter()
-        .map(|h| SearchHit {
-            filename: names.get(&h.file_id).cloned().unwrap_or_default(),
-            file_id: h.file_id,
-            score: h.score.clamp(0.0, 1.0),
-            attributes: h.attributes,
-            text: h.text,
-            extra: h.extra,
+    async fn view(&self, store: VectorStoreRecord) -> Result<StoreView> {
+        let (counts, usage_bytes) = self.meta.store_stats(&store.id).await?;
+        let expired = store.is_expired(self.clock.now());
+        Ok(StoreView {
+            store,
+            counts,
+            usage_bytes,
+            expired,
         })
-        .collect())
+    }
+
+    pub(super) async fn record(
+        &self,
+        project: &ProjectId,
+        id: &VectorStoreId,
+    ) -> Result<VectorStoreRecord> {
+        self.meta
+            .get_vector_store(project, id)
+            .await?
+            .ok_or_else(|| Error::not_found(Resource::VectorStore, id.as_str()))
+    }
+
+    pub async fn get(&self, project: &ProjectId, id: &VectorStoreId) -> Result<StoreView> {
+        let store = self.record(project, id).await?;
+        self.view(store).await
+    }
+
+    /// The file must exist (visible) in the project; the attach itself checks again, atomically.
+    pub(super) async fn check_attachable(&self, project: &ProjectId, file: &FileId) -> Result<()> {
+        self.meta
+            .get_file(project, file, self.clock.now())
+            .await?
+            .map(|_| ())
+            .ok_or_else(|| Error::not_found(Resource::File, file.as_str()))
+    }
+
+    pub(super) fn new_attachment(
+        store: &VectorStoreRecord,
+        file: &FileId,
+        batch: Option<&FileBatchId>,
+        chunking: Chunking,
+        attributes: Attributes,
+        now: i64,
+    ) -> (VsFileRecord, NewJob) {
+        (
+            VsFileRecord {
+                vector_store_id: store.id.clone(),
+                file_id: file.clone(),
+                project_id: store.project_id.clone(),
+                batch_id: batch.cloned(),
+                created_at: now,
+                status: VsFileStatus::InProgress,
+                usage_bytes: 0,
+                chunking,
+                attributes,
+                last_error: None,
+            },
+            NewJob {
+                kind: JobKind::Ingest,
+                project_id: store.project_id.clone(),
+                file_id: Some(file.clone()),
+                vector_store_id: Some(store.id.clone()),
+            },
+        )
+    }
+
+    pub async fn create(&self, project: &ProjectId, req: CreateStore) -> Result<StoreView> {
+        let chunking = self.chunking(req.chunking);
+        let now = self.clock.now();
+        let store = VectorStoreRecord {
+            id: VectorStoreId::generate(),
+            project_id: project.clone(),
+            name: req.name,
+            description: req.description,
+            metadata: req.metadata,
+            created_at: now,
+            last_active_at: now,
+            expires_after_days: req.expires_after_days,
+        };
+        let mut files = Vec::with_capacity(req.file_ids.len());
+        for file_id in &req.file_ids {
+            self.check_attachable(project, file_id).await?;
+            files.push(Self::new_attachment(
+                &store,
+                file_id,
+                None,
+                chunking,
+                Attributes::new(),
+                now,
+            ));
+        }
+        let gone = self.meta.create_vector_store(&store, &files, now).await?;
+        if !gone.is_empty() {
+            tracing::info!(vector_store_id = %store.id, ?gone, "files deleted while the store was created were left out");
+        }
+        if files.len() > gone.len() {
+            self.wakeup.wake();
+        }
+        tracing::info!(vector_store_id = %store.id, files = files.len() - gone.len(), "vector store created");
+        self.view(store).await
+    }
+
+    /// Resolves a listing's cursors to positions; an unknown cursor is a 400 naming it.
+    pub(super) async fn window<Id, F, Fut>(
+        &self,
+        p: &ListParams<Id>,
+        position: F,
+    ) -> Result<ListWindow>
+    where
+        Id: Clone,
+        F: Fn(Id) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Position>>>,
+    {
+        let mut resolved = [None, None];
+        for (slot, (param, id)) in resolved
+            .iter_mut()
+            .zip([("after", &p.after), ("before", &p.before)])
+        {
+            if let Some(id) = id {
+                *slot = Some(
+                    position(id.clone())
+                        .await?
+                        .ok_or_else(|| no_such_cursor(param))?,
+                );
+            }
+        }
+        let [after, before] = resolved;
+        Ok(ListWindow {
+            order: p.order,
+            after,
+            before,
+            limit: p.limit + 1,
+        })
+    }
+
+    pub async fn list(
+        &self,
+        project: &ProjectId,
+        p: ListParams<VectorStoreId>,
+    ) -> Result<Page<StoreView>> {
+        let w = self
+            .window(&p, |id| async move {
+                self.meta.vector_store_position(project, &id).await
+            })
+            .await?;
+        let rows = self.meta.list_vector_stores(project, &w).await?;
+        let page = Page::from_overfetch(rows, p.limit);
+        let mut items = Vec::with_capacity(page.items.len());
+        for s in page.items {
+            items.push(self.view(s).await?);
+        }
+        Ok(Page {
+            items,
+            has_more: page.has_more,
+        })
+    }
+
+    pub async fn modify(
+        &self,
+        project: &ProjectId,
+        id: &VectorStoreId,
+        m: ModifyStore,
+    ) -> Result<StoreView> {
+        let mut store = self.record(project, id).await?;
+        if let Some(name) = m.name {
+            store.name = name;
+        }
+        if let Some(metadata) = m.metadata {
+            store.metadata = metadata;
+        }
+        if let Some(expiry) = m.expires_after_days {
+            store.expires_after_days = expiry;
+        }
+        store.last_active_at = self.clock.now();
+        self.meta.update_vector_store(&store).await?;
+        self.view(store).await
+    }
+
+    pub async fn delete(&self, project: &ProjectId, id: &VectorStoreId) -> Result<VectorStoreId> {
+        let cascade = Cascade::store_deleted(project, id);
+        if !self
+            .meta
+            .delete_vector_store(project, id, &cascade, self.clock.now())
+            .await?
+        {
+            return Err(Error::not_found(Resource::VectorStore, id.as_str()));
+        }
+        self.wakeup.wake();
+        tracing::info!(vector_store_id = %id, "vector store deleted");
+        Ok(id.clone())
+    }
+}
+
+/// A cursor (`after`/`before`) that names no object of the listing.
+pub fn no_such_cursor(param: &'static str) -> Error {
+    Error::invalid(
+        format!("Invalid value for '{param}': no such object."),
+        param,
+    )
 }

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use tokio::sync::mpsc;
 
-use super::{Blob, FileStorage, StagedFile};
+use super::{Blob, FileStorage, Listed, StagedFile};
 use crate::domain::{Error, Result};
 
 const READ_CHUNK: usize = 256 << 10;
@@ -114,10 +114,10 @@ impl FileStorage for LocalStorage {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let root = self.root.clone();
         let start = self.path_of(prefix.trim_end_matches('/'))?;
-        let keys = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+        let keys = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<Listed>> {
             let mut keys = Vec::new();
             let mut stack = vec![start];
             while let Some(dir) = stack.pop() {
@@ -132,7 +132,15 @@ impl FileStorage for LocalStorage {
                     if entry.file_type()?.is_dir() {
                         stack.push(path);
                     } else if let Ok(rel) = path.strip_prefix(&root) {
-                        keys.push(rel.to_string_lossy().into_owned());
+                        let modified = entry
+                            .metadata()?
+                            .modified()?
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs() as i64);
+                        keys.push(Listed {
+                            key: rel.to_string_lossy().into_owned(),
+                            modified,
+                        });
                     }
                 }
             }

@@ -17,6 +17,14 @@ pub struct Blob {
     pub stream: BoxStream<'static, std::io::Result<Bytes>>,
 }
 
+/// A blob found by [`FileStorage::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    /// When it was last written, in unix seconds.
+    pub modified: i64,
+}
+
 #[async_trait]
 pub trait FileStorage: Send + Sync + 'static {
     /// Makes the staged bytes durable under `key`, replacing nothing: keys are unique.
@@ -31,6 +39,6 @@ pub trait FileStorage: Send + Sync + 'static {
     /// Deletes every key under `prefix` (which ends in `/`). Idempotent.
     async fn delete_prefix(&self, prefix: &str) -> Result<()>;
 
-    /// All keys under `prefix`, for the start-up sweep of blobs no row refers to.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Every blob under `prefix`, for the sweep of blobs no row refers to.
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
 }

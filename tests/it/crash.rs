@@ -74,7 +74,8 @@ fn start(data_dir: &Path) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    for _ in 0..250 {
+    // Up to a minute: loading the model takes seconds on a busy machine.
+    for _ in 0..3000 {
         if http_get(&addr, "/health").is_some_and(|(s, _)| s == 200) {
             return Server { child, addr };
         }

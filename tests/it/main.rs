@@ -6,11 +6,12 @@
 mod crash;
 mod errors;
 mod files;
+mod metadata_contract;
 mod uploads;
 mod vector_stores;
 
 use ragstore::clock::ManualClock;
-use ragstore::{App, AppState, Config};
+use ragstore::{App, Backends, Config};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
-    pub state: AppState,
+    pub state: Backends,
     pub dir: TempDir,
     shutdown: CancellationToken,
     server: JoinHandle<anyhow::Result<()>>,
@@ -58,7 +59,7 @@ impl TestApp {
         let app = App::build_custom(config, clock.clone(), embedder)
             .await
             .unwrap();
-        let state = app.state().clone();
+        let state = app.backends().clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
@@ -83,7 +84,7 @@ impl TestApp {
 
     /// Runs queued jobs until none is runnable; returns how many ran.
     pub async fn drain(&self) -> usize {
-        let worker = ragstore::ingest::worker::Worker::new(self.state.clone(), "test");
+        let worker = self.state.worker("test");
         let mut n = 0;
         while worker.try_run_one().await.unwrap() {
             n += 1;

@@ -5,7 +5,7 @@ use crate::{assert_error, TestApp};
 use async_trait::async_trait;
 use ragstore::domain::{FileId, VectorStoreId};
 use ragstore::ingest::embed::Embedder;
-use ragstore::ingest::worker::{Stage, Worker};
+use ragstore::ingest::worker::Stage;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -539,7 +539,7 @@ async fn batches_attach_and_cancel() {
         )
         .await;
     let bid = b["id"].as_str().unwrap().to_owned();
-    let worker = Worker::new(app.state.clone(), "one");
+    let worker = app.state.worker("one");
     // Extraction jobs from the uploads may come first; run until one ingest has completed.
     loop {
         assert!(worker.try_run_one().await.unwrap());
@@ -778,7 +778,7 @@ async fn ingestion_resumes_after_a_crash_at_any_stage() {
         let fid = f["id"].as_str().unwrap().to_owned();
         let vs = create_store(&app, json!({"file_ids": [fid]})).await;
         let vs_id = vs["id"].as_str().unwrap().to_owned();
-        let worker = Worker::new(app.state.clone(), "doomed");
+        let worker = app.state.worker("doomed");
         assert!(worker.run_one_until(Some(stage)).await.unwrap());
         // The index allows one open handle per directory: let go of everything that holds it.
         drop(worker);
@@ -1093,6 +1093,9 @@ impl Embedder for Counting {
     fn max_input_tokens(&self) -> usize {
         self.inner.max_input_tokens()
     }
+    fn tokens(&self) -> ragstore::ingest::chunk::Tokens {
+        self.inner.tokens()
+    }
     async fn embed(&self, texts: Vec<String>) -> ragstore::domain::Result<Vec<Vec<f32>>> {
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
         self.inner.embed(texts).await
@@ -1263,4 +1266,147 @@ async fn hostile_documents_fail_cleanly_and_the_rest_of_the_batch_completes() {
     let hits = search(&app, vs_id, json!({"query": "birds gliding over reeds"})).await;
     assert_eq!(hits["data"][0]["filename"], "good.pdf", "{hits}");
     assert_eq!(hits["data"][0]["extra"]["page"], 1, "{hits}");
+}
+
+/// An attribute key no index can filter on (it holds `"` or `\`) is refused when it arrives,
+/// before anything is written: not accepted and then retried six times by a job that can never
+/// index it, and not committed to the row before the index refuses it.
+#[tokio::test]
+async fn unfilterable_attribute_keys_are_refused_before_anything_is_written() {
+    let app = TestApp::spawn().await;
+    let f = app
+        .upload("rome.txt", DOCS[2].1.as_bytes().to_vec(), "assistants")
+        .await;
+    let fid = f["id"].as_str().unwrap();
+    let vs = create_store(&app, json!({})).await;
+    let vs_id = vs["id"].as_str().unwrap();
+    let files = format!("/v1/vector_stores/{vs_id}/files");
+    for key in ["a\"b", "back\\slash"] {
+        let (status, body) = app
+            .post_json(&files, json!({"file_id": fid, "attributes": {key: 1}}))
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            assert_error(&body, "invalid_request_error")["param"],
+            "attributes"
+        );
+    }
+    let (_, list) = app.get_json(&files).await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        0,
+        "nothing attached"
+    );
+
+    let (status, _) = app
+        .post_json(
+            &files,
+            json!({"file_id": fid, "attributes": {"era": "ancient"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    app.drain().await;
+    let one = format!("{files}/{fid}");
+    let (status, body) = app
+        .post_json(&one, json!({"attributes": {"bad\"key": "x"}}))
+        .await;
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("attributes"))
+    );
+    let (_, row) = app.get_json(&one).await;
+    assert_eq!(row["status"], "completed");
+    assert_eq!(
+        row["attributes"],
+        json!({"era": "ancient"}),
+        "row unchanged"
+    );
+    let res = search(
+        &app,
+        vs_id,
+        json!({"query": "emperor", "filters": {"type": "eq", "key": "era", "value": "ancient"}}),
+    )
+    .await;
+    assert_eq!(names(&res), vec!["rome.txt".to_owned()], "index unchanged");
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/search"),
+            json!({"query": "emperor", "filters": {"type": "eq", "key": "x\"y", "value": 1}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("filters"))
+    );
+}
+
+/// An embedder whose failures are set by the test: `Unavailable` (may pass) or `Internal`.
+struct Failing {
+    inner: Arc<dyn Embedder>,
+    /// 0: works, 1: fails transiently, 2: fails permanently.
+    mode: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Embedder for Failing {
+    fn model(&self) -> &str {
+        self.inner.model()
+    }
+    fn dims(&self) -> usize {
+        self.inner.dims()
+    }
+    fn max_input_tokens(&self) -> usize {
+        self.inner.max_input_tokens()
+    }
+    fn tokens(&self) -> ragstore::ingest::chunk::Tokens {
+        self.inner.tokens()
+    }
+    async fn embed(&self, texts: Vec<String>) -> ragstore::domain::Result<Vec<Vec<f32>>> {
+        use ragstore::domain::Error;
+        match self.mode.load(Ordering::SeqCst) {
+            1 => Err(Error::unavailable(anyhow::anyhow!("endpoint restarting"))),
+            2 => Err(Error::Internal(anyhow::anyhow!("model refuses this input"))),
+            _ => self.inner.embed(texts).await,
+        }
+    }
+}
+
+/// A failure that may pass is retried with backoff and the file stays in progress; one that
+/// would happen again fails the file at once instead of six retries later.
+#[tokio::test]
+async fn jobs_retry_transient_failures_and_stop_at_permanent_ones() {
+    let mode = Arc::new(AtomicUsize::new(0));
+    let inner = Counting::new();
+    let failing = Arc::new(Failing {
+        inner,
+        mode: mode.clone(),
+    });
+    let app = TestApp::spawn_custom(tempfile::tempdir().unwrap(), |_| {}, Some(failing)).await;
+    let f = app
+        .upload("tcp.md", DOCS[1].1.as_bytes().to_vec(), "assistants")
+        .await;
+    let fid = f["id"].as_str().unwrap();
+    mode.store(1, Ordering::SeqCst);
+    let vs = create_store(&app, json!({"file_ids": [fid]})).await;
+    let one = format!(
+        "/v1/vector_stores/{}/files/{fid}",
+        vs["id"].as_str().unwrap()
+    );
+    app.drain().await;
+    let (_, row) = app.get_json(&one).await;
+    assert_eq!(
+        (row["status"].as_str(), &row["last_error"]),
+        (Some("in_progress"), &Value::Null)
+    );
+    // The retry waits for its backoff, then meets a failure that would happen again.
+    assert_eq!(app.drain().await, 0, "not before its time");
+    mode.store(2, Ordering::SeqCst);
+    app.clock.advance(60);
+    assert_eq!(app.drain().await, 1);
+    let (_, row) = app.get_json(&one).await;
+    assert_eq!(row["status"], "failed", "{row}");
+    assert_eq!(row["last_error"]["code"], "server_error");
+    // Nothing is left to run.
+    app.clock.advance(3600);
+    assert_eq!(app.drain().await, 0);
 }

@@ -1,54 +1,17 @@
-//! [`Metadata`] on SQLite (WAL, synchronous=FULL), the embedded default.
-//!
-//! Write transactions start with their write so SQLite takes the write lock first; a deferred
-//! transaction that reads and then upgrades can fail with SQLITE_BUSY regardless of the timeout.
+//! Files and uploads.
 
-use anyhow::Context;
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
-use std::path::Path;
-use std::time::Duration;
 
-use super::{db_err, FileListQuery, FileMetadata};
+use super::{cancel_jobs, db_err, insert_job, window_sql, SqliteMetadata};
+use crate::db::{FileListQuery, FileMetadata, ListWindow};
 use crate::domain::{
-    Error, FileId, FileRecord, FileStatus, NewJob, Order, PartId, PartRecord, ProjectId, Purpose,
+    Cascade, Error, FileId, FileRecord, FileStatus, NewJob, PartId, PartRecord, ProjectId, Purpose,
     Result, UploadId, UploadRecord, UploadStatus,
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-#[derive(Debug, Clone)]
-pub struct SqliteMetadata {
-    pub(super) pool: SqlitePool,
-}
-
-impl SqliteMetadata {
-    pub async fn open(path: &Path) -> Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .with_context(|| format!("opening SQLite database {}", path.display()))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("running SQLite migrations")?;
-        Ok(Self { pool })
-    }
-}
-
-fn corrupt(what: &str, value: &str) -> Error {
+fn corrupt_value(what: &str, value: &str) -> Error {
     Error::Internal(anyhow::anyhow!("unexpected {what} {value:?} in database"))
 }
 
@@ -59,11 +22,11 @@ pub(super) fn file_from_row(row: &SqliteRow) -> Result<FileRecord> {
         id: FileId::from_db(row.try_get("id").map_err(db_err)?),
         project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
         filename: row.try_get("filename").map_err(db_err)?,
-        purpose: Purpose::parse(&purpose).ok_or_else(|| corrupt("purpose", &purpose))?,
+        purpose: Purpose::parse(&purpose).ok_or_else(|| corrupt_value("purpose", &purpose))?,
         bytes: row.try_get("bytes").map_err(db_err)?,
         created_at: row.try_get("created_at").map_err(db_err)?,
         expires_at: row.try_get("expires_at").map_err(db_err)?,
-        status: FileStatus::parse(&status).ok_or_else(|| corrupt("file status", &status))?,
+        status: FileStatus::parse(&status).ok_or_else(|| corrupt_value("file status", &status))?,
         status_details: row.try_get("status_details").map_err(db_err)?,
         storage_key: row.try_get("storage_key").map_err(db_err)?,
     })
@@ -77,12 +40,13 @@ fn upload_from_row(row: &SqliteRow) -> Result<UploadRecord> {
         id: UploadId::from_db(row.try_get("id").map_err(db_err)?),
         project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
         filename: row.try_get("filename").map_err(db_err)?,
-        purpose: Purpose::parse(&purpose).ok_or_else(|| corrupt("purpose", &purpose))?,
+        purpose: Purpose::parse(&purpose).ok_or_else(|| corrupt_value("purpose", &purpose))?,
         bytes: row.try_get("bytes").map_err(db_err)?,
         mime_type: row.try_get("mime_type").map_err(db_err)?,
         created_at: row.try_get("created_at").map_err(db_err)?,
         expires_at: row.try_get("expires_at").map_err(db_err)?,
-        status: UploadStatus::parse(&status).ok_or_else(|| corrupt("upload status", &status))?,
+        status: UploadStatus::parse(&status)
+            .ok_or_else(|| corrupt_value("upload status", &status))?,
         file_id: file_id.map(FileId::from_db),
         file_expires_after: row.try_get("file_expires_after").map_err(db_err)?,
     })
@@ -120,7 +84,7 @@ fn bind_file<'q>(
 }
 
 /// A file the client can still see.
-pub(super) const VISIBLE: &str = "deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?)";
+const VISIBLE: &str = "deleted_at IS NULL AND (expires_at IS NULL OR expires_at > ?)";
 
 #[async_trait]
 impl FileMetadata for SqliteMetadata {
@@ -131,7 +95,7 @@ impl FileMetadata for SqliteMetadata {
             .await
             .map_err(db_err)?;
         if let Some(job) = job {
-            super::sqlite_vs::insert_job(&mut tx, job, file.created_at).await?;
+            insert_job(&mut tx, job, file.created_at).await?;
         }
         tx.commit().await.map_err(db_err)
     }
@@ -176,29 +140,27 @@ impl FileMetadata for SqliteMetadata {
         q: &FileListQuery,
         now: i64,
     ) -> Result<Vec<FileRecord>> {
-        let (cmp, dir) = match q.order {
-            Order::Asc => (">", "ASC"),
-            Order::Desc => ("<", "DESC"),
+        let w = ListWindow {
+            order: q.order,
+            after: q.after.as_ref().map(|(c, id)| (*c, id.to_string())),
+            before: None,
+            limit: q.limit,
         };
+        let (tail, binds) = window_sql(&w, "id");
         let mut sql = format!("SELECT * FROM files WHERE project_id = ? AND {VISIBLE}");
         if q.purpose.is_some() {
             sql.push_str(" AND purpose = ?");
         }
-        if q.after.is_some() {
-            sql.push_str(&format!(
-                " AND (created_at {cmp} ? OR (created_at = ? AND id {cmp} ?))"
-            ));
-        }
-        sql.push_str(&format!(" ORDER BY created_at {dir}, id {dir} LIMIT ?"));
+        sql.push_str(&tail);
         let mut query = sqlx::query(&sql).bind(project.as_str()).bind(now);
         if let Some(p) = q.purpose {
             query = query.bind(p.as_str());
         }
-        if let Some((created_at, id)) = &q.after {
-            query = query.bind(*created_at).bind(*created_at).bind(id.as_str());
+        for (c, k) in &binds {
+            query = query.bind(*c).bind(*c).bind(k.as_str());
         }
         let rows = query
-            .bind(i64::from(q.limit))
+            .bind(i64::from(w.limit))
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
@@ -209,6 +171,7 @@ impl FileMetadata for SqliteMetadata {
         &self,
         project: &ProjectId,
         id: &FileId,
+        cascade: &Cascade,
         now: i64,
     ) -> Result<Option<FileRecord>> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
@@ -216,18 +179,24 @@ impl FileMetadata for SqliteMetadata {
         let row = sqlx::query(
             "UPDATE files SET deleted_at = ? WHERE id = ? AND project_id = ? AND deleted_at IS NULL RETURNING *",
         )
-            .bind(now)
-            .bind(id.as_str())
-            .bind(project.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        .bind(now)
+        .bind(id.as_str())
+        .bind(project.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
         let Some(row) = row else {
             tx.rollback().await.map_err(db_err)?;
             return Ok(None);
         };
         let file = file_from_row(&row)?;
-        super::sqlite_vs::unlink_file(&mut tx, &file, now).await?;
+        sqlx::query("DELETE FROM vector_store_files WHERE file_id = ?")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
+        insert_job(&mut tx, &cascade.purge, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(file))
     }
@@ -295,13 +264,35 @@ impl FileMetadata for SqliteMetadata {
     }
 
     async fn insert_part(&self, p: &PartRecord, now: i64, max_total: i64) -> Result<bool> {
-        // One statement: SQLite runs it under the write lock, so the checks and the insert are
-        // atomic against a concurrent cancel, completion or another part.
-        let done = sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Writing the upload row first locks it (SQLite: the database; PostgreSQL: the row), so
+        // the sum below cannot change under a concurrent part, completion or cancellation.
+        let pending = sqlx::query(
+            "UPDATE uploads SET status = status WHERE id = ? AND status = 'pending' AND expires_at > ?",
+        )
+        .bind(p.upload_id.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let stored: i64 = if pending.rows_affected() == 1 {
+            sqlx::query("SELECT COALESCE(SUM(bytes), 0) AS n FROM upload_parts WHERE upload_id = ?")
+                .bind(p.upload_id.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .try_get("n")
+                .map_err(db_err)?
+        } else {
+            i64::MAX
+        };
+        if stored.saturating_add(p.bytes) > max_total {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(false);
+        }
+        sqlx::query(
             "INSERT INTO upload_parts (id, upload_id, project_id, created_at, bytes, storage_key) \
-             SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS ( \
-                SELECT 1 FROM uploads WHERE id = ? AND status = 'pending' AND expires_at > ?) \
-             AND (SELECT COALESCE(SUM(bytes), 0) FROM upload_parts WHERE upload_id = ?) + ? <= ?",
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(p.id.as_str())
         .bind(p.upload_id.as_str())
@@ -309,15 +300,11 @@ impl FileMetadata for SqliteMetadata {
         .bind(p.created_at)
         .bind(p.bytes)
         .bind(&p.storage_key)
-        .bind(p.upload_id.as_str())
-        .bind(now)
-        .bind(p.upload_id.as_str())
-        .bind(p.bytes)
-        .bind(max_total)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 
     async fn parts_of(&self, upload: &UploadId) -> Result<Vec<PartRecord>> {
@@ -365,7 +352,7 @@ impl FileMetadata for SqliteMetadata {
             .await
             .map_err(db_err)?;
         if let Some(job) = job {
-            super::sqlite_vs::insert_job(&mut tx, job, now).await?;
+            insert_job(&mut tx, job, now).await?;
         }
         tx.commit().await.map_err(db_err)?;
         Ok(true)

@@ -1,0 +1,174 @@
+//! `POST /vector_stores/{vs}/search`.
+
+use axum::extract::{Path, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::{ApiJson, ApiResult};
+use super::vector_stores::store_id;
+use super::vs_files::ContentText;
+use super::Project;
+use crate::domain::attributes::attributes_to_json;
+use crate::domain::{Error, Filter, Result};
+use crate::service::search::{SearchRequest, MAX_QUERIES, MAX_RESULTS};
+use crate::service::{SearchService, Services};
+
+pub fn router() -> Router<Services> {
+    Router::new().route("/vector_stores/{vs}/search", post(search))
+}
+
+/// OpenAI's `VectorStoreSearchRequest`, plus llama-stack's `search_mode`.
+#[derive(Debug, Deserialize)]
+pub struct VectorStoreSearchRequest {
+    pub query: Option<Query>,
+    pub filters: Option<Filter>,
+    pub max_num_results: Option<i64>,
+    pub ranking_options: Option<RankingOptions>,
+    /// Accepted; the query is searched as given.
+    pub rewrite_query: Option<bool>,
+    pub search_mode: Option<String>,
+}
+
+/// `query`: one string or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "Value")]
+pub struct Query(pub Vec<String>);
+
+impl TryFrom<Value> for Query {
+    type Error = String;
+    fn try_from(v: Value) -> std::result::Result<Self, String> {
+        let bad = || "must be a string or an array of strings.".to_owned();
+        match v {
+            Value::String(s) => Ok(Query(vec![s])),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|q| match q {
+                    Value::String(s) => Ok(s),
+                    _ => Err(bad()),
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map(Query),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// `ranking_options`.
+#[derive(Debug, Deserialize)]
+pub struct RankingOptions {
+    pub ranker: Option<String>,
+    pub score_threshold: Option<f64>,
+}
+
+/// OpenAI's `VectorStoreSearchResultsPage`.
+#[derive(Debug, Serialize)]
+pub struct VectorStoreSearchResultsPage {
+    pub object: &'static str,
+    pub search_query: Vec<String>,
+    pub data: Vec<VectorStoreSearchResultItem>,
+    pub has_more: bool,
+    pub next_page: Option<String>,
+}
+
+/// OpenAI's `VectorStoreSearchResultItem`, plus where the chunk came from (`extra`).
+#[derive(Debug, Serialize)]
+pub struct VectorStoreSearchResultItem {
+    pub file_id: String,
+    pub filename: String,
+    pub score: f32,
+    pub attributes: Value,
+    pub content: Vec<ContentText>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+impl VectorStoreSearchRequest {
+    fn into_request(self) -> Result<SearchRequest> {
+        let queries = self.query.ok_or_else(|| Error::missing("query"))?.0;
+        if queries.is_empty()
+            || queries.iter().any(|q| q.trim().is_empty())
+            || queries.len() > MAX_QUERIES
+        {
+            return Err(Error::invalid(
+                format!("'query' must hold 1 to {MAX_QUERIES} non-empty strings."),
+                "query",
+            ));
+        }
+        let max_num_results = match self.max_num_results {
+            None => 10,
+            Some(n) if (1..=MAX_RESULTS as i64).contains(&n) => n as usize,
+            Some(_) => {
+                return Err(Error::invalid(
+                    format!("'max_num_results' must be an integer between 1 and {MAX_RESULTS}."),
+                    "max_num_results",
+                ))
+            }
+        };
+        let mut score_threshold = 0.0f32;
+        if let Some(r) = self.ranking_options {
+            match r.ranker.as_deref() {
+                None | Some("none" | "auto" | "default-2024-11-15") => {}
+                Some(_) => {
+                    return Err(Error::invalid(
+                        "'ranking_options.ranker' must be 'none', 'auto' or 'default-2024-11-15'.",
+                        "ranking_options",
+                    ))
+                }
+            }
+            match r.score_threshold {
+                None => {}
+                Some(x) if (0.0..=1.0).contains(&x) => score_threshold = x as f32,
+                Some(_) => {
+                    return Err(Error::invalid(
+                        "'ranking_options.score_threshold' must be a number between 0 and 1.",
+                        "ranking_options",
+                    ))
+                }
+            }
+        }
+        match self.search_mode.as_deref() {
+            None | Some("vector") => {}
+            Some(_) => return Err(Error::invalid(
+                "'search_mode' must be 'vector'; keyword and hybrid search are not available yet.",
+                "search_mode",
+            )),
+        }
+        Ok(SearchRequest {
+            queries,
+            filter: self.filters,
+            max_num_results,
+            score_threshold,
+        })
+    }
+}
+
+async fn search(
+    State(search): State<SearchService>,
+    Project(p): Project,
+    Path(vs): Path<String>,
+    ApiJson(req): ApiJson<VectorStoreSearchRequest>,
+) -> ApiResult<Json<VectorStoreSearchResultsPage>> {
+    let id = store_id(&vs)?;
+    let req = req.into_request()?;
+    let search_query = req.queries.clone();
+    let hits = search.search(&p, &id, req).await?;
+    Ok(Json(VectorStoreSearchResultsPage {
+        object: "vector_store.search_results.page",
+        search_query,
+        data: hits
+            .into_iter()
+            .map(|h| VectorStoreSearchResultItem {
+                file_id: h.file_id.to_string(),
+                filename: h.filename,
+                score: h.score,
+                attributes: attributes_to_json(&h.attributes),
+                content: vec![ContentText::new(h.text)],
+                extra: h.extra,
+            })
+            .collect(),
+        has_more: false,
+        next_page: None,
+    }))
+}

@@ -1,0 +1,54 @@
+//! The durable job queue's contract: claim under a lease, heartbeat, fenced finish, and requeue
+//! once a lease expires. Jobs are enqueued and cancelled inside the [`super::Metadata`]
+//! transactions that cause them (an attach writes its row and its job together).
+
+use async_trait::async_trait;
+
+use crate::domain::{Job, JobEnd, Result, VsFileOutcome};
+
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Claims the oldest runnable job (queued, `run_after <= now`) for `worker` until
+    /// `now + lease_secs`. Two claimers never get the same job.
+    async fn claim(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>>;
+
+    /// Extends the lease to `until`; `false` if the job is no longer this claim's (cancelled,
+    /// finished, or requeued and claimed again).
+    async fn heartbeat(&self, job: &Job, until: i64) -> Result<bool>;
+
+    /// Ends the job as `end`, fenced on the claim: `false` (nothing written) if the job is no
+    /// longer this claim's. In the same transaction, `outcome` (if any) is applied to its
+    /// vector-store file if that file is still in progress.
+    async fn finish(
+        &self,
+        job: &Job,
+        end: &JobEnd,
+        outcome: Option<&VsFileOutcome>,
+        now: i64,
+    ) -> Result<bool>;
+
+    /// Puts running jobs whose lease ended before `before` back in the queue; returns how many.
+    /// The claim of a requeued job is void: its heartbeat and finish are refused.
+    async fn requeue_expired(&self, before: i64) -> Result<u64>;
+}
+
+/// Wakes idle workers when a job is written. In-process now; a database that can notify other
+/// processes (PostgreSQL's LISTEN/NOTIFY) will wake their workers too.
+#[derive(Debug, Clone, Default)]
+pub struct Wakeup(std::sync::Arc<tokio::sync::Notify>);
+
+impl Wakeup {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wakes one idle worker (or the next to wait).
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+
+    /// Resolves at the next [`Wakeup::wake`].
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.notified()
+    }
+}

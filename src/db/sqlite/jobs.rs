@@ -1,0 +1,137 @@
+//! The job queue.
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{corrupt, db_err, SqliteMetadata};
+use crate::db::JobQueue;
+use crate::domain::{
+    FileId, Job, JobEnd, JobKind, ProjectId, Result, VectorStoreId, VsFileOutcome,
+};
+
+fn job_from_row(row: &SqliteRow) -> Result<Job> {
+    let kind: String = row.try_get("kind").map_err(db_err)?;
+    let file: Option<String> = row.try_get("file_id").map_err(db_err)?;
+    let store: Option<String> = row.try_get("vector_store_id").map_err(db_err)?;
+    Ok(Job {
+        id: row.try_get("id").map_err(db_err)?,
+        kind: JobKind::parse(&kind).ok_or_else(|| corrupt("job kind"))?,
+        project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
+        file_id: file.map(FileId::from_db),
+        vector_store_id: store.map(VectorStoreId::from_db),
+        attempts: row.try_get("attempts").map_err(db_err)?,
+        locked_by: row
+            .try_get::<Option<String>, _>("locked_by")
+            .map_err(db_err)?
+            .unwrap_or_default(),
+    })
+}
+
+#[async_trait]
+impl JobQueue for SqliteMetadata {
+    async fn claim(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>> {
+        // The lease holder is this claim, not just this worker: a claim that was requeued and
+        // claimed again (even by the same worker) can no longer heartbeat or finish.
+        let holder = format!(
+            "{worker}/{}",
+            crate::domain::PartId::generate()
+                .as_str()
+                .trim_start_matches("part_")
+        );
+        let row = sqlx::query(
+            "UPDATE jobs SET status = 'running', locked_by = ?, locked_until = ?, attempts = attempts + 1, \
+             updated_at = ? WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= ? \
+             ORDER BY run_after, id LIMIT 1) RETURNING *",
+        )
+        .bind(&holder)
+        .bind(now + lease_secs)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn heartbeat(&self, job: &Job, until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET locked_until = ? WHERE id = ? AND locked_by = ? AND status = 'running'",
+        )
+        .bind(until)
+        .bind(job.id)
+        .bind(&job.locked_by)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish(
+        &self,
+        job: &Job,
+        end: &JobEnd,
+        outcome: Option<&VsFileOutcome>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let (status, run_after, error) = match end {
+            JobEnd::Done => ("done", None, None),
+            JobEnd::Failed { message, .. } => ("failed", None, Some(message.as_str())),
+            JobEnd::Retry { message, retry_at } => {
+                ("queued", Some(*retry_at), Some(message.as_str()))
+            }
+        };
+        let done = sqlx::query(
+            "UPDATE jobs SET status = ?, run_after = COALESCE(?, run_after), last_error = ?, locked_by = NULL, \
+             locked_until = NULL, updated_at = ? WHERE id = ? AND locked_by = ? AND status = 'running'",
+        )
+        .bind(status)
+        .bind(run_after)
+        .bind(error)
+        .bind(now)
+        .bind(job.id)
+        .bind(&job.locked_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(false);
+        }
+        if let Some(o) = outcome {
+            let (code, message) = match &o.last_error {
+                Some((code, message)) => (Some(code.as_str()), Some(message.as_str())),
+                None => (None, None),
+            };
+            sqlx::query(
+                "UPDATE vector_store_files SET status = ?, usage_bytes = ?, last_error_code = ?, \
+                 last_error_message = ? WHERE vector_store_id = ? AND file_id = ? AND status = 'in_progress'",
+            )
+            .bind(o.status.as_str())
+            .bind(o.usage_bytes)
+            .bind(code)
+            .bind(message)
+            .bind(o.vector_store_id.as_str())
+            .bind(o.file_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn requeue_expired(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, updated_at = ? \
+             WHERE status = 'running' AND locked_until < ?",
+        )
+        .bind(before)
+        .bind(before)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+}

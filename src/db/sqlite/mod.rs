@@ -1,0 +1,153 @@
+//! [`Metadata`](super::Metadata) and [`JobQueue`](super::JobQueue) on SQLite (WAL,
+//! synchronous=FULL), the embedded default.
+//!
+//! Write transactions start with their write so SQLite takes the write lock first; a deferred
+//! transaction that reads and then upgrades can fail with SQLITE_BUSY regardless of the timeout.
+//! Every method that must be atomic is one transaction (or one statement), which SQLite's single
+//! writer serialises.
+
+mod caches;
+mod files;
+mod jobs;
+mod stores;
+
+use anyhow::Context;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use std::path::Path;
+use std::time::Duration;
+
+use super::ListWindow;
+use crate::domain::{Error, JobFilter, NewJob, Order, Result};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+type Tx<'a> = Transaction<'a, Sqlite>;
+
+#[derive(Debug, Clone)]
+pub struct SqliteMetadata {
+    pool: SqlitePool,
+}
+
+impl SqliteMetadata {
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening SQLite database {}", path.display()))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("running SQLite migrations")?;
+        Ok(Self { pool })
+    }
+}
+
+/// A database error, classified: what may pass (I/O, a busy or locked database, an exhausted
+/// pool) is transient; the rest (a broken constraint, an unexpected row) would happen again.
+pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    let transient = match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => matches!(d.kind(), sqlx::error::ErrorKind::Other),
+        _ => false,
+    };
+    let e = anyhow::Error::new(e).context("metadata database");
+    if transient {
+        Error::Unavailable(e)
+    } else {
+        Error::Internal(e)
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Internal(anyhow::anyhow!("unexpected {what} in database"))
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned())
+}
+
+async fn insert_job(tx: &mut Tx<'_>, job: &NewJob, now: i64) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO jobs (kind, project_id, file_id, vector_store_id, status, run_after, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id",
+    )
+    .bind(job.kind.as_str())
+    .bind(job.project_id.as_str())
+    .bind(job.file_id.as_ref().map(|f| f.as_str()))
+    .bind(job.vector_store_id.as_ref().map(|v| v.as_str()))
+    .bind(now)
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_err)?;
+    row.try_get("id").map_err(db_err)
+}
+
+/// Cancels the live jobs `filter` selects.
+async fn cancel_jobs(tx: &mut Tx<'_>, filter: &JobFilter, now: i64) -> Result<()> {
+    if filter.kinds.is_empty() {
+        return Ok(());
+    }
+    let kinds = vec!["?"; filter.kinds.len()].join(", ");
+    let mut sql = format!(
+        "UPDATE jobs SET status = 'cancelled', updated_at = ? \
+         WHERE status IN ('queued', 'running') AND kind IN ({kinds})"
+    );
+    if filter.file_id.is_some() {
+        sql.push_str(" AND file_id = ?");
+    }
+    if filter.vector_store_id.is_some() {
+        sql.push_str(" AND vector_store_id = ?");
+    }
+    let mut q = sqlx::query(&sql).bind(now);
+    for k in &filter.kinds {
+        q = q.bind(k.as_str());
+    }
+    if let Some(f) = &filter.file_id {
+        q = q.bind(f.as_str());
+    }
+    if let Some(s) = &filter.vector_store_id {
+        q = q.bind(s.as_str());
+    }
+    q.execute(&mut **tx).await.map_err(db_err)?;
+    Ok(())
+}
+
+/// `(created_at, key) > / < cursor` for a listing window, with the bind values in order.
+fn window_sql(w: &ListWindow, key: &str) -> (String, Vec<(i64, String)>) {
+    let (after_cmp, before_cmp, dir) = match w.order {
+        Order::Asc => (">", "<", "ASC"),
+        Order::Desc => ("<", ">", "DESC"),
+    };
+    let mut sql = String::new();
+    let mut binds = Vec::new();
+    if let Some(p) = &w.after {
+        sql.push_str(&format!(
+            " AND (created_at {after_cmp} ? OR (created_at = ? AND {key} {after_cmp} ?))"
+        ));
+        binds.push(p.clone());
+    }
+    if let Some(p) = &w.before {
+        sql.push_str(&format!(
+            " AND (created_at {before_cmp} ? OR (created_at = ? AND {key} {before_cmp} ?))"
+        ));
+        binds.push(p.clone());
+    }
+    sql.push_str(&format!(" ORDER BY created_at {dir}, {key} {dir} LIMIT ?"));
+    (sql, binds)
+}

@@ -1,0 +1,1150 @@
+//! The promises of the [`Metadata`] and [`JobQueue`] seams, checked against every implementation.
+//! Each check is a plain function of a [`Backend`]; `contract_tests!` turns them into one test per
+//! check per backend, so a new backend (PostgreSQL) is one more line at the bottom.
+//!
+//! What is checked is what the services rely on: visibility and pagination, the cascades applied
+//! atomically with deletes, the fenced job queue, and the concurrency promises (two claimers never
+//! share a job; a stale claim cannot finish; racing parts never overfill an upload; an attach
+//! racing a delete never leaves a link).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use ragstore::db::{Attached, ChunkRow, FileListQuery, FileText, JobQueue, ListWindow, Metadata};
+use ragstore::domain::cascade::{ingest_outcome, BATCH_CANCEL_KINDS};
+use ragstore::domain::{
+    Attributes, Cascade, Chunking, FileBatchId, FileBatchRecord, FileId, FileRecord, FileStatus,
+    IngestErrorCode, Job, JobEnd, JobKind, NewJob, Order, PartId, PartRecord, ProjectId, Purpose,
+    UploadId, UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord,
+    VsFileStatus,
+};
+use tempfile::TempDir;
+
+/// One implementation under test: both seams, usually the same object.
+pub struct Backend {
+    pub meta: Arc<dyn Metadata>,
+    pub queue: Arc<dyn JobQueue>,
+    _dir: Option<TempDir>,
+}
+
+pub async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(
+        ragstore::db::sqlite::SqliteMetadata::open(&dir.path().join("contract.db"))
+            .await
+            .unwrap(),
+    );
+    Backend {
+        meta: db.clone(),
+        queue: db,
+        _dir: Some(dir),
+    }
+}
+
+const T0: i64 = 1_700_000_000;
+const LEASE: i64 = 120;
+
+fn project() -> ProjectId {
+    ProjectId::default_project()
+}
+
+fn file_at(created_at: i64) -> FileRecord {
+    let id = FileId::generate();
+    FileRecord {
+        storage_key: FileRecord::storage_key_for(&id),
+        id,
+        project_id: project(),
+        filename: "a.txt".into(),
+        purpose: Purpose::Assistants,
+        bytes: 10,
+        created_at,
+        expires_at: None,
+        status: FileStatus::Uploaded,
+        status_details: None,
+    }
+}
+
+fn extract_job(f: &FileRecord) -> NewJob {
+    NewJob {
+        kind: JobKind::Extract,
+        project_id: f.project_id.clone(),
+        file_id: Some(f.id.clone()),
+        vector_store_id: None,
+    }
+}
+
+async fn new_file(b: &Backend, created_at: i64) -> FileRecord {
+    let f = file_at(created_at);
+    b.meta.insert_file(&f, None).await.unwrap();
+    f
+}
+
+fn store_at(created_at: i64) -> VectorStoreRecord {
+    VectorStoreRecord {
+        id: VectorStoreId::generate(),
+        project_id: project(),
+        name: Some("s".into()),
+        description: None,
+        metadata: Default::default(),
+        created_at,
+        last_active_at: created_at,
+        expires_after_days: None,
+    }
+}
+
+async fn new_store(b: &Backend, created_at: i64) -> VectorStoreRecord {
+    let s = store_at(created_at);
+    assert!(b
+        .meta
+        .create_vector_store(&s, &[], created_at)
+        .await
+        .unwrap()
+        .is_empty());
+    s
+}
+
+fn chunking() -> Chunking {
+    Chunking {
+        max_tokens: 200,
+        overlap_tokens: 20,
+    }
+}
+
+fn link(s: &VectorStoreRecord, f: &FileId, batch: Option<&FileBatchId>) -> (VsFileRecord, NewJob) {
+    (
+        VsFileRecord {
+            vector_store_id: s.id.clone(),
+            file_id: f.clone(),
+            project_id: s.project_id.clone(),
+            batch_id: batch.cloned(),
+            created_at: s.created_at,
+            status: VsFileStatus::InProgress,
+            usage_bytes: 0,
+            chunking: chunking(),
+            attributes: Attributes::new(),
+            last_error: None,
+        },
+        NewJob {
+            kind: JobKind::Ingest,
+            project_id: s.project_id.clone(),
+            file_id: Some(f.clone()),
+            vector_store_id: Some(s.id.clone()),
+        },
+    )
+}
+
+async fn attach(b: &Backend, s: &VectorStoreRecord, f: &FileId, now: i64) -> Attached {
+    let (row, job) = link(s, f, None);
+    b.meta.attach_file(&row, &job, now).await.unwrap()
+}
+
+/// Claims every runnable job at `now` (they stay claimed).
+async fn claim_all(b: &Backend, now: i64) -> Vec<Job> {
+    let mut out = Vec::new();
+    while let Some(j) = b.queue.claim("w", now, LEASE).await.unwrap() {
+        out.push(j);
+    }
+    out
+}
+
+fn kinds(jobs: &[Job]) -> Vec<(JobKind, Option<String>, Option<String>)> {
+    let mut k: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.kind,
+                j.file_id.as_ref().map(ToString::to_string),
+                j.vector_store_id.as_ref().map(ToString::to_string),
+            )
+        })
+        .collect();
+    k.sort_by_key(|(kind, f, s)| (kind.as_str(), f.clone(), s.clone()));
+    k
+}
+
+// --- files --------------------------------------------------------------------------------------
+
+pub async fn files_are_visible_until_deleted_or_expired(b: Backend) {
+    let mut f = file_at(T0);
+    f.expires_at = Some(T0 + 100);
+    b.meta
+        .insert_file(&f, Some(&extract_job(&f)))
+        .await
+        .unwrap();
+    let got = b.meta.get_file(&project(), &f.id, T0).await.unwrap();
+    assert_eq!(got.as_ref(), Some(&f));
+    // Another project sees nothing, not even the position.
+    let other = ProjectId::parse("proj_other").unwrap();
+    assert_eq!(b.meta.get_file(&other, &f.id, T0).await.unwrap(), None);
+    assert_eq!(b.meta.file_position(&other, &f.id).await.unwrap(), None);
+    // Expired: invisible, but still positioned and listed as expired for the reaper.
+    assert_eq!(
+        b.meta.get_file(&project(), &f.id, T0 + 100).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        b.meta.file_position(&project(), &f.id).await.unwrap(),
+        Some((T0, f.id.clone()))
+    );
+    let expired = b.meta.expired_files(T0 + 100, 10).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|f| &f.id).collect::<Vec<_>>(),
+        vec![&f.id]
+    );
+    assert!(b.meta.expired_files(T0 + 99, 10).await.unwrap().is_empty());
+    // The extraction job was written with the row.
+    let jobs = claim_all(&b, T0).await;
+    assert_eq!(
+        kinds(&jobs),
+        vec![(JobKind::Extract, Some(f.id.to_string()), None)]
+    );
+
+    b.meta
+        .set_file_status(&f.id, FileStatus::Error, Some("why"))
+        .await
+        .unwrap();
+    let got = b
+        .meta
+        .get_file(&project(), &f.id, T0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.status, got.status_details.as_deref()),
+        (FileStatus::Error, Some("why"))
+    );
+    assert_eq!(
+        b.meta
+            .filenames(&[f.id.clone(), FileId::generate()])
+            .await
+            .unwrap(),
+        vec![(f.id.clone(), "a.txt".to_owned())]
+    );
+}
+
+pub async fn file_pages_never_skip_or_repeat_under_created_at_ties(b: Backend) {
+    // 23 files over three seconds, most sharing one.
+    let mut all = Vec::new();
+    for i in 0..23 {
+        let at = T0 + [0, 1, 1, 1, 2][i % 5];
+        all.push(new_file(&b, at).await);
+    }
+    let mut other = file_at(T0 + 1);
+    other.purpose = Purpose::Batch;
+    b.meta.insert_file(&other, None).await.unwrap();
+    for order in [Order::Asc, Order::Desc] {
+        let mut expected: Vec<(i64, FileId)> =
+            all.iter().map(|f| (f.created_at, f.id.clone())).collect();
+        expected.sort();
+        if order == Order::Desc {
+            expected.reverse();
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let q = FileListQuery {
+                purpose: Some(Purpose::Assistants),
+                order,
+                after: after.clone(),
+                limit: 4,
+            };
+            let page = b.meta.list_files(&project(), &q, T0).await.unwrap();
+            assert!(page.len() <= 4);
+            if page.is_empty() {
+                break;
+            }
+            let last = page.last().unwrap();
+            after = Some((last.created_at, last.id.clone()));
+            seen.extend(page.into_iter().map(|f| (f.created_at, f.id)));
+        }
+        assert_eq!(seen, expected, "{order:?}");
+    }
+}
+
+pub async fn deleting_a_file_applies_its_cascade_atomically(b: Backend) {
+    let f = file_at(T0);
+    b.meta
+        .insert_file(&f, Some(&extract_job(&f)))
+        .await
+        .unwrap();
+    let (s1, s2) = (new_store(&b, T0).await, new_store(&b, T0).await);
+    for s in [&s1, &s2] {
+        assert!(matches!(attach(&b, s, &f.id, T0).await, Attached::New(_)));
+    }
+    let bystander = new_file(&b, T0).await;
+    assert!(matches!(
+        attach(&b, &s1, &bystander.id, T0).await,
+        Attached::New(_)
+    ));
+
+    let cascade = Cascade::file_deleted(&f);
+    let other = ProjectId::parse("proj_other").unwrap();
+    assert_eq!(
+        b.meta
+            .delete_file(&other, &f.id, &cascade, T0)
+            .await
+            .unwrap(),
+        None
+    );
+    let deleted = b
+        .meta
+        .delete_file(&project(), &f.id, &cascade, T0)
+        .await
+        .unwrap();
+    assert_eq!(deleted.map(|d| d.id), Some(f.id.clone()));
+    assert_eq!(
+        b.meta
+            .delete_file(&project(), &f.id, &cascade, T0)
+            .await
+            .unwrap(),
+        None
+    );
+
+    assert_eq!(b.meta.get_file(&project(), &f.id, T0).await.unwrap(), None);
+    assert!(b.meta.file_row_exists(&f.id).await.unwrap());
+    for s in [&s1, &s2] {
+        assert_eq!(b.meta.get_vs_file(&s.id, &f.id).await.unwrap(), None);
+        assert_eq!(
+            b.meta.files_pending_purge(&s.id).await.unwrap(),
+            vec![f.id.clone()]
+        );
+    }
+    // Its extraction and ingest jobs are cancelled, the purge is queued, others are untouched.
+    let jobs = claim_all(&b, T0).await;
+    assert_eq!(
+        kinds(&jobs),
+        vec![
+            (
+                JobKind::Ingest,
+                Some(bystander.id.to_string()),
+                Some(s1.id.to_string())
+            ),
+            (JobKind::PurgeFile, Some(f.id.to_string()), None),
+        ]
+    );
+    // Once the purge is done the file is no longer pending, and its row can go.
+    let purge = jobs.iter().find(|j| j.kind == JobKind::PurgeFile).unwrap();
+    assert!(b
+        .queue
+        .finish(purge, &JobEnd::Done, None, T0)
+        .await
+        .unwrap());
+    assert!(b.meta.files_pending_purge(&s1.id).await.unwrap().is_empty());
+    b.meta.purge_file_row(&bystander.id).await.unwrap();
+    assert!(
+        b.meta.file_row_exists(&bystander.id).await.unwrap(),
+        "a live row stays"
+    );
+    b.meta.purge_file_row(&f.id).await.unwrap();
+    assert!(!b.meta.file_row_exists(&f.id).await.unwrap());
+}
+
+// --- uploads ------------------------------------------------------------------------------------
+
+fn upload(bytes: i64, expires_at: i64) -> UploadRecord {
+    UploadRecord {
+        id: UploadId::generate(),
+        project_id: project(),
+        filename: "big.bin".into(),
+        purpose: Purpose::Assistants,
+        bytes,
+        mime_type: "application/octet-stream".into(),
+        created_at: T0,
+        expires_at,
+        status: UploadStatus::Pending,
+        file_id: None,
+        file_expires_after: None,
+    }
+}
+
+fn part(u: &UploadRecord, bytes: i64) -> PartRecord {
+    let id = PartId::generate();
+    PartRecord {
+        storage_key: PartRecord::storage_key_for(&u.id, &id),
+        id,
+        upload_id: u.id.clone(),
+        project_id: u.project_id.clone(),
+        created_at: T0,
+        bytes,
+    }
+}
+
+pub async fn racing_parts_never_overfill_an_upload(b: Backend) {
+    let u = upload(100, T0 + 3600);
+    b.meta.insert_upload(&u).await.unwrap();
+    assert_eq!(
+        b.meta.get_upload(&project(), &u.id).await.unwrap(),
+        Some(u.clone())
+    );
+    let parts: Vec<PartRecord> = (0..24).map(|_| part(&u, 10)).collect();
+    let accepted = join_all(parts.iter().map(|p| {
+        let meta = b.meta.clone();
+        let p = p.clone();
+        tokio::spawn(async move { meta.insert_part(&p, T0, 150).await.unwrap() })
+    }))
+    .await;
+    let accepted = accepted
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(accepted, 15, "150 bytes fit, in parts of 10");
+    let stored = b.meta.parts_of(&u.id).await.unwrap();
+    assert_eq!(stored.len(), 15);
+    assert!(b.meta.part_exists(&stored[0].id).await.unwrap());
+    assert!(!b
+        .meta
+        .part_exists(
+            &parts
+                .iter()
+                .find(|p| !stored.iter().any(|s| s.id == p.id))
+                .unwrap()
+                .id
+        )
+        .await
+        .unwrap());
+
+    // Expired or no longer pending: refused.
+    assert!(!b
+        .meta
+        .insert_part(&part(&u, 1), T0 + 3600, 1000)
+        .await
+        .unwrap());
+    assert!(b
+        .meta
+        .finish_pending_upload(&u.id, UploadStatus::Cancelled)
+        .await
+        .unwrap());
+    assert!(!b
+        .meta
+        .finish_pending_upload(&u.id, UploadStatus::Cancelled)
+        .await
+        .unwrap());
+    assert!(!b.meta.insert_part(&part(&u, 1), T0, 1000).await.unwrap());
+    assert_eq!(
+        b.meta.finished_uploads_with_parts(10).await.unwrap(),
+        vec![u.id.clone()]
+    );
+    b.meta.delete_parts(&u.id).await.unwrap();
+    assert!(b
+        .meta
+        .finished_uploads_with_parts(10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn an_upload_completes_once(b: Backend) {
+    let u = upload(10, T0 + 3600);
+    b.meta.insert_upload(&u).await.unwrap();
+    let files: Vec<FileRecord> = (0..6).map(|_| file_at(T0)).collect();
+    let done = join_all(files.iter().map(|f| {
+        let meta = b.meta.clone();
+        let (f, id) = (f.clone(), u.id.clone());
+        tokio::spawn(async move {
+            let job = extract_job(&f);
+            meta.complete_upload(&id, &f, Some(&job), T0).await.unwrap()
+        })
+    }))
+    .await;
+    let winners: Vec<&FileRecord> = files
+        .iter()
+        .zip(&done)
+        .filter(|(_, d)| *d.as_ref().unwrap())
+        .map(|(f, _)| f)
+        .collect();
+    assert_eq!(winners.len(), 1);
+    for f in &files {
+        let row = b.meta.file_row_exists(&f.id).await.unwrap();
+        assert_eq!(row, f.id == winners[0].id, "only the winner's row exists");
+    }
+    let got = b.meta.get_upload(&project(), &u.id).await.unwrap().unwrap();
+    assert_eq!(got.status, UploadStatus::Completed);
+    assert_eq!(got.file_id.as_ref(), Some(&winners[0].id));
+    assert_eq!(claim_all(&b, T0).await.len(), 1, "one extraction job");
+
+    // An expired upload neither completes nor stays pending once the reaper passes.
+    let late = upload(10, T0 + 10);
+    b.meta.insert_upload(&late).await.unwrap();
+    assert!(!b
+        .meta
+        .complete_upload(&late.id, &file_at(T0), None, T0 + 10)
+        .await
+        .unwrap());
+    assert_eq!(b.meta.expire_uploads(T0 + 10).await.unwrap(), 1);
+    let got = b
+        .meta
+        .get_upload(&project(), &late.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.status, UploadStatus::Expired);
+}
+
+// --- vector stores ------------------------------------------------------------------------------
+
+pub async fn store_pages_never_skip_or_repeat_under_created_at_ties(b: Backend) {
+    let mut all = Vec::new();
+    for i in 0..17 {
+        all.push(new_store(&b, T0 + [0, 1, 1, 2][i % 4]).await);
+    }
+    let mut expected: Vec<(i64, String)> = all
+        .iter()
+        .map(|s| (s.created_at, s.id.to_string()))
+        .collect();
+    expected.sort();
+    for order in [Order::Asc, Order::Desc] {
+        let mut want = expected.clone();
+        if order == Order::Desc {
+            want.reverse();
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let w = ListWindow {
+                order,
+                after: after.clone(),
+                before: None,
+                limit: 3,
+            };
+            let page = b.meta.list_vector_stores(&project(), &w).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            let last = page.last().unwrap();
+            after = Some((last.created_at, last.id.to_string()));
+            seen.extend(page.iter().map(|s| (s.created_at, s.id.to_string())));
+        }
+        assert_eq!(seen, want, "{order:?}");
+        // `before` the 10th, in the same order: the 9 before it.
+        let w = ListWindow {
+            order,
+            after: None,
+            before: Some(want[9].clone()),
+            limit: 100,
+        };
+        let page = b.meta.list_vector_stores(&project(), &w).await.unwrap();
+        let got: Vec<_> = page
+            .iter()
+            .map(|s| (s.created_at, s.id.to_string()))
+            .collect();
+        assert_eq!(got, want[..9].to_vec(), "{order:?} before");
+        let pos = b
+            .meta
+            .vector_store_position(&project(), &all[3].id)
+            .await
+            .unwrap();
+        assert_eq!(pos, Some((all[3].created_at, all[3].id.to_string())));
+    }
+}
+
+pub async fn touching_a_store_never_undoes_a_modify(b: Backend) {
+    let mut s = new_store(&b, T0).await;
+    s.name = Some("renamed".into());
+    s.last_active_at = T0 + 50;
+    b.meta.update_vector_store(&s).await.unwrap();
+    // A search that read the store before the rename touches it afterwards.
+    b.meta.touch_vector_store(&s.id, T0 + 60).await.unwrap();
+    let got = b
+        .meta
+        .get_vector_store(&project(), &s.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.name.as_deref(), Some("renamed"));
+    assert_eq!(got.last_active_at, T0 + 60);
+    // Never backwards.
+    b.meta.touch_vector_store(&s.id, T0 + 10).await.unwrap();
+    let got = b
+        .meta
+        .get_vector_store(&project(), &s.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.last_active_at, T0 + 60);
+}
+
+pub async fn attach_is_checked_and_written_atomically(b: Backend) {
+    let s = new_store(&b, T0).await;
+    let f = new_file(&b, T0).await;
+    let Attached::New(row) = attach(&b, &s, &f.id, T0).await else {
+        panic!("not attached")
+    };
+    assert_eq!(
+        b.meta.get_vs_file(&s.id, &f.id).await.unwrap(),
+        Some(row.clone())
+    );
+    assert_eq!(attach(&b, &s, &f.id, T0).await, Attached::Existing(row));
+    // A file that is not there, expired, or deleted; a deleted store: nothing is written.
+    assert_eq!(
+        attach(&b, &s, &FileId::generate(), T0).await,
+        Attached::Gone
+    );
+    let mut expiring = file_at(T0);
+    expiring.expires_at = Some(T0 + 5);
+    b.meta.insert_file(&expiring, None).await.unwrap();
+    assert_eq!(attach(&b, &s, &expiring.id, T0 + 5).await, Attached::Gone);
+    let gone = new_file(&b, T0).await;
+    b.meta
+        .delete_file(&project(), &gone.id, &Cascade::file_deleted(&gone), T0)
+        .await
+        .unwrap();
+    assert_eq!(attach(&b, &s, &gone.id, T0).await, Attached::Gone);
+    let dead = new_store(&b, T0).await;
+    assert!(b
+        .meta
+        .delete_vector_store(
+            &project(),
+            &dead.id,
+            &Cascade::store_deleted(&project(), &dead.id),
+            T0
+        )
+        .await
+        .unwrap());
+    assert_eq!(attach(&b, &dead, &f.id, T0).await, Attached::Gone);
+    // Creating a store (or a batch) with a gone file leaves that one out and says so.
+    let s2 = store_at(T0);
+    let files = [link(&s2, &f.id, None), link(&s2, &gone.id, None)];
+    assert_eq!(
+        b.meta.create_vector_store(&s2, &files, T0).await.unwrap(),
+        vec![gone.id.clone()]
+    );
+    assert!(b
+        .meta
+        .get_vs_file(&s2.id, &gone.id)
+        .await
+        .unwrap()
+        .is_none());
+    // Only the ingest jobs of the links that were written exist.
+    let jobs = claim_all(&b, T0).await;
+    let ingests: BTreeSet<_> = jobs
+        .iter()
+        .filter(|j| j.kind == JobKind::Ingest)
+        .map(|j| j.vector_store_id.clone().unwrap())
+        .collect();
+    assert_eq!(ingests, [s.id.clone(), s2.id.clone()].into_iter().collect());
+}
+
+pub async fn an_attach_racing_a_delete_leaves_no_link(b: Backend) {
+    let s = new_store(&b, T0).await;
+    for _ in 0..40 {
+        let f = new_file(&b, T0).await;
+        let (row, job) = link(&s, &f.id, None);
+        let meta = b.meta.clone();
+        let attach = tokio::spawn(async move { meta.attach_file(&row, &job, T0).await.unwrap() });
+        let meta = b.meta.clone();
+        let file = f.clone();
+        let delete = tokio::spawn(async move {
+            meta.delete_file(&project(), &file.id, &Cascade::file_deleted(&file), T0)
+                .await
+                .unwrap()
+        });
+        let (attached, deleted) = (attach.await.unwrap(), delete.await.unwrap());
+        assert!(deleted.is_some());
+        assert!(matches!(attached, Attached::New(_) | Attached::Gone));
+        assert_eq!(
+            b.meta.get_vs_file(&s.id, &f.id).await.unwrap(),
+            None,
+            "orphan link"
+        );
+    }
+    // No ingest job survives either: each was cancelled with its link, or never written.
+    let jobs = claim_all(&b, T0).await;
+    assert!(
+        jobs.iter().all(|j| j.kind == JobKind::PurgeFile),
+        "{:?}",
+        kinds(&jobs)
+    );
+    let (counts, _) = b.meta.store_stats(&s.id).await.unwrap();
+    assert_eq!(counts.total(), 0);
+}
+
+pub async fn detaching_and_deleting_a_store_apply_their_cascades(b: Backend) {
+    let s = new_store(&b, T0).await;
+    let (f1, f2) = (new_file(&b, T0).await, new_file(&b, T0).await);
+    attach(&b, &s, &f1.id, T0).await;
+    attach(&b, &s, &f2.id, T0).await;
+    let cascade = Cascade::file_detached(&project(), &s.id, &f1.id);
+    let removed = b
+        .meta
+        .detach_file(&s.id, &f1.id, &cascade, T0)
+        .await
+        .unwrap();
+    assert_eq!(removed.map(|r| r.file_id), Some(f1.id.clone()));
+    assert_eq!(
+        b.meta
+            .detach_file(&s.id, &f1.id, &cascade, T0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        b.meta.files_pending_purge(&s.id).await.unwrap(),
+        vec![f1.id.clone()]
+    );
+    let jobs = claim_all(&b, T0).await;
+    assert_eq!(
+        kinds(&jobs),
+        vec![
+            (
+                JobKind::Ingest,
+                Some(f2.id.to_string()),
+                Some(s.id.to_string())
+            ),
+            (
+                JobKind::PurgeVsFile,
+                Some(f1.id.to_string()),
+                Some(s.id.to_string())
+            ),
+        ]
+    );
+    // Deleting the store cancels the (running) ingest of f2 and queues the store's purge.
+    let cascade = Cascade::store_deleted(&project(), &s.id);
+    assert!(b
+        .meta
+        .delete_vector_store(&project(), &s.id, &cascade, T0)
+        .await
+        .unwrap());
+    assert!(!b
+        .meta
+        .delete_vector_store(&project(), &s.id, &cascade, T0)
+        .await
+        .unwrap());
+    assert_eq!(
+        b.meta.get_vector_store(&project(), &s.id).await.unwrap(),
+        None
+    );
+    assert_eq!(b.meta.get_vs_file(&s.id, &f2.id).await.unwrap(), None);
+    let ingest = jobs.iter().find(|j| j.kind == JobKind::Ingest).unwrap();
+    assert!(
+        !b.queue.heartbeat(ingest, T0 + LEASE).await.unwrap(),
+        "cancelled"
+    );
+    assert!(!b
+        .queue
+        .finish(ingest, &JobEnd::Done, None, T0)
+        .await
+        .unwrap());
+    let jobs = claim_all(&b, T0).await;
+    assert_eq!(
+        kinds(&jobs),
+        vec![(JobKind::PurgeStore, None, Some(s.id.to_string()))]
+    );
+    b.meta.purge_vector_store_rows(&s.id).await.unwrap();
+    assert_eq!(
+        b.meta
+            .vector_store_position(&project(), &s.id)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn cancelling_a_batch_stops_only_its_unfinished_files(b: Backend) {
+    let s = new_store(&b, T0).await;
+    let files = [
+        new_file(&b, T0).await,
+        new_file(&b, T0).await,
+        new_file(&b, T0).await,
+    ];
+    let outside = new_file(&b, T0).await;
+    attach(&b, &s, &outside.id, T0).await;
+    let batch = FileBatchRecord {
+        id: FileBatchId::generate(),
+        vector_store_id: s.id.clone(),
+        project_id: project(),
+        created_at: T0,
+        cancelled: false,
+    };
+    let mut rows: Vec<_> = files
+        .iter()
+        .map(|f| link(&s, &f.id, Some(&batch.id)))
+        .collect();
+    // A file already in the store keeps its row and joins no batch.
+    rows.push(link(&s, &outside.id, Some(&batch.id)));
+    assert!(b
+        .meta
+        .create_batch(&batch, &rows, T0)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        b.meta.get_batch(&s.id, &batch.id).await.unwrap(),
+        Some(batch.clone())
+    );
+    assert_eq!(b.meta.batch_counts(&batch.id).await.unwrap().in_progress, 3);
+    // Finish the first file's ingest, leave the others queued or running.
+    let jobs = claim_all(&b, T0).await;
+    let first = jobs
+        .iter()
+        .find(|j| j.file_id.as_ref() == Some(&files[0].id))
+        .unwrap();
+    let outcome = ingest_outcome(
+        first.kind,
+        first.vector_store_id.as_ref(),
+        first.file_id.as_ref(),
+        &JobEnd::Done,
+        7,
+    );
+    assert!(b
+        .queue
+        .finish(first, &JobEnd::Done, outcome.as_ref(), T0)
+        .await
+        .unwrap());
+    b.meta
+        .cancel_batch(&batch.id, BATCH_CANCEL_KINDS, T0)
+        .await
+        .unwrap();
+    let got = b.meta.get_batch(&s.id, &batch.id).await.unwrap().unwrap();
+    assert!(got.cancelled);
+    let counts = b.meta.batch_counts(&batch.id).await.unwrap();
+    assert_eq!(
+        (counts.completed, counts.cancelled, counts.in_progress),
+        (1, 2, 0)
+    );
+    for j in &jobs {
+        let live = b.queue.heartbeat(j, T0 + LEASE).await.unwrap();
+        let want = j.file_id.as_ref() == Some(&outside.id);
+        assert_eq!(live, want, "{:?}", j.file_id);
+    }
+    let outside_row = b
+        .meta
+        .get_vs_file(&s.id, &outside.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (outside_row.status, outside_row.batch_id),
+        (VsFileStatus::InProgress, None)
+    );
+}
+
+pub async fn store_lists_filter_by_batch_and_status(b: Backend) {
+    let s = new_store(&b, T0).await;
+    let files = [new_file(&b, T0).await, new_file(&b, T0).await];
+    for f in &files {
+        attach(&b, &s, &f.id, T0 + 1).await;
+    }
+    let mut attrs = Attributes::new();
+    attrs.insert("k".into(), ragstore::domain::AttrValue::Number(3.0));
+    assert!(b
+        .meta
+        .set_vs_file_attributes(&s.id, &files[0].id, &attrs)
+        .await
+        .unwrap());
+    assert!(!b
+        .meta
+        .set_vs_file_attributes(&s.id, &FileId::generate(), &attrs)
+        .await
+        .unwrap());
+    let w = ListWindow {
+        order: Order::Asc,
+        after: None,
+        before: None,
+        limit: 10,
+    };
+    let all = b.meta.list_vs_files(&s.id, None, None, &w).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all.iter()
+            .find(|r| r.file_id == files[0].id)
+            .unwrap()
+            .attributes,
+        attrs
+    );
+    let done = b
+        .meta
+        .list_vs_files(&s.id, None, Some(VsFileStatus::Completed), &w)
+        .await
+        .unwrap();
+    assert!(done.is_empty());
+    let pos = b.meta.vs_file_position(&s.id, &files[1].id).await.unwrap();
+    assert_eq!(
+        pos,
+        Some((T0, files[1].id.to_string())),
+        "positioned at the link's created_at"
+    );
+}
+
+// --- the job queue ------------------------------------------------------------------------------
+
+pub async fn two_claimers_never_get_the_same_job(b: Backend) {
+    for _ in 0..120 {
+        let f = file_at(T0);
+        b.meta
+            .insert_file(&f, Some(&extract_job(&f)))
+            .await
+            .unwrap();
+    }
+    let claimed = join_all((0..6).map(|w| {
+        let queue = b.queue.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(j) = queue.claim(&format!("w{w}"), T0, LEASE).await.unwrap() {
+                mine.push(j.id);
+            }
+            mine
+        })
+    }))
+    .await;
+    let all: Vec<i64> = claimed.into_iter().flat_map(|c| c.unwrap()).collect();
+    let distinct: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 120);
+    assert_eq!(distinct.len(), 120);
+}
+
+pub async fn a_stale_claim_cannot_heartbeat_or_finish(b: Backend) {
+    let s = new_store(&b, T0).await;
+    let f = new_file(&b, T0).await;
+    attach(&b, &s, &f.id, T0).await;
+    let first = b.queue.claim("w1", T0, LEASE).await.unwrap().unwrap();
+    assert_eq!(first.attempts, 1);
+    assert!(b.queue.heartbeat(&first, T0 + LEASE).await.unwrap());
+    // Not runnable while claimed.
+    assert!(b.queue.claim("w2", T0, LEASE).await.unwrap().is_none());
+    // The lease (extended to T0 + LEASE) expires; the job goes back and is claimed again, even by
+    // the same worker name: the first claim is void.
+    assert_eq!(b.queue.requeue_expired(T0 + LEASE).await.unwrap(), 0);
+    assert_eq!(b.queue.requeue_expired(T0 + LEASE + 1).await.unwrap(), 1);
+    let second = b
+        .queue
+        .claim("w1", T0 + LEASE + 1, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((second.id, second.attempts), (first.id, 2));
+    assert!(!b.queue.heartbeat(&first, T0 + 1000).await.unwrap());
+    let done = ingest_outcome(
+        first.kind,
+        first.vector_store_id.as_ref(),
+        first.file_id.as_ref(),
+        &JobEnd::Done,
+        5,
+    );
+    assert!(!b
+        .queue
+        .finish(&first, &JobEnd::Done, done.as_ref(), T0)
+        .await
+        .unwrap());
+    // The refused finish wrote nothing: the file is still in progress.
+    let row = b.meta.get_vs_file(&s.id, &f.id).await.unwrap().unwrap();
+    assert_eq!(row.status, VsFileStatus::InProgress);
+    assert!(b
+        .queue
+        .finish(&second, &JobEnd::Done, done.as_ref(), T0)
+        .await
+        .unwrap());
+    let row = b.meta.get_vs_file(&s.id, &f.id).await.unwrap().unwrap();
+    assert_eq!((row.status, row.usage_bytes), (VsFileStatus::Completed, 5));
+    assert!(
+        !b.queue
+            .finish(&second, &JobEnd::Done, None, T0)
+            .await
+            .unwrap(),
+        "finished once"
+    );
+}
+
+pub async fn only_expired_leases_are_requeued(b: Backend) {
+    for _ in 0..2 {
+        let f = file_at(T0);
+        b.meta
+            .insert_file(&f, Some(&extract_job(&f)))
+            .await
+            .unwrap();
+    }
+    let short = b.queue.claim("a", T0, 10).await.unwrap().unwrap();
+    let long = b.queue.claim("b", T0, 1000).await.unwrap().unwrap();
+    assert_eq!(b.queue.requeue_expired(T0 + 11).await.unwrap(), 1);
+    assert!(!b.queue.heartbeat(&short, T0 + 100).await.unwrap());
+    assert!(
+        b.queue.heartbeat(&long, T0 + 1000).await.unwrap(),
+        "a live lease is left alone"
+    );
+    let again = b.queue.claim("c", T0 + 11, 10).await.unwrap().unwrap();
+    assert_eq!(again.id, short.id);
+}
+
+pub async fn job_ends_set_the_file_outcome_and_retries_wait(b: Backend) {
+    let s = new_store(&b, T0).await;
+    let (ok, bad, flaky) = (
+        new_file(&b, T0).await,
+        new_file(&b, T0).await,
+        new_file(&b, T0).await,
+    );
+    for f in [&ok, &bad, &flaky] {
+        attach(&b, &s, &f.id, T0).await;
+    }
+    let jobs = claim_all(&b, T0).await;
+    let job_of = |f: &FileRecord| {
+        jobs.iter()
+            .find(|j| j.file_id.as_ref() == Some(&f.id))
+            .unwrap()
+            .clone()
+    };
+    let end_with = |j: &Job, end: &JobEnd, usage| {
+        let outcome = ingest_outcome(
+            j.kind,
+            j.vector_store_id.as_ref(),
+            j.file_id.as_ref(),
+            end,
+            usage,
+        );
+        let (queue, j, end) = (b.queue.clone(), j.clone(), end.clone());
+        async move { queue.finish(&j, &end, outcome.as_ref(), T0).await.unwrap() }
+    };
+    assert!(end_with(&job_of(&ok), &JobEnd::Done, 123).await);
+    let failed = JobEnd::Failed {
+        code: IngestErrorCode::UnsupportedFile,
+        message: "no text".into(),
+    };
+    assert!(end_with(&job_of(&bad), &failed, 0).await);
+    let retry = JobEnd::Retry {
+        message: "busy".into(),
+        retry_at: T0 + 30,
+    };
+    assert!(end_with(&job_of(&flaky), &retry, 0).await);
+    let row = |f: &FileRecord| {
+        let (meta, sid, fid) = (b.meta.clone(), s.id.clone(), f.id.clone());
+        async move { meta.get_vs_file(&sid, &fid).await.unwrap().unwrap() }
+    };
+    let r = row(&ok).await;
+    assert_eq!(
+        (r.status, r.usage_bytes, r.last_error),
+        (VsFileStatus::Completed, 123, None)
+    );
+    let r = row(&bad).await;
+    assert_eq!(r.status, VsFileStatus::Failed);
+    assert_eq!(
+        r.last_error,
+        Some((IngestErrorCode::UnsupportedFile, "no text".into()))
+    );
+    assert_eq!(row(&flaky).await.status, VsFileStatus::InProgress);
+    let (counts, usage) = b.meta.store_stats(&s.id).await.unwrap();
+    assert_eq!(
+        (counts.completed, counts.failed, counts.in_progress, usage),
+        (1, 1, 1, 123)
+    );
+    // The retry waits until its time.
+    assert!(b.queue.claim("w", T0 + 29, LEASE).await.unwrap().is_none());
+    let again = b.queue.claim("w", T0 + 30, LEASE).await.unwrap().unwrap();
+    assert_eq!(
+        (again.file_id.as_ref(), again.attempts),
+        (Some(&flaky.id), 2)
+    );
+}
+
+// --- caches -------------------------------------------------------------------------------------
+
+pub async fn caches_store_text_chunks_and_embeddings_per_model(b: Backend) {
+    let f = new_file(&b, T0).await;
+    assert_eq!(b.meta.get_file_text(&f.id).await.unwrap(), None);
+    let failed = FileText::Failed {
+        code: IngestErrorCode::InvalidFile,
+        message: "broken".into(),
+    };
+    b.meta.put_file_text(&f.id, &failed, T0).await.unwrap();
+    assert_eq!(b.meta.get_file_text(&f.id).await.unwrap(), Some(failed));
+    let ok = FileText::Ok {
+        storage_key: format!("texts/{}", f.id),
+        format: "markdown".into(),
+        sections: Vec::new(),
+    };
+    b.meta.put_file_text(&f.id, &ok, T0).await.unwrap();
+    assert_eq!(b.meta.get_file_text(&f.id).await.unwrap(), Some(ok));
+
+    let c = chunking();
+    assert_eq!(b.meta.chunk_count(&f.id, &c).await.unwrap(), 0);
+    let rows = |n: u32, tag: &str| -> Vec<ChunkRow> {
+        (0..n)
+            .map(|i| ChunkRow {
+                idx: i,
+                text: format!("{tag} {i}"),
+                extra: serde_json::from_value(serde_json::json!({"page": i})).unwrap(),
+                embedding: None,
+            })
+            .collect()
+    };
+    b.meta.put_chunks(&f.id, &c, &rows(5, "old")).await.unwrap();
+    b.meta.put_chunks(&f.id, &c, &rows(3, "new")).await.unwrap();
+    assert_eq!(
+        b.meta.chunk_count(&f.id, &c).await.unwrap(),
+        3,
+        "replaced, not added"
+    );
+    let other = Chunking {
+        max_tokens: 300,
+        overlap_tokens: 0,
+    };
+    assert_eq!(b.meta.chunk_count(&f.id, &other).await.unwrap(), 0);
+    let got = b.meta.get_chunks(&f.id, &c, 1, 10, false).await.unwrap();
+    assert_eq!(got, rows(3, "new")[1..].to_vec());
+
+    let todo = b.meta.chunks_to_embed(&f.id, &c, "m1", 2).await.unwrap();
+    assert_eq!(todo.iter().map(|r| r.idx).collect::<Vec<_>>(), vec![0, 1]);
+    b.meta
+        .set_embeddings(&f.id, &c, "m1", &[(0, vec![1.0, 2.0]), (1, vec![3.0, 4.5])])
+        .await
+        .unwrap();
+    let todo = b.meta.chunks_to_embed(&f.id, &c, "m1", 10).await.unwrap();
+    assert_eq!(todo.iter().map(|r| r.idx).collect::<Vec<_>>(), vec![2]);
+    // Another model's vectors do not count.
+    assert_eq!(
+        b.meta
+            .chunks_to_embed(&f.id, &c, "m2", 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    let with = b.meta.get_chunks(&f.id, &c, 0, 2, true).await.unwrap();
+    assert_eq!(with[1].embedding, Some(vec![3.0, 4.5]));
+
+    b.meta.delete_file_caches(&f.id).await.unwrap();
+    assert_eq!(b.meta.get_file_text(&f.id).await.unwrap(), None);
+    assert_eq!(b.meta.chunk_count(&f.id, &c).await.unwrap(), 0);
+}
+
+/// One `#[tokio::test]` per contract check for a backend opened by `$open`.
+macro_rules! contract_tests {
+    ($backend:ident, $open:ident, [$($check:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    super::$check(super::$open().await).await
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_contract_tests {
+    ($backend:ident, $open:ident) => {
+        contract_tests!(
+            $backend,
+            $open,
+            [
+                files_are_visible_until_deleted_or_expired,
+                file_pages_never_skip_or_repeat_under_created_at_ties,
+                deleting_a_file_applies_its_cascade_atomically,
+                racing_parts_never_overfill_an_upload,
+                an_upload_completes_once,
+                store_pages_never_skip_or_repeat_under_created_at_ties,
+                touching_a_store_never_undoes_a_modify,
+                attach_is_checked_and_written_atomically,
+                an_attach_racing_a_delete_leaves_no_link,
+                detaching_and_deleting_a_store_apply_their_cascades,
+                cancelling_a_batch_stops_only_its_unfinished_files,
+                store_lists_filter_by_batch_and_status,
+                two_claimers_never_get_the_same_job,
+                a_stale_claim_cannot_heartbeat_or_finish,
+                only_expired_leases_are_requeued,
+                job_ends_set_the_file_outcome_and_retries_wait,
+                caches_store_text_chunks_and_embeddings_per_model,
+            ]
+        );
+    };
+}
+
+all_contract_tests!(sqlite_backend, sqlite);
