@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ragstore_extract::{extract, location_of, ExtractError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -16,7 +17,6 @@ use crate::domain::{
     VsFileRecord, VsFileStatus,
 };
 use crate::index::{point_id, Point};
-use crate::ingest::extract::{extract, location_of, ExtractError};
 
 /// How long a claimed job stays ours without a heartbeat.
 pub const LEASE_SECS: i64 = 120;
@@ -448,7 +448,7 @@ impl Worker {
 struct ExtractedText {
     text: String,
     markdown: bool,
-    sections: Vec<crate::domain::location::Section>,
+    sections: Vec<ragstore_extract::Section>,
 }
 
 fn is_purge(kind: JobKind) -> bool {

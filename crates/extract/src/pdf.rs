@@ -2440,7 +2440,7 @@ mod tests {
     }
 
     /// A subset of DejaVu Sans (see tests/fixtures/pdf/README.md).
-    const DEJAVU_SUBSET: &[u8] = include_bytes!("../../../tests/fixtures/pdf/dejavu-subset.ttf");
+    const DEJAVU_SUBSET: &[u8] = include_bytes!("../tests/fixtures/pdf/dejavu-subset.ttf");
 
     /// A PDF showing `content` with `/F1` = an Identity-H Type0 font over a CIDFontType2 that
     /// embeds `program`, with no ToUnicode. `cid_to_gid`: the `/CIDToGIDMap` stream, if any.
