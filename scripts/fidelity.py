@@ -3,9 +3,9 @@
 
 Fetches Debian documentation packages (gnuplot-doc, octave-doc, debian-reference-en,
 postgresql-doc-15) with `apt-get download`, unpacks them in a temp dir under /tmp, and compares
-ragstore's extracted text (examples/extract.rs, release build) with reference text:
-poppler's `pdftotext` for PDFs, `pandoc -t plain` for HTML and for the DOCX/ODT/EPUB files made
-from those HTML pages with pandoc.
+ragstore's extracted text (crates/extract/examples/extract.rs, release build) with reference
+text: poppler's `pdftotext` for PDFs, `pandoc -t plain` for HTML and for the DOCX/ODT/EPUB files
+made from those HTML pages with pandoc.
 
 Per document: word recall and precision (multisets of lowercased alphanumeric words) and, for
 PDFs, the extraction time as a ratio to pdftotext (median of 3 runs each).
@@ -82,7 +82,10 @@ def find(root, name):
 
 def build_extractor():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-    run(["cargo", "build", "--release", "--quiet", "--example", "extract"], cwd=REPO)
+    run(
+        ["cargo", "build", "--release", "--quiet", "-p", "ragstore-extract", "--example", "extract"],
+        cwd=REPO,
+    )
     return os.path.join(target, "release", "examples", "extract")
 
 

@@ -46,7 +46,7 @@ mkdir -p fuzz/corpus/office
 python3 - <<'PY'
 import os, zipfile
 for pick, ext in enumerate(["docx", "pptx", "odt", "epub"]):
-    path = f"tests/fixtures/office/sample.{ext}"
+    path = f"crates/extract/tests/fixtures/office/sample.{ext}"
     data = open(path, "rb").read()
     open(f"fuzz/corpus/office/whole-{ext}", "wb").write(data)
     with zipfile.ZipFile(path) as z:

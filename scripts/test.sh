@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need, builds ragstore once
-# (debug profile, shared by every test), runs the Rust tests (unit + the integration binary that
-# drives the real app over HTTP), then the Python suite that drives a running `ragstore serve`
-# with the official `openai` SDK.
+# (debug profile, shared by every test), runs the Rust tests of the whole workspace (unit tests of
+# the server and of crates/extract, and the integration binary that drives the real app over
+# HTTP), then the Python suite that drives a running `ragstore serve` with the official `openai`
+# SDK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,10 +23,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 echo "==> building"
-cargo build --locked --all-targets
+cargo build --locked --all-targets --workspace
 
 echo "==> Rust tests"
-cargo nextest run --locked --no-fail-fast
+cargo nextest run --locked --workspace --no-fail-fast
 
 echo "==> Python openai SDK tests"
 RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" \

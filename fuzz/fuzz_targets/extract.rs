@@ -4,7 +4,8 @@
 //! fuzzer explores sniffing against every extension route.
 
 use libfuzzer_sys::fuzz_target;
-use ragstore_fuzz::{check, extract::extract};
+use ragstore_extract::extract;
+use ragstore_fuzz::check;
 
 const NAMES: &[&str] = &[
     "a.txt", "a.html", "a.htm", "a.xhtml", "a.rtf", "a.xml", "a.svg", "a.md", "a.json", "a.jsonl",

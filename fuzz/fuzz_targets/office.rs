@@ -9,14 +9,15 @@
 use std::io::{Cursor, Read, Write};
 
 use libfuzzer_sys::fuzz_target;
-use ragstore_fuzz::{check, extract::office};
+use ragstore_extract::office;
+use ragstore_fuzz::check;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
-const DOCX: &[u8] = include_bytes!("../../tests/fixtures/office/sample.docx");
-const PPTX: &[u8] = include_bytes!("../../tests/fixtures/office/sample.pptx");
-const ODT: &[u8] = include_bytes!("../../tests/fixtures/office/sample.odt");
-const EPUB: &[u8] = include_bytes!("../../tests/fixtures/office/sample.epub");
+const DOCX: &[u8] = include_bytes!("../../crates/extract/tests/fixtures/office/sample.docx");
+const PPTX: &[u8] = include_bytes!("../../crates/extract/tests/fixtures/office/sample.pptx");
+const ODT: &[u8] = include_bytes!("../../crates/extract/tests/fixtures/office/sample.odt");
+const EPUB: &[u8] = include_bytes!("../../crates/extract/tests/fixtures/office/sample.epub");
 
 const XLSX: &[(&str, &str)] = &[
     ("[Content_Types].xml", r#"<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>"#),

@@ -1,18 +1,6 @@
-//! The extractor modules of ragstore, compiled on their own so the fuzz build does not pull in
-//! the server (database, embedder, index). The paths mirror the crate layout the modules
-//! expect (`crate::domain::location`, `super::…`).
+//! What the fuzz targets share: the property every extractor must keep.
 
-#[path = "../../src/domain/location.rs"]
-pub mod location;
-
-pub mod domain {
-    pub use super::location;
-}
-
-#[path = "../../src/ingest/extract/mod.rs"]
-pub mod extract;
-
-use extract::{ExtractError, Extracted};
+use ragstore_extract::{ExtractError, Extracted};
 
 /// What every extractor promises for any input: no panic (checked by the fuzzer itself), a
 /// message on failure, and sections that point inside the text, in order, on char boundaries.

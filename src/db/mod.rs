@@ -67,7 +67,7 @@ pub enum FileText {
         storage_key: String,
         format: String,
         /// Where parts of the text came from (pages, sheets, headings).
-        sections: Vec<crate::domain::location::Section>,
+        sections: Vec<ragstore_extract::Section>,
     },
     Failed {
         code: IngestErrorCode,

@@ -8,7 +8,6 @@ pub mod file;
 pub mod filter;
 pub mod ids;
 pub mod job;
-pub mod location;
 pub mod page;
 pub mod upload;
 pub mod vector_store;

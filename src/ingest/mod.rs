@@ -2,7 +2,6 @@
 
 pub mod chunk;
 pub mod embed;
-pub mod extract;
 pub mod local;
 pub mod remote;
 pub mod worker;

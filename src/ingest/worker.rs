@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ragstore_extract::{extract, location_of, ExtractError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -17,7 +18,6 @@ use crate::domain::{
     VsFileRecord, VsFileStatus,
 };
 use crate::index::{point_id, Point, VectorIndex};
-use crate::ingest::extract::{extract, location_of, ExtractError};
 use crate::ingest::Pipeline;
 use crate::storage::{FileStorage, Staging};
 
@@ -481,7 +481,7 @@ impl Worker {
 struct ExtractedText {
     text: String,
     markdown: bool,
-    sections: Vec<crate::domain::location::Section>,
+    sections: Vec<ragstore_extract::Section>,
 }
 
 fn is_purge(kind: JobKind) -> bool {

@@ -767,7 +767,7 @@ let x = 1;
 
     #[test]
     fn misnamed_files_are_routed_by_content() {
-        use crate::ingest::extract::extract as dispatch;
+        use crate::extract as dispatch;
         let html = dispatch(
             b"<!DOCTYPE html><title>t</title><h1>Notes</h1><p>x</p>",
             "notes.txt",

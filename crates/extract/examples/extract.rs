@@ -1,11 +1,12 @@
 //! Prints the text extracted from a file, as ragstore's ingestion would see it:
-//! `cargo run --release --example extract -- FILE`. Used by `scripts/fidelity.py`.
+//! `cargo run --release -p ragstore-extract --example extract -- FILE`. Used by
+//! `scripts/fidelity.py`.
 //! With `--sections`, also prints the sections (page, sheet, heading) to stderr.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use ragstore::ingest::extract::{extract, ExtractError};
+use ragstore_extract::{extract, ExtractError};
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();

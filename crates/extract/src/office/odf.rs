@@ -337,7 +337,7 @@ mod tests {
 
     use super::super::extract;
     use super::super::tests::{loc, zip_of};
-    use crate::ingest::extract::ExtractError;
+    use crate::ExtractError;
 
     fn odf(mime: &str, body: &str) -> Vec<u8> {
         let content = format!(

@@ -552,7 +552,7 @@ mod fixtures {
     #[test]
     fn misnamed_files_are_sniffed() {
         let bytes = std::fs::read("tests/fixtures/office/sample.docx").unwrap();
-        let e = crate::ingest::extract::extract(&bytes, "notes.txt").unwrap();
+        let e = crate::extract(&bytes, "notes.txt").unwrap();
         assert!(e.text.starts_with("# Field Guide"));
     }
 

@@ -811,7 +811,7 @@ mod tests {
 
     use super::super::extract;
     use super::super::tests::{loc, zip_of};
-    use crate::ingest::extract::ExtractError;
+    use crate::ExtractError;
 
     const W: &str = r#"xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main""#;
 

@@ -1,15 +1,19 @@
 //! Text extraction: one module per format, chosen by sniffing the content first and the
 //! filename second. Each extractor is a plain function from bytes to [`Extracted`]; anything we
 //! do not read fails as `unsupported_file`, a broken file as `invalid_file`, never a crash.
+//!
+//! A crate of its own so that it knows nothing of the server (storage, database, index): the
+//! ragstore ingestion worker calls [`extract`], and so do the fuzz targets.
 
 pub mod html;
+mod location;
 pub mod office;
 pub mod pdf;
 pub mod rtf;
 pub mod text;
 pub mod xml;
 
-pub use crate::domain::location::{location_of, Section};
+pub use location::{location_of, Section};
 
 /// Why a file yields no text.
 #[derive(Debug, Clone, PartialEq, Eq)]
