@@ -13,9 +13,10 @@ Kinds. `identifier`: the question names a command, option, file, package or func
 least 200 words after its section's heading, past the first 254-token chunk of the section;
 `plain`: none of these. Each question has one kind.
 
-Stores. The PDF is the whole book and the HTML pages are three of its chapters, so one store
-holding both would answer every chapter 2 and 7 question twice. The documents go into two
-stores instead, and each question is asked of the store holding its document:
+Stores. The PDF is the whole book and the HTML pages are two of its chapters and its table of
+contents, so one store holding both would answer every chapter 2 and 7 question twice. The
+documents go into two stores instead, and each question is asked of the store holding its
+document:
   pdf   debian-reference.en.pdf (~300 pages: every chapter competes with every other)
   html  ch02.en.html, ch07.en.html, index.en.html (two chapters and the table of contents)
 
@@ -35,7 +36,8 @@ Usage (from the repository root, a server running):
   python3 scripts/eval-retrieval.py --vector-store vs_A --vector-store vs_B \\
       --search-extra '{"ranking_options": {"score_threshold": 0.2}}'   # reuse ingested stores
   python3 scripts/eval-retrieval.py --check                          # every passage is in its doc
-  python3 scripts/eval-retrieval.py --peer --base-url http://127.0.0.1:8321/v1/openai/v1
+  python3 scripts/eval-retrieval.py --json b.json --baseline tests/eval/baseline-auto.json
+  python3 scripts/eval-retrieval.py --peer --base-url http://127.0.0.1:8321/v1    # llama-stack
 
 Stores are kept (their ids are printed for --vector-store) unless --cleanup is given.
 Needs the openai package (tests/python/requirements.txt) and RAGSTORE_CORPUS_DIR or
@@ -274,6 +276,18 @@ def ingest(client, args, corpus: Path) -> tuple[dict, dict]:
     }
 
 
+def reported_chunking(client, vs: str, file_id: str) -> str:
+    """The chunking a store's file was made with, as the server reports it."""
+    try:
+        cs = client.vector_stores.files.retrieve(file_id, vector_store_id=vs).chunking_strategy
+    except openai.APIError:
+        return "?"
+    st = getattr(cs, "static", None)
+    if st is not None:
+        return f"static:{st.max_chunk_size_tokens}:{st.chunk_overlap_tokens}"
+    return getattr(cs, "type", None) or "?"
+
+
 def store_files(client, vs: str) -> dict[str, str]:
     """{filename: file id} of a store's completed files."""
     out = {}
@@ -341,6 +355,13 @@ def main() -> int:
     )
     ap.add_argument("--peer", action="store_true", help="llama-stack: sqlite-vec, MiniLM-L6")
     ap.add_argument("--misses", action="store_true", help="list questions with no hit in top 5")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a --json file of an earlier run: print the change and the questions won and lost",
+    )
     ap.add_argument("--cleanup", action="store_true", help="delete the stores and files after")
     ap.add_argument("--timeout", type=float, default=3600, help="ingestion timeout, seconds")
     args = ap.parse_args()
@@ -381,6 +402,15 @@ def main() -> int:
         for g in stores
     }
 
+    reported = sorted({reported_chunking(client, vs, fid) for vs, fid in files.values()})
+    chunking = ", ".join(reported)
+    if args.vector_store:
+        args.chunking = chunking  # what the reused stores were made with, not the flag
+    elif chunking != args.chunking:
+        chunking = f"{args.chunking} (reported {chunking})"
+    else:
+        chunking = args.chunking
+
     asked = [q for q in questions if q["doc"] in files]
     skipped = len(questions) - len(asked)
     if skipped:
@@ -402,10 +432,12 @@ def main() -> int:
         hits = list(page.data)
         ps = passages_of(q)
         rank = None
+        match = None
         for i, h in enumerate(hits[:TOP_K], 1):
             text = norm("".join(c.text for c in h.content if getattr(c, "text", None)))
             if any(p.hit(text) for p in ps):
                 rank = i
+                match = "full" if any(p.full_in(text) for p in ps) else "partial"
                 break
         results.append(
             {
@@ -413,6 +445,7 @@ def main() -> int:
                 "kind": q["kind"],
                 "doc": q["doc"],
                 "rank": rank,
+                "match": match,
                 "top": [
                     {"file": h.filename, "score": round(h.score, 4)} for h in hits[:3]
                 ],
@@ -426,7 +459,7 @@ def main() -> int:
     by_store = {
         g: metrics([r["rank"] for r in results if r["doc"] in STORES[g]]) for g in stores
     }
-    print(f"server: {args.base_url}  chunking: {args.chunking}" + (" (peer)" if args.peer else ""))
+    print(f"server: {args.base_url}  chunking: {chunking}" + (" (peer)" if args.peer else ""))
     if search_extra:
         print(f"search extra: {json.dumps(search_extra)}")
     print("chunks: " + "  ".join(f"{g}={c}" for g, c in counts.items()))
@@ -444,6 +477,11 @@ def main() -> int:
         print(fmt_row(k, by_kind[k]))
     for g in stores:
         print(fmt_row(f"store {g}", by_store[g]))
+    partial = sum(1 for r in results if r["match"] == "partial")
+    if partial:
+        print(f"\n{partial} of the hits hold only part of their passage (cut between chunks)")
+    if args.baseline:
+        compare(json.loads(args.baseline.read_text()), overall, results)
     if args.misses:
         missed = [r for r in results if r["rank"] is None or r["rank"] > 5]
         print(f"\nno hit in the top 5 ({len(missed)}):")
@@ -454,6 +492,7 @@ def main() -> int:
         out = {
             "base_url": args.base_url,
             "chunking": args.chunking,
+            "chunking_reported": reported,
             "peer": args.peer,
             "search_extra": search_extra,
             "stores": stores,
@@ -476,6 +515,26 @@ def main() -> int:
             "\nreuse: --vector-store " + " --vector-store ".join(stores.values()),
         )
     return 0
+
+
+def compare(base: dict, overall: dict, results: list[dict]) -> None:
+    """The change against an earlier run, on the questions both runs asked."""
+    before = {r["id"]: r["rank"] for r in base["questions"]}
+    common = [r for r in results if r["id"] in before]
+    now = metrics([r["rank"] for r in common])
+    was = metrics([before[r["id"]] for r in common])
+    label = f"{base.get('chunking')}" + (
+        f" {json.dumps(base['search_extra'])}" if base.get("search_extra") else ""
+    )
+    print(f"\nagainst {label} on the {len(common)} questions both asked:")
+    for key in ("hit@1", "hit@5"):
+        print(f"  {key:<7} {100 * was[key]:5.1f} -> {100 * now[key]:5.1f}  ({100 * (now[key] - was[key]):+.1f})")
+    print(f"  MRR@10  {was['mrr@10']:.3f} -> {now['mrr@10']:.3f}  ({now['mrr@10'] - was['mrr@10']:+.3f})")
+    top5 = lambda r: r is not None and r <= 5  # noqa: E731
+    lost = [r["id"] for r in common if top5(before[r["id"]]) and not top5(r["rank"])]
+    won = [r["id"] for r in common if top5(r["rank"]) and not top5(before[r["id"]])]
+    print(f"  top 5 lost: {' '.join(lost) or '-'}")
+    print(f"  top 5 won:  {' '.join(won) or '-'}")
 
 
 def check(asked: list[dict], files: dict, chunks: dict) -> int:
