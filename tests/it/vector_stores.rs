@@ -1061,11 +1061,14 @@ async fn embeddings_endpoint_and_remote_embedder_agree() {
     assert_eq!(names(&res), vec!["volcano.txt".to_owned()]);
 }
 
-/// Wraps the real local model and counts the texts it embeds.
+/// Wraps the real local model, counts the texts it embeds, and fails when told to.
 #[derive(Clone)]
 struct Counting {
     inner: Arc<dyn Embedder>,
     texts: Arc<AtomicUsize>,
+    /// 0: works; 1: fails as a backend that may come back (`Unavailable`); 2: fails as one
+    /// that would fail again (`Internal`).
+    fail: Arc<AtomicUsize>,
 }
 
 impl Counting {
@@ -1074,6 +1077,7 @@ impl Counting {
         Arc::new(Self {
             inner: Arc::new(inner),
             texts: Arc::new(AtomicUsize::new(0)),
+            fail: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -1097,6 +1101,12 @@ impl Embedder for Counting {
         self.inner.tokens()
     }
     async fn embed(&self, texts: Vec<String>) -> ragstore::domain::Result<Vec<Vec<f32>>> {
+        use ragstore::domain::Error;
+        match self.fail.load(Ordering::SeqCst) {
+            1 => return Err(Error::unavailable(anyhow::anyhow!("endpoint restarting"))),
+            2 => return Err(Error::Internal(anyhow::anyhow!("model refuses this input"))),
+            _ => {}
+        }
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
         self.inner.embed(texts).await
     }
@@ -1340,48 +1350,13 @@ async fn unfilterable_attribute_keys_are_refused_before_anything_is_written() {
     );
 }
 
-/// An embedder whose failures are set by the test: `Unavailable` (may pass) or `Internal`.
-struct Failing {
-    inner: Arc<dyn Embedder>,
-    /// 0: works, 1: fails transiently, 2: fails permanently.
-    mode: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl Embedder for Failing {
-    fn model(&self) -> &str {
-        self.inner.model()
-    }
-    fn dims(&self) -> usize {
-        self.inner.dims()
-    }
-    fn max_input_tokens(&self) -> usize {
-        self.inner.max_input_tokens()
-    }
-    fn tokens(&self) -> ragstore::ingest::chunk::Tokens {
-        self.inner.tokens()
-    }
-    async fn embed(&self, texts: Vec<String>) -> ragstore::domain::Result<Vec<Vec<f32>>> {
-        use ragstore::domain::Error;
-        match self.mode.load(Ordering::SeqCst) {
-            1 => Err(Error::unavailable(anyhow::anyhow!("endpoint restarting"))),
-            2 => Err(Error::Internal(anyhow::anyhow!("model refuses this input"))),
-            _ => self.inner.embed(texts).await,
-        }
-    }
-}
-
 /// A failure that may pass is retried with backoff and the file stays in progress; one that
 /// would happen again fails the file at once instead of six retries later.
 #[tokio::test]
 async fn jobs_retry_transient_failures_and_stop_at_permanent_ones() {
-    let mode = Arc::new(AtomicUsize::new(0));
-    let inner = Counting::new();
-    let failing = Arc::new(Failing {
-        inner,
-        mode: mode.clone(),
-    });
-    let app = TestApp::spawn_custom(tempfile::tempdir().unwrap(), |_| {}, Some(failing)).await;
+    let counting = Counting::new();
+    let mode = counting.fail.clone();
+    let app = TestApp::spawn_custom(tempfile::tempdir().unwrap(), |_| {}, Some(counting)).await;
     let f = app
         .upload("tcp.md", DOCS[1].1.as_bytes().to_vec(), "assistants")
         .await;

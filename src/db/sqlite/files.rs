@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{cancel_jobs, db_err, insert_job, window_sql, SqliteMetadata};
+use super::{bind_window, cancel_jobs, db_err, insert_job, window_sql, SqliteMetadata};
 use crate::db::{FileListQuery, FileMetadata, ListWindow};
 use crate::domain::{
     Cascade, Error, FileId, FileRecord, FileStatus, NewJob, PartId, PartRecord, ProjectId, Purpose,
@@ -156,11 +156,7 @@ impl FileMetadata for SqliteMetadata {
         if let Some(p) = q.purpose {
             query = query.bind(p.as_str());
         }
-        for (c, k) in &binds {
-            query = query.bind(*c).bind(*c).bind(k.as_str());
-        }
-        let rows = query
-            .bind(i64::from(w.limit))
+        let rows = bind_window(query, &binds, w.limit)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;

@@ -128,6 +128,16 @@ async fn cancel_jobs(tx: &mut Tx<'_>, filter: &JobFilter, now: i64) -> Result<()
     Ok(())
 }
 
+type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds what [`window_sql`] asked for: the cursors, then the limit.
+fn bind_window<'q>(mut q: Query<'q>, binds: &'q [(i64, String)], limit: u32) -> Query<'q> {
+    for (c, k) in binds {
+        q = q.bind(*c).bind(*c).bind(k.as_str());
+    }
+    q.bind(i64::from(limit))
+}
+
 /// `(created_at, key) > / < cursor` for a listing window, with the bind values in order.
 fn window_sql(w: &ListWindow, key: &str) -> (String, Vec<(i64, String)>) {
     let (after_cmp, before_cmp, dir) = match w.order {

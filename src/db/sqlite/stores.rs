@@ -5,7 +5,10 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use std::collections::BTreeMap;
 
-use super::{cancel_jobs, corrupt, db_err, insert_job, json_text, window_sql, SqliteMetadata, Tx};
+use super::{
+    bind_window, cancel_jobs, corrupt, db_err, insert_job, json_text, window_sql, SqliteMetadata,
+    Tx,
+};
 use crate::db::{Attached, ListWindow, Position, StoreMetadata};
 use crate::domain::{
     Attributes, Cascade, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId,
@@ -104,8 +107,8 @@ async fn insert_vs_file(tx: &mut Tx<'_>, f: &VsFileRecord, now: i64) -> Result<b
     Ok(done.rows_affected() == 1)
 }
 
-async fn get_vs_file_in(
-    tx: &mut Tx<'_>,
+async fn fetch_vs_file<'e, E: sqlx::Executor<'e, Database = sqlx::Sqlite>>(
+    e: E,
     store: &VectorStoreId,
     file: &FileId,
 ) -> Result<Option<VsFileRecord>> {
@@ -113,7 +116,7 @@ async fn get_vs_file_in(
         sqlx::query("SELECT * FROM vector_store_files WHERE vector_store_id = ? AND file_id = ?")
             .bind(store.as_str())
             .bind(file.as_str())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(e)
             .await
             .map_err(db_err)?;
     row.as_ref().map(vs_file_from_row).transpose()
@@ -129,7 +132,7 @@ async fn attach_all(
     for (f, job) in files {
         if insert_vs_file(tx, f, now).await? {
             insert_job(tx, job, now).await?;
-        } else if get_vs_file_in(tx, &f.vector_store_id, &f.file_id)
+        } else if fetch_vs_file(&mut **tx, &f.vector_store_id, &f.file_id)
             .await?
             .is_none()
         {
@@ -209,12 +212,8 @@ impl StoreMetadata for SqliteMetadata {
         let sql = format!(
             "SELECT * FROM vector_stores WHERE project_id = ? AND deleted_at IS NULL{tail}"
         );
-        let mut q = sqlx::query(&sql).bind(project.as_str());
-        for (c, k) in &binds {
-            q = q.bind(*c).bind(*c).bind(k.as_str());
-        }
-        let rows = q
-            .bind(i64::from(w.limit))
+        let q = sqlx::query(&sql).bind(project.as_str());
+        let rows = bind_window(q, &binds, w.limit)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
@@ -321,7 +320,7 @@ impl StoreMetadata for SqliteMetadata {
             insert_job(&mut tx, job, now).await?;
             Attached::New(f.clone())
         } else {
-            match get_vs_file_in(&mut tx, &f.vector_store_id, &f.file_id).await? {
+            match fetch_vs_file(&mut *tx, &f.vector_store_id, &f.file_id).await? {
                 Some(existing) => Attached::Existing(existing),
                 None => Attached::Gone,
             }
@@ -335,15 +334,7 @@ impl StoreMetadata for SqliteMetadata {
         store: &VectorStoreId,
         file: &FileId,
     ) -> Result<Option<VsFileRecord>> {
-        let row = sqlx::query(
-            "SELECT * FROM vector_store_files WHERE vector_store_id = ? AND file_id = ?",
-        )
-        .bind(store.as_str())
-        .bind(file.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.as_ref().map(vs_file_from_row).transpose()
+        fetch_vs_file(&self.pool, store, file).await
     }
 
     async fn vs_file_position(
@@ -380,11 +371,7 @@ impl StoreMetadata for SqliteMetadata {
         if let Some(s) = status {
             q = q.bind(s.as_str());
         }
-        for (c, k) in &binds {
-            q = q.bind(*c).bind(*c).bind(k.as_str());
-        }
-        let rows = q
-            .bind(i64::from(w.limit))
+        let rows = bind_window(q, &binds, w.limit)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
