@@ -820,7 +820,7 @@ def main():
                    help="size of the generated plain-text document for the RSS goal, MB (0 = none)")
     p.add_argument("--text-runs", type=int, default=None,
                    help="runs for the generated text document (default --runs)")
-    p.add_argument("--cache-dir", required=True)
+    p.add_argument("--cache-dir", default=os.path.join(REPO, "target", "bench-vs-peer"))
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--search-rounds", type=int, default=4, help="times each of the 50 queries is sent")
     p.add_argument("--ragstore-bin", default=os.path.join(REPO, "target", "release", "ragstore"))
@@ -834,7 +834,13 @@ def main():
     p.add_argument("--timeout", type=float, default=3600, help="max seconds for one ingestion")
     p.add_argument("--json", help="write every figure (all runs, all latencies) here")
     p.add_argument("--keep", action="store_true", help="keep the servers' temp dirs (logs, data)")
+    p.add_argument("--report", metavar="JSON", help="only print the tables of an earlier --json file")
     args = p.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            saved = json.load(f)
+        print(report(saved["documents"], saved["meta"]))
+        return
 
     tok_path = os.path.join(args.models_dir, "all-MiniLM-L6-v2", "tokenizer.json")
     tokenizer = Tokenizer.from_file(tok_path)
@@ -916,6 +922,9 @@ def main():
                 delete(s, *prev)
                 settle(s)
             results.append(dres)
+            if args.json:  # after every document, so an interrupted run keeps what it measured
+                save_json(args.json, meta, results)
+            log("\n" + report([dres], meta))
     except KeyboardInterrupt:
         log("interrupted")
         sys.exit(130)
@@ -933,9 +942,15 @@ def main():
     text = report(results, meta)
     print(text, flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "documents": results, "queries": QUERIES}, f, indent=1)
+        save_json(args.json, meta, results)
         log(f"wrote {args.json}")
+
+
+def save_json(path, meta, results):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"meta": meta, "documents": results, "queries": QUERIES}, f, indent=1)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
