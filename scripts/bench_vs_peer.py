@@ -15,6 +15,12 @@ What it does
     `completed`. The store of the previous run is deleted once the next one is measured; after
     every step the harness waits until the server is idle again (CPU < 5 % of a core for 2 s,
     at most 90 s) so background work (index optimisation, purges) never overlaps the next run.
+  The peer at its defaults (OGX 1.5, read from its source): chunking `auto` is static 800
+  tiktoken cl100k tokens with a 400-token overlap (ogx_api DEFAULT_CHUNK_SIZE_TOKENS /
+  DEFAULT_CHUNK_OVERLAP_TOKENS), over pypdf's text of all pages joined, whitespace collapsed per
+  line; an 800-token chunk is ~950 MiniLM tokens (up to 2200 on R-intro's symbol-heavy pages)
+  and sentence-transformers reads the first 256. Its attach request returns only once the file
+  is processed; PDF processing runs in two spawned worker processes (counted in its RSS and CPU).
   On the last run's store: the fixed list of QUERIES (50, about R and about MIME types), each
   sent 4 times in order (200 sequential `POST /v1/vector_stores/{vs}/search`, max_num_results
   10, after 5 warm-up requests), latency measured in this client around the HTTP request
