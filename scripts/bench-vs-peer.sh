@@ -20,6 +20,7 @@
 #   --runs N              runs per document and system (default 3; medians reported)
 #   --text-mb MB          generated plain-text document for the RSS goal (default 5; 0 = none)
 #   --text-runs N         runs for that document (default --runs)
+#   --no-pdfs             leave out the Debian PDFs (e.g. only the 5 MB text)
 #   --doc PATH            a .pdf/.txt/.md document instead of the default set, repeatable
 #   --search-rounds N     times each of the 50 queries is sent (default 4)
 #   --json FILE           every figure, every run, every latency

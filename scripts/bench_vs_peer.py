@@ -577,6 +577,10 @@ def coverage(doc, chunk_texts, read_ends):
 # One run, the figures, search
 
 
+class IngestFailed(RuntimeError):
+    """The server ended the file `failed` (or not completed): recorded, the run goes on."""
+
+
 def settle(system, max_s=90.0):
     """Wait until the server's tree uses < 5 % of a core over 1 s twice in a row."""
     t0 = time.monotonic()
@@ -608,7 +612,7 @@ def ingest(system, doc, run, tokenizer, sampler, timeout):
     while vf.status == "in_progress":
         now = time.monotonic()
         if now - t0 > timeout:
-            raise RuntimeError(f"{system.name}: {doc.name} not completed after {timeout} s")
+            raise IngestFailed(f"not completed after {timeout} s")
         if now - last_note > 30:
             last_note = now
             log(f"  {system.name} run {run}: ingesting… {now - t0:.0f} s, RSS "
@@ -621,7 +625,9 @@ def ingest(system, doc, run, tokenizer, sampler, timeout):
     rss_max = sampler.finish()
     hwm = status_kib(pids, "VmHWM") if hwm_reset else 0
     if vf.status != "completed":
-        raise RuntimeError(f"{system.name}: {doc.name} ended {vf.status}: {vf.last_error}")
+        err = vf.last_error
+        raise IngestFailed(f"{vf.status} after {wall:.1f} s: "
+                           f"{getattr(err, 'code', '')}: {getattr(err, 'message', err)}"[:600])
     settle_s = settle(system)
     idle_after = status_kib(system.tree(), "VmRSS")
 
@@ -762,7 +768,9 @@ def report(docs_results, meta):
         pages = f", {d['pages']} pages" if d.get("pages") else ""
         out.append(f"{d['label']} ({d['bytes'] / 1000:.0f} kB{pages}, {d['ref_words']} reference words; "
                    f"medians of {meta['runs_per_doc'].get(d['label'], '?')} runs)")
-        systems = [s for s in ("ragstore", "peer") if s in d["runs"]]
+        systems = [s for s in ("ragstore", "peer") if d["runs"].get(s)]
+        for s, why in d.get("failed", {}).items():
+            out.append(f"  {s} FAILED {why}")
         head = f"  {'':34}" + "".join(f"{s:>12}" for s in systems)
         if len(systems) == 2:
             head += f"{'rag/peer':>10}  goal"
@@ -805,6 +813,8 @@ def report(docs_results, meta):
                        f"{meta['idle_at_start_mb'].get('ragstore', 0):.0f} MB, after ingest "
                        f"{rag['idle_rss_after_mb']:.0f} MB "
                        f"{'met' if max(rag['idle_rss_after_mb'], meta['idle_at_start_mb'].get('ragstore', 0)) <= 250 else 'NOT met'}")
+        if not systems:
+            continue
         out.append("  runs (time to completed s / embedded tokens per s per core / peak RSS MB):")
         for s in systems:
             out.append(f"    {s:9} " + "  ".join(
@@ -824,6 +834,7 @@ def main():
     p.add_argument("--pdf-dir", help="where scripts/bench-vs-peer.sh unpacked the Debian PDFs")
     p.add_argument("--text-mb", type=float, default=5.0,
                    help="size of the generated plain-text document for the RSS goal, MB (0 = none)")
+    p.add_argument("--no-pdfs", action="store_true", help="leave out the Debian PDFs")
     p.add_argument("--text-runs", type=int, default=None,
                    help="runs for the generated text document (default --runs)")
     p.add_argument("--cache-dir", default=os.path.join(REPO, "target", "bench-vs-peer"))
@@ -857,7 +868,7 @@ def main():
     if args.doc:
         for path in args.doc:
             docs.append(load_doc(path))
-    else:
+    elif not args.no_pdfs:
         for name in ("R-intro.pdf", "shared-mime-info-spec.pdf"):
             docs.append(load_doc(os.path.join(args.pdf_dir, name)))
     if args.text_mb > 0 and not args.doc:
@@ -911,13 +922,22 @@ def main():
                 log(f"{d.label}: {s.name}, {runs} runs")
                 rs, prev = [], None
                 for run in range(1, runs + 1):
-                    r, vs, fid = ingest(s, d, run, tokenizer, samplers[s.name], args.timeout)
+                    try:
+                        r, vs, fid = ingest(s, d, run, tokenizer, samplers[s.name], args.timeout)
+                    except IngestFailed as e:
+                        samplers[s.name].finish()
+                        log(f"  {s.name} run {run}: FAILED: {e}")
+                        dres.setdefault("failed", {})[s.name] = f"run {run}: {e}"
+                        settle(s)
+                        break  # the same document fails the same way again
                     rs.append(r)
                     if prev:
                         delete(s, *prev)
                         settle(s)
                     prev = (vs, fid)
                 dres["runs"][s.name] = rs
+                if not rs:
+                    continue
                 dres["median"][s.name] = {k: median(rs, k) for k in rs[0]
                                           if isinstance(rs[0][k], (int, float)) and k != "run"}
                 log(f"{d.label}: {s.name} search, {args.search_rounds} x {len(QUERIES)} queries")
