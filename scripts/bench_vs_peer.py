@@ -770,7 +770,7 @@ def report(docs_results, meta):
                    f"medians of {meta['runs_per_doc'].get(d['label'], '?')} runs)")
         systems = [s for s in ("ragstore", "peer") if d["runs"].get(s)]
         for s, why in d.get("failed", {}).items():
-            out.append(f"  {s} FAILED {why}")
+            out.append(f"  {s} FAILED {' '.join(why.split())[:420]}")
         head = f"  {'':34}" + "".join(f"{s:>12}" for s in systems)
         if len(systems) == 2:
             head += f"{'rag/peer':>10}  goal"
