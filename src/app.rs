@@ -46,6 +46,8 @@ pub struct Backends {
     /// No other process can use these backends (local ones, under the data-dir lock), so what
     /// an earlier run left running or half-written is certainly abandoned.
     pub exclusive: bool,
+    /// The most tokens one file may hold.
+    pub max_file_tokens: usize,
 }
 
 impl Backends {
@@ -58,6 +60,7 @@ impl Backends {
             index: self.index.clone(),
             pipeline: self.pipeline.clone(),
             clock: self.clock.clone(),
+            max_file_tokens: self.max_file_tokens,
         }
     }
 
@@ -184,6 +187,7 @@ impl App {
             clock,
             wakeup: Wakeup::new(),
             exclusive: true,
+            max_file_tokens: config.max_file_tokens,
         };
         backends
             .housekeeper(&config)

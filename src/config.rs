@@ -116,6 +116,11 @@ pub struct Config {
     #[arg(long, env = "RAGSTORE_INDEX_UPKEEP_SECS", default_value_t = 30.0)]
     pub index_upkeep_secs: f64,
 
+    /// The most tokens of text one file may hold in a vector store (OpenAI's limit for
+    /// file_search is 2,000,000); a longer file fails with invalid_file.
+    #[arg(long, env = "RAGSTORE_MAX_FILE_TOKENS", default_value_t = 2_000_000)]
+    pub max_file_tokens: usize,
+
     /// Run ingestion workers inside the server (tests turn this off to drive the queue by hand).
     #[arg(skip = true)]
     pub workers_enabled: bool,

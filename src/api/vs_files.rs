@@ -58,6 +58,15 @@ pub struct VectorStoreFileObject {
     pub last_error: Option<LastError>,
     pub chunking_strategy: Value,
     pub attributes: Value,
+    /// ragstore's own (the SDKs ignore unknown fields): how far ingestion has got.
+    pub progress: Progress,
+}
+
+/// Chunks in the index so far, and how many the file has (`null` until its chunking is done).
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    pub chunks_indexed: u32,
+    pub chunks_total: Option<u32>,
 }
 
 /// `last_error` of a failed vector-store file.
@@ -82,6 +91,10 @@ impl From<&VsFileRecord> for VectorStoreFileObject {
             }),
             chunking_strategy: f.chunking.to_json(),
             attributes: attributes_to_json(&f.attributes),
+            progress: Progress {
+                chunks_indexed: f.chunks_indexed,
+                chunks_total: f.chunks_total,
+            },
         }
     }
 }

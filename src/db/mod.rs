@@ -270,6 +270,15 @@ pub trait StoreMetadata: Send + Sync + 'static {
         w: &ListWindow,
     ) -> Result<Vec<VsFileRecord>>;
 
+    /// Records ingestion progress of a file still in progress (`total` once known).
+    async fn set_vs_file_progress(
+        &self,
+        store: &VectorStoreId,
+        file: &FileId,
+        indexed: u32,
+        total: Option<u32>,
+    ) -> Result<()>;
+
     /// `false` if the file is not in the store.
     async fn set_vs_file_attributes(
         &self,
@@ -326,10 +335,11 @@ pub trait CacheMetadata: Send + Sync + 'static {
     /// Inserts or replaces.
     async fn put_file_text(&self, file: &FileId, text: &FileText, now: i64) -> Result<()>;
 
-    /// Number of chunks stored for (file, chunking); 0 if not chunked yet.
-    async fn chunk_count(&self, file: &FileId, chunking: &Chunking) -> Result<u32>;
+    /// How many chunks (file, chunking) has, once its chunking has finished; `None` before.
+    async fn chunked(&self, file: &FileId, chunking: &Chunking) -> Result<Option<u32>>;
 
-    /// Replaces the chunks of (file, chunking) in one transaction.
+    /// Writes chunks of (file, chunking) by index, in one transaction; chunking may arrive in
+    /// batches. A chunk written again with the same text keeps its embedding.
     async fn put_chunks(
         &self,
         file: &FileId,
@@ -337,24 +347,18 @@ pub trait CacheMetadata: Send + Sync + 'static {
         chunks: &[ChunkRow],
     ) -> Result<()>;
 
-    /// Chunks of (file, chunking) from index `offset` in order, at most `limit`, with embeddings
-    /// if `with_vectors`.
+    /// Marks the chunking of (file, chunking) complete with `total` chunks, dropping any beyond.
+    async fn finish_chunking(&self, file: &FileId, chunking: &Chunking, total: u32) -> Result<()>;
+
+    /// Chunks of (file, chunking) from index `offset` in order, at most `limit`, with their
+    /// embeddings when made by model `vectors_of`.
     async fn get_chunks(
         &self,
         file: &FileId,
         chunking: &Chunking,
         offset: u32,
         limit: u32,
-        with_vectors: bool,
-    ) -> Result<Vec<ChunkRow>>;
-
-    /// Chunks without an embedding from `model`, in order, at most `limit`.
-    async fn chunks_to_embed(
-        &self,
-        file: &FileId,
-        chunking: &Chunking,
-        model: &str,
-        limit: u32,
+        vectors_of: Option<&str>,
     ) -> Result<Vec<ChunkRow>>;
 
     async fn set_embeddings(
@@ -365,6 +369,6 @@ pub trait CacheMetadata: Send + Sync + 'static {
         vectors: &[(u32, Vec<f32>)],
     ) -> Result<()>;
 
-    /// Removes a file's text row and chunks.
+    /// Removes a file's text row, chunks and chunkings.
     async fn delete_file_caches(&self, file: &FileId) -> Result<()>;
 }

@@ -97,6 +97,10 @@ pub struct VsFileRecord {
     pub chunking: Chunking,
     pub attributes: Attributes,
     pub last_error: Option<(IngestErrorCode, String)>,
+    /// Ingestion progress: chunks in the index so far, and how many there will be once the
+    /// chunking has finished.
+    pub chunks_indexed: u32,
+    pub chunks_total: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

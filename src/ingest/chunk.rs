@@ -74,6 +74,37 @@ impl std::fmt::Debug for Chunker {
 }
 
 impl Chunker {
+    /// Chunks `text` a segment ([`segments`]) at a time, handing each segment's chunks (offsets
+    /// into `text`) to `emit` as soon as they are cut; stops early when `emit` returns `false`.
+    /// Returns how many chunks were cut.
+    /// `Err(tokens)` once the text holds more than `max_tokens` tokens (counted segment by
+    /// segment, so a huge file is refused after a bounded amount of work).
+    pub fn chunk_segments(
+        &self,
+        text: &str,
+        chunking: Chunking,
+        markdown: bool,
+        max_tokens: usize,
+        mut emit: impl FnMut(Vec<ChunkText>) -> bool,
+    ) -> Result<usize, usize> {
+        let (mut total, mut tokens) = (0, 0);
+        for (start, end) in segments(text, SEGMENT_BYTES) {
+            tokens += self.count_tokens(&text[start..end]);
+            if tokens > max_tokens {
+                return Err(tokens);
+            }
+            let mut chunks = self.chunk(&text[start..end], chunking, markdown);
+            for c in &mut chunks {
+                c.offset += start;
+            }
+            total += chunks.len();
+            if !chunks.is_empty() && !emit(chunks) {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
     /// From a Hugging Face `tokenizer.json`.
     pub fn from_tokenizer_file(path: &Path) -> Result<Self> {
         Ok(Chunker::new(Tokens::Model(Arc::new(load_tokenizer(path)?))))
@@ -141,6 +172,54 @@ impl Chunker {
         }
         out
     }
+}
+
+/// Text is chunked a segment at a time: memory and time stay linear in the size of the file
+/// (tokenising a whole 40 MB file at once took gigabytes), and the first chunks are ready long
+/// before the last. Segments end at a blank line (outside a Markdown code fence), so chunks rarely
+/// notice the cut: text-splitter would prefer that boundary anyway.
+pub const SEGMENT_BYTES: usize = 64 * 1024;
+
+/// Consecutive `(start, end)` byte ranges covering `text`, each about `target` bytes, cut after a
+/// blank line outside code fences where there is one within four times `target`, else at a line
+/// end, else at a char boundary.
+pub fn segments(text: &str, target: usize) -> Vec<(usize, usize)> {
+    let target = target.max(1);
+    let hard = 4 * target;
+    let mut out = Vec::new();
+    let (mut start, mut pos, mut in_fence) = (0usize, 0usize, false);
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            in_fence = !in_fence;
+        }
+        let line_start = pos;
+        pos += line.len();
+        if pos - start >= target && !in_fence && line.trim().is_empty() {
+            out.push((start, pos));
+            start = pos;
+            continue;
+        }
+        if pos - start > hard {
+            if line_start > start {
+                out.push((start, line_start));
+                start = line_start;
+            }
+            // One line longer than the hard limit: cut inside it.
+            while pos - start > hard {
+                let mut cut = start + hard;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                out.push((start, cut));
+                start = cut;
+            }
+        }
+    }
+    if start < text.len() {
+        out.push((start, text.len()));
+    }
+    out
 }
 
 /// Where `piece`, a slice of `text`, starts in it.
@@ -357,6 +436,83 @@ mod tests {
         // A string that is not a slice of the text is tokenized alone.
         let copy = text[..5].to_owned();
         assert_eq!(sizer.count(copy.as_str()), None);
+    }
+
+    #[test]
+    fn segments_cover_the_text_and_cut_after_blank_lines_outside_fences() {
+        let para = "word ".repeat(30) + "\n\n";
+        let fence = format!(
+            "```\n{}\n\n{}\n```\n",
+            "code ".repeat(40),
+            "more ".repeat(40)
+        );
+        let text = format!(
+            "{}{fence}{}{}",
+            para.repeat(5),
+            para.repeat(5),
+            "x".repeat(2000)
+        );
+        let segs = segments(&text, 200);
+        assert!(segs.len() > 3, "{segs:?}");
+        assert_eq!(segs.first().map(|s| s.0), Some(0));
+        assert_eq!(segs.last().map(|s| s.1), Some(text.len()));
+        for w in segs.windows(2) {
+            assert_eq!(w[0].1, w[1].0, "contiguous");
+        }
+        for &(a, b) in &segs {
+            assert!(b > a && b - a <= 800, "{a}..{b}");
+            let fence_at = text.find("```").unwrap();
+            let fence_end = text.rfind("```").unwrap();
+            assert!(
+                !(fence_at < b && b < fence_end),
+                "cut inside the fence at {b}"
+            );
+        }
+        // Multi-byte text with no newline at all is cut at char boundaries.
+        let wide = "é".repeat(1000);
+        let segs = segments(&wide, 100);
+        assert!(segs
+            .iter()
+            .all(|&(a, b)| wide.is_char_boundary(a) && wide.is_char_boundary(b)));
+        assert_eq!(segs.last().map(|s| s.1), Some(wide.len()));
+        assert!(segments("", 10).is_empty());
+    }
+
+    #[test]
+    fn segmented_chunks_point_into_the_whole_text() {
+        let ch = chunker();
+        let text = prose(40_000);
+        let mut got = Vec::new();
+        let n = ch
+            .chunk_segments(&text, c(200, 20), false, usize::MAX, |batch| {
+                got.extend(batch);
+                true
+            })
+            .unwrap();
+        assert!(n > 100 && n == got.len());
+        assert!(got.windows(2).all(|w| w[0].offset < w[1].offset));
+        for chunk in &got {
+            assert_eq!(
+                &text[chunk.offset..chunk.offset + chunk.text.len()],
+                chunk.text
+            );
+            assert!(chunk.tokens <= 200);
+        }
+        // Stopping early stops.
+        let mut batches = 0;
+        let _ = ch.chunk_segments(&text, c(200, 20), false, usize::MAX, |_| {
+            batches += 1;
+            false
+        });
+        assert_eq!(batches, 1);
+        // Too many tokens: refused before chunking all of it.
+        let mut seen = 0;
+        let over = ch.chunk_segments(&text, c(200, 20), false, 5_000, |b| {
+            seen += b.len();
+            true
+        });
+        assert!(matches!(over, Err(t) if t > 5_000), "{over:?}");
+        assert!(seen < n / 2, "{seen} of {n}");
     }
 
     #[test]

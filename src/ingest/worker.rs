@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ragstore_extract::{extract, location_of, ExtractError};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -25,17 +26,27 @@ use crate::storage::{FileStorage, Staging};
 pub const LEASE_SECS: i64 = 120;
 /// Transient failures are retried this many times, with exponential backoff, before failing.
 pub const MAX_ATTEMPTS: i64 = 6;
-/// One model run's worth: a job occupies one embedding session at a time, leaving the others
-/// to searches and other jobs.
-const EMBED_BATCH: u32 = 32;
-const INDEX_BATCH: u32 = 256;
+/// Tokens per embedding call: enough to keep every model session busy, few enough that other
+/// jobs and searches get their turn soon and that chunks become searchable soon after they are
+/// cut.
+const EMBED_BATCH_TOKENS: usize = 8192;
+/// The first call is smaller, so the first chunks of a large file are searchable at once.
+const FIRST_BATCH_TOKENS: usize = 2048;
+/// Cached chunks read per batch at most.
+const INDEX_BATCH: usize = 256;
 
 /// Stages of an ingest job, in order. Tests stop a job after one to simulate a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
+    /// The text is extracted (or found chunked already).
     Extract,
+    /// The first batch of chunks is cached.
     Chunk,
+    /// The first batch is embedded, not yet indexed.
     Embed,
+    /// The first batch is indexed (searchable), the rest not yet.
+    FirstBatch,
+    /// Every chunk is indexed; the job is not finished.
     Index,
 }
 
@@ -81,6 +92,8 @@ pub struct WorkerDeps {
     pub index: Arc<dyn VectorIndex>,
     pub pipeline: Pipeline,
     pub clock: Arc<dyn Clock>,
+    /// The most tokens one file may hold (OpenAI's limit for `file_search` is 2,000,000).
+    pub max_file_tokens: usize,
 }
 
 #[derive(Clone)]
@@ -302,8 +315,11 @@ impl Worker {
         }
     }
 
-    /// Extract (if needed) -> chunk (if needed) -> embed (missing vectors) -> index. Returns the
-    /// usage bytes of the file in the store.
+    /// Extract (if needed) -> chunk -> embed -> index, streamed: chunks are cut a segment at a
+    /// time and embedded and indexed in batches as they come, so the first are searchable long
+    /// before the last, and progress is written after every batch. Chunks and embeddings are
+    /// cached per file (a resumed job or another store with the same chunking reuses them).
+    /// Returns the usage bytes of the file in the store.
     async fn run_ingest(&self, job: &Job, stop_after: Option<Stage>) -> StageResult<i64> {
         let st = &self.st;
         let store = job
@@ -326,117 +342,192 @@ impl Worker {
             }
         };
 
-        // Extract and chunk, unless an earlier run (or another store) already chunked this file
-        // the same way.
-        if st.meta.chunk_count(file, &chunking).await? == 0 {
-            let ExtractedText {
-                text,
-                markdown,
-                sections,
-            } = self.ensure_text(&job.project_id, file).await?;
-            stop(Stage::Extract)?;
-            let chunker = st.pipeline.chunker.clone();
-            let pieces =
-                tokio::task::spawn_blocking(move || chunker.chunk(&text, chunking, markdown))
-                    .instrument(tracing::info_span!("ingest.chunk", file_id = %file))
-                    .await
-                    .map_err(Error::from)?;
-            if pieces.is_empty() {
-                return Err(Failure::Permanent(
-                    IngestErrorCode::InvalidFile,
-                    "The file contains no text.".to_owned(),
-                ));
+        let mut source = match st.meta.chunked(file, &chunking).await? {
+            Some(total) => ChunkSource::Cached { next: 0, total },
+            None => {
+                let text = self
+                    .with_lease(job, self.ensure_text(&job.project_id, file))
+                    .await?;
+                ChunkSource::fresh(self.start_chunking(text, chunking, file))
             }
-            let rows: Vec<ChunkRow> = pieces
-                .into_iter()
-                .enumerate()
-                .map(|(i, c)| ChunkRow {
-                    idx: i as u32,
-                    extra: location_of(&sections, c.offset, c.offset + c.text.len()),
-                    text: c.text,
-                    embedding: None,
-                })
-                .collect();
-            st.meta.put_chunks(file, &chunking, &rows).await?;
-        } else {
-            stop(Stage::Extract)?;
-        }
-        stop(Stage::Chunk)?;
+        };
+        stop(Stage::Extract)?;
 
-        // Embed what has no vector from the current model yet.
-        let model = st.pipeline.embedder.model().to_owned();
-        loop {
-            let todo = st
-                .meta
-                .chunks_to_embed(file, &chunking, &model, EMBED_BATCH)
-                .await?;
-            if todo.is_empty() {
-                break;
-            }
-            self.still_ours(job).await?;
-            let texts: Vec<String> = todo.iter().map(|c| c.text.clone()).collect();
-            let vectors = st
-                .pipeline
-                .embedder
-                .embed(texts)
-                .instrument(
-                    tracing::info_span!("ingest.embed", file_id = %file, chunks = todo.len()),
-                )
-                .await?;
-            let pairs: Vec<(u32, Vec<f32>)> = todo.iter().map(|c| c.idx).zip(vectors).collect();
-            st.meta
-                .set_embeddings(file, &chunking, &model, &pairs)
-                .await?;
-        }
-        stop(Stage::Embed)?;
-
-        // Index: replace whatever this (store, file) had with the current chunks.
+        // A re-run starts clean in this store (its points are rewritten as they are indexed).
         self.still_ours(job).await?;
         st.index.delete_file(Some(store), file).await?;
-        let usage = self.index_chunks(&vs_file, &chunking).await?;
+        let model = st.pipeline.embedder.model().to_owned();
+        let (mut indexed, mut usage, mut first, mut batches) = (0u32, 0i64, true, 0u32);
+        loop {
+            let limit = if first {
+                FIRST_BATCH_TOKENS
+            } else {
+                EMBED_BATCH_TOKENS
+            };
+            let Some(mut rows) = source
+                .next_batch(st, file, &chunking, &model, limit)
+                .await?
+            else {
+                break;
+            };
+            if first {
+                stop(Stage::Chunk)?;
+            }
+            self.still_ours(job).await?;
+            self.embed_missing(file, &chunking, &model, &mut rows)
+                .await?;
+            if first {
+                stop(Stage::Embed)?;
+            }
+            first = false;
+            usage += rows.iter().map(|r| r.text.len() as i64).sum::<i64>();
+            indexed += rows.len() as u32;
+            self.index_rows(&vs_file, rows).await?;
+            st.meta
+                .set_vs_file_progress(store, file, indexed, source.total())
+                .await?;
+            tracing::debug!(file_id = %file, indexed, total = ?source.total(), "ingest progress");
+            batches += 1;
+            if batches == 1 {
+                stop(Stage::FirstBatch)?;
+            }
+        }
+        let total = source.finish(st, file, &chunking).await?;
+        st.meta
+            .set_vs_file_progress(store, file, indexed, Some(total))
+            .await?;
+        if total == 0 {
+            return Err(Failure::Permanent(
+                IngestErrorCode::InvalidFile,
+                "The file contains no text.".to_owned(),
+            ));
+        }
+        tracing::info!(file_id = %file, vector_store_id = %store, chunks = total, "file indexed");
         stop(Stage::Index)?;
         Ok(usage)
     }
 
-    async fn index_chunks(&self, vs_file: &VsFileRecord, chunking: &Chunking) -> StageResult<i64> {
-        let st = &self.st;
-        let mut usage = 0i64;
-        let mut offset = 0u32;
-        loop {
-            let rows = st
-                .meta
-                .get_chunks(&vs_file.file_id, chunking, offset, INDEX_BATCH, true)
-                .await?;
-            if rows.is_empty() {
-                break;
-            }
-            offset = rows.last().map_or(offset, |r| r.idx + 1);
-            let mut points = Vec::with_capacity(rows.len());
-            for r in rows {
-                usage += r.text.len() as i64;
-                let vector = r.embedding.ok_or_else(|| {
-                    Failure::Transient(Error::Internal(anyhow::anyhow!(
-                        "chunk {} has no embedding",
-                        r.idx
-                    )))
-                })?;
-                points.push(Point {
-                    id: point_id(&vs_file.file_id, &vs_file.vector_store_id, r.idx),
-                    vector,
-                    vector_store_id: vs_file.vector_store_id.clone(),
-                    file_id: vs_file.file_id.clone(),
-                    chunk_index: r.idx,
-                    text: r.text,
-                    attributes: vs_file.attributes.clone(),
-                    extra: r.extra,
-                });
-            }
-            st.index
-                .upsert(points)
-                .instrument(tracing::info_span!("index.upsert", file_id = %vs_file.file_id))
-                .await?;
+    /// Cuts `text` into chunks on a blocking thread, segment by segment, sending each
+    /// segment's chunks as soon as they are cut.
+    fn start_chunking(
+        &self,
+        text: ExtractedText,
+        chunking: Chunking,
+        file: &FileId,
+    ) -> mpsc::UnboundedReceiver<Produced> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let chunker = self.st.pipeline.chunker.clone();
+        let max_tokens = self.st.max_file_tokens;
+        let span = tracing::info_span!("ingest.chunk", file_id = %file);
+        tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
+            let ExtractedText {
+                text,
+                markdown,
+                sections,
+            } = text;
+            let mut idx = 0u32;
+            let result = chunker.chunk_segments(&text, chunking, markdown, max_tokens, |chunks| {
+                let rows = chunks
+                    .into_iter()
+                    .map(|c| {
+                        let row = ChunkRow {
+                            idx,
+                            extra: location_of(&sections, c.offset, c.offset + c.text.len()),
+                            text: c.text,
+                            embedding: None,
+                        };
+                        idx += 1;
+                        (row, c.tokens)
+                    })
+                    .collect();
+                // A consumer that went away (the job stopped) stops the chunking too.
+                tx.send(Produced::Chunks(rows)).is_ok()
+            });
+            let _ = tx.send(match result {
+                Ok(total) => Produced::Done(total as u32),
+                Err(tokens) => Produced::TooLong(tokens),
+            });
+        });
+        rx
+    }
+
+    /// Embeds the rows that have no vector from the current model and caches the vectors.
+    async fn embed_missing(
+        &self,
+        file: &FileId,
+        chunking: &Chunking,
+        model: &str,
+        rows: &mut [ChunkRow],
+    ) -> StageResult<()> {
+        let todo: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].embedding.is_none())
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
         }
-        Ok(usage)
+        let texts: Vec<String> = todo.iter().map(|&i| rows[i].text.clone()).collect();
+        let vectors = self
+            .st
+            .pipeline
+            .embedder
+            .embed(texts)
+            .instrument(tracing::info_span!("ingest.embed", file_id = %file, chunks = todo.len()))
+            .await?;
+        let pairs: Vec<(u32, Vec<f32>)> = todo.iter().map(|&i| rows[i].idx).zip(vectors).collect();
+        self.st
+            .meta
+            .set_embeddings(file, chunking, model, &pairs)
+            .await?;
+        for ((_, v), &i) in pairs.into_iter().zip(&todo) {
+            rows[i].embedding = Some(v);
+        }
+        Ok(())
+    }
+
+    async fn index_rows(&self, vs_file: &VsFileRecord, rows: Vec<ChunkRow>) -> StageResult<()> {
+        let mut points = Vec::with_capacity(rows.len());
+        for r in rows {
+            let vector = r.embedding.ok_or_else(|| {
+                Failure::Transient(Error::Internal(anyhow::anyhow!(
+                    "chunk {} has no embedding",
+                    r.idx
+                )))
+            })?;
+            points.push(Point {
+                id: point_id(&vs_file.file_id, &vs_file.vector_store_id, r.idx),
+                vector,
+                vector_store_id: vs_file.vector_store_id.clone(),
+                file_id: vs_file.file_id.clone(),
+                chunk_index: r.idx,
+                text: r.text,
+                attributes: vs_file.attributes.clone(),
+                extra: r.extra,
+            });
+        }
+        self.st
+            .index
+            .upsert(points)
+            .instrument(tracing::info_span!("index.upsert", file_id = %vs_file.file_id))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs `work` while renewing the job's lease; stops it if the job is no longer ours.
+    async fn with_lease<T>(
+        &self,
+        job: &Job,
+        work: impl std::future::Future<Output = StageResult<T>>,
+    ) -> StageResult<T> {
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(Duration::from_secs((LEASE_SECS / 4).max(1) as u64));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => self.still_ours(job).await?,
+            }
+        }
     }
 
     async fn run_purge_file(&self, job: &Job) -> StageResult<()> {
@@ -482,6 +573,147 @@ struct ExtractedText {
     text: String,
     markdown: bool,
     sections: Vec<ragstore_extract::Section>,
+}
+
+/// What the chunking thread sends: each segment's chunks (with their token counts), then how
+/// many there were.
+enum Produced {
+    Chunks(Vec<(ChunkRow, usize)>),
+    Done(u32),
+    /// The text holds this many tokens, more than the most a file may hold.
+    TooLong(usize),
+}
+
+/// Where an ingest job's chunks come from: cut now, or cached by an earlier run.
+enum ChunkSource {
+    Fresh {
+        rx: mpsc::UnboundedReceiver<Produced>,
+        /// Cut, not yet embedded.
+        pending: std::collections::VecDeque<(ChunkRow, usize)>,
+        total: Option<u32>,
+    },
+    Cached {
+        next: u32,
+        total: u32,
+    },
+}
+
+impl ChunkSource {
+    fn fresh(rx: mpsc::UnboundedReceiver<Produced>) -> Self {
+        ChunkSource::Fresh {
+            rx,
+            pending: std::collections::VecDeque::new(),
+            total: None,
+        }
+    }
+
+    /// How many chunks the file has, once known.
+    fn total(&self) -> Option<u32> {
+        match self {
+            ChunkSource::Fresh { total, .. } => *total,
+            ChunkSource::Cached { total, .. } => Some(*total),
+        }
+    }
+
+    /// The next chunks in order, about `tokens` tokens' worth (at least one), with the vectors
+    /// the cache already holds from `model`; `None` when all were handed out. Fresh chunks are
+    /// written to the cache first.
+    async fn next_batch(
+        &mut self,
+        st: &WorkerDeps,
+        file: &FileId,
+        chunking: &Chunking,
+        model: &str,
+        tokens: usize,
+    ) -> StageResult<Option<Vec<ChunkRow>>> {
+        match self {
+            ChunkSource::Cached { next, total } => {
+                if *next >= *total {
+                    return Ok(None);
+                }
+                // ~4 bytes a token; the cache does not keep token counts.
+                let limit = (tokens / 200).clamp(1, INDEX_BATCH) as u32;
+                let rows = st
+                    .meta
+                    .get_chunks(file, chunking, *next, limit, Some(model))
+                    .await?;
+                match rows.last() {
+                    None => Ok(None),
+                    Some(last) => {
+                        *next = last.idx + 1;
+                        Ok(Some(rows))
+                    }
+                }
+            }
+            ChunkSource::Fresh { rx, pending, total } => {
+                // Wait for enough chunks, or for the end of the text.
+                while total.is_none() && pending.iter().map(|(_, t)| t).sum::<usize>() < tokens {
+                    match rx.recv().await {
+                        Some(Produced::Chunks(rows)) => pending.extend(rows),
+                        Some(Produced::Done(n)) => *total = Some(n),
+                        Some(Produced::TooLong(n)) => {
+                            return Err(Failure::Permanent(
+                                IngestErrorCode::InvalidFile,
+                                format!(
+                                    "The file's text is {n} tokens or more; a vector store file may hold at most {} tokens.",
+                                    st.max_file_tokens
+                                ),
+                            ))
+                        }
+                        None => {
+                            return Err(Failure::Transient(Error::Internal(anyhow::anyhow!(
+                                "the chunking thread stopped"
+                            ))))
+                        }
+                    }
+                }
+                let mut batch = Vec::new();
+                let mut taken = 0;
+                while let Some((row, t)) = pending.pop_front() {
+                    taken += t;
+                    batch.push(row);
+                    if taken >= tokens {
+                        break;
+                    }
+                }
+                if batch.is_empty() {
+                    return Ok(None);
+                }
+                st.meta.put_chunks(file, chunking, &batch).await?;
+                // A resumed job finds the vectors of the chunks it embedded before.
+                let first = batch[0].idx;
+                let cached = st
+                    .meta
+                    .get_chunks(file, chunking, first, batch.len() as u32, Some(model))
+                    .await?;
+                for (row, c) in batch.iter_mut().zip(cached) {
+                    if c.idx == row.idx {
+                        row.embedding = c.embedding;
+                    }
+                }
+                Ok(Some(batch))
+            }
+        }
+    }
+
+    /// Records a fresh chunking as complete; returns how many chunks the file has.
+    async fn finish(
+        &mut self,
+        st: &WorkerDeps,
+        file: &FileId,
+        chunking: &Chunking,
+    ) -> StageResult<u32> {
+        match self {
+            ChunkSource::Cached { total, .. } => Ok(*total),
+            ChunkSource::Fresh { total, .. } => {
+                let total = total.ok_or_else(|| {
+                    Failure::Transient(Error::Internal(anyhow::anyhow!("chunking did not finish")))
+                })?;
+                st.meta.finish_chunking(file, chunking, total).await?;
+                Ok(total)
+            }
+        }
+    }
 }
 
 fn is_purge(kind: JobKind) -> bool {

@@ -152,6 +152,8 @@ impl StoreService {
                 chunking,
                 attributes,
                 last_error: None,
+                chunks_indexed: 0,
+                chunks_total: None,
             },
             NewJob {
                 kind: JobKind::Ingest,

@@ -151,7 +151,7 @@ impl StoreService {
         let (_, row) = self.row(project, store_id, file_id).await?;
         let rows = self
             .meta
-            .get_chunks(&row.file_id, &row.chunking, offset, limit + 1, false)
+            .get_chunks(&row.file_id, &row.chunking, offset, limit + 1, None)
             .await?;
         let has_more = rows.len() > limit as usize;
         let texts = rows

@@ -124,6 +124,8 @@ fn link(s: &VectorStoreRecord, f: &FileId, batch: Option<&FileBatchId>) -> (VsFi
             chunking: chunking(),
             attributes: Attributes::new(),
             last_error: None,
+            chunks_indexed: 0,
+            chunks_total: None,
         },
         NewJob {
             kind: JobKind::Ingest,
@@ -1054,9 +1056,9 @@ pub async fn caches_store_text_chunks_and_embeddings_per_model(b: Backend) {
     assert_eq!(b.meta.get_file_text(&f.id).await.unwrap(), Some(ok));
 
     let c = chunking();
-    assert_eq!(b.meta.chunk_count(&f.id, &c).await.unwrap(), 0);
-    let rows = |n: u32, tag: &str| -> Vec<ChunkRow> {
-        (0..n)
+    assert_eq!(b.meta.chunked(&f.id, &c).await.unwrap(), None);
+    let rows = |range: std::ops::Range<u32>, tag: &str| -> Vec<ChunkRow> {
+        range
             .map(|i| ChunkRow {
                 idx: i,
                 text: format!("{tag} {i}"),
@@ -1065,44 +1067,114 @@ pub async fn caches_store_text_chunks_and_embeddings_per_model(b: Backend) {
             })
             .collect()
     };
-    b.meta.put_chunks(&f.id, &c, &rows(5, "old")).await.unwrap();
-    b.meta.put_chunks(&f.id, &c, &rows(3, "new")).await.unwrap();
-    assert_eq!(
-        b.meta.chunk_count(&f.id, &c).await.unwrap(),
-        3,
-        "replaced, not added"
-    );
-    let other = Chunking {
-        max_tokens: 300,
-        overlap_tokens: 0,
-    };
-    assert_eq!(b.meta.chunk_count(&f.id, &other).await.unwrap(), 0);
-    let got = b.meta.get_chunks(&f.id, &c, 1, 10, false).await.unwrap();
-    assert_eq!(got, rows(3, "new")[1..].to_vec());
-
-    let todo = b.meta.chunks_to_embed(&f.id, &c, "m1", 2).await.unwrap();
-    assert_eq!(todo.iter().map(|r| r.idx).collect::<Vec<_>>(), vec![0, 1]);
+    // Chunks arrive in batches; an interrupted run left five.
+    b.meta
+        .put_chunks(&f.id, &c, &rows(0..5, "old"))
+        .await
+        .unwrap();
     b.meta
         .set_embeddings(&f.id, &c, "m1", &[(0, vec![1.0, 2.0]), (1, vec![3.0, 4.5])])
         .await
         .unwrap();
-    let todo = b.meta.chunks_to_embed(&f.id, &c, "m1", 10).await.unwrap();
-    assert_eq!(todo.iter().map(|r| r.idx).collect::<Vec<_>>(), vec![2]);
-    // Another model's vectors do not count.
     assert_eq!(
-        b.meta
-            .chunks_to_embed(&f.id, &c, "m2", 10)
-            .await
-            .unwrap()
-            .len(),
-        3
+        b.meta.chunked(&f.id, &c).await.unwrap(),
+        None,
+        "not finished"
     );
-    let with = b.meta.get_chunks(&f.id, &c, 0, 2, true).await.unwrap();
-    assert_eq!(with[1].embedding, Some(vec![3.0, 4.5]));
+    // The resumed run writes the same first chunk, a changed second, and finishes at three.
+    let mut again = rows(0..3, "new");
+    again[0].text = "old 0".into();
+    b.meta.put_chunks(&f.id, &c, &again[..2]).await.unwrap();
+    b.meta.put_chunks(&f.id, &c, &again[2..]).await.unwrap();
+    b.meta.finish_chunking(&f.id, &c, 3).await.unwrap();
+    assert_eq!(b.meta.chunked(&f.id, &c).await.unwrap(), Some(3));
+    let other = Chunking {
+        max_tokens: 300,
+        overlap_tokens: 0,
+    };
+    assert_eq!(b.meta.chunked(&f.id, &other).await.unwrap(), None);
+    let got = b
+        .meta
+        .get_chunks(&f.id, &c, 0, 10, Some("m1"))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3, "the stale tail is gone");
+    assert_eq!(
+        got[0].embedding,
+        Some(vec![1.0, 2.0]),
+        "same text keeps its vector"
+    );
+    assert_eq!(got[1].text, "new 1");
+    assert_eq!(got[1].embedding, None, "changed text loses it");
+    assert_eq!(got[2].extra, rows(2..3, "x")[0].extra);
+    // Another model's vectors are not handed out; none are without a model.
+    let m2 = b
+        .meta
+        .get_chunks(&f.id, &c, 0, 10, Some("m2"))
+        .await
+        .unwrap();
+    assert!(m2.iter().all(|r| r.embedding.is_none()));
+    let plain = b.meta.get_chunks(&f.id, &c, 1, 1, None).await.unwrap();
+    assert_eq!(
+        (plain.len(), plain[0].idx, plain[0].embedding.as_ref()),
+        (1, 1, None)
+    );
 
     b.meta.delete_file_caches(&f.id).await.unwrap();
     assert_eq!(b.meta.get_file_text(&f.id).await.unwrap(), None);
-    assert_eq!(b.meta.chunk_count(&f.id, &c).await.unwrap(), 0);
+    assert_eq!(b.meta.chunked(&f.id, &c).await.unwrap(), None);
+    assert!(b
+        .meta
+        .get_chunks(&f.id, &c, 0, 10, None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn progress_is_recorded_while_in_progress(b: Backend) {
+    let s = new_store(&b, T0).await;
+    let f = new_file(&b, T0).await;
+    attach(&b, &s, &f.id, T0).await;
+    b.meta
+        .set_vs_file_progress(&s.id, &f.id, 4, None)
+        .await
+        .unwrap();
+    let r = b.meta.get_vs_file(&s.id, &f.id).await.unwrap().unwrap();
+    assert_eq!((r.chunks_indexed, r.chunks_total), (4, None));
+    b.meta
+        .set_vs_file_progress(&s.id, &f.id, 9, Some(12))
+        .await
+        .unwrap();
+    b.meta
+        .set_vs_file_progress(&s.id, &f.id, 10, None)
+        .await
+        .unwrap();
+    let r = b.meta.get_vs_file(&s.id, &f.id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.chunks_indexed, r.chunks_total),
+        (10, Some(12)),
+        "a known total stays"
+    );
+    // A finished file is left as it ended.
+    let job = b.queue.claim("w", T0, LEASE).await.unwrap().unwrap();
+    let done = ingest_outcome(
+        job.kind,
+        job.vector_store_id.as_ref(),
+        job.file_id.as_ref(),
+        &JobEnd::Done,
+        1,
+    );
+    assert!(b
+        .queue
+        .finish(&job, &JobEnd::Done, done.as_ref(), T0)
+        .await
+        .unwrap());
+    b.meta
+        .set_vs_file_progress(&s.id, &f.id, 1, Some(1))
+        .await
+        .unwrap();
+    let r = b.meta.get_vs_file(&s.id, &f.id).await.unwrap().unwrap();
+    assert_eq!((r.status, r.chunks_indexed), (VsFileStatus::Completed, 10));
 }
 
 /// One `#[tokio::test]` per contract check for a backend opened by `$open`.
@@ -1142,6 +1214,7 @@ macro_rules! all_contract_tests {
                 only_expired_leases_are_requeued,
                 job_ends_set_the_file_outcome_and_retries_wait,
                 caches_store_text_chunks_and_embeddings_per_model,
+                progress_is_recorded_while_in_progress,
             ]
         );
     };

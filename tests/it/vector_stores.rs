@@ -769,7 +769,13 @@ async fn detaching_removes_points_from_that_store_only() {
 /// rebuilt on the same data dir, and the file completes with exactly the right points.
 #[tokio::test]
 async fn ingestion_resumes_after_a_crash_at_any_stage() {
-    for stage in [Stage::Extract, Stage::Chunk, Stage::Embed, Stage::Index] {
+    for stage in [
+        Stage::Extract,
+        Stage::Chunk,
+        Stage::Embed,
+        Stage::FirstBatch,
+        Stage::Index,
+    ] {
         let app = TestApp::spawn().await;
         let text: String = (0..12)
             .map(|i| format!("Section {i}. {}\n\n", DOCS[i % DOCS.len()].1))
@@ -796,7 +802,13 @@ async fn ingestion_resumes_after_a_crash_at_any_stage() {
         assert_eq!(vf["status"], "completed", "{stage:?}: {vf}");
         let id = FileId::parse(&fid).unwrap();
         let chunking = ragstore::domain::Chunking::auto(app.state.pipeline.auto_chunk_tokens());
-        let chunks = app.state.meta.chunk_count(&id, &chunking).await.unwrap();
+        let chunks = app
+            .state
+            .meta
+            .chunked(&id, &chunking)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(chunks > 3);
         assert_eq!(
             points(&app, Some(&vs_id), Some(&fid)).await,
@@ -1384,4 +1396,96 @@ async fn jobs_retry_transient_failures_and_stop_at_permanent_ones() {
     // Nothing is left to run.
     app.clock.advance(3600);
     assert_eq!(app.drain().await, 0);
+}
+
+/// A long file is searchable from its first batch on, long before it is done, and its object
+/// shows how far ingestion has got; the rest follows, and the counts end equal.
+#[tokio::test]
+async fn a_long_file_is_searchable_while_it_is_ingested() {
+    let app = TestApp::spawn_with(|c| c.reaper_interval_secs = 0.05).await;
+    let text: String = (0..160)
+        .map(|i| format!("Part {i}. {}\n\n", DOCS[i % DOCS.len()].1))
+        .collect();
+    let f = app
+        .upload("long.txt", text.into_bytes(), "assistants")
+        .await;
+    let fid = f["id"].as_str().unwrap().to_owned();
+    app.drain().await; // the extraction job
+    let vs = create_store(&app, json!({"file_ids": [fid]})).await;
+    let vs_id = vs["id"].as_str().unwrap().to_owned();
+    let one = format!("/v1/vector_stores/{vs_id}/files/{fid}");
+    let (_, vf) = app.get_json(&one).await;
+    assert_eq!(
+        vf["progress"],
+        json!({"chunks_indexed": 0, "chunks_total": null})
+    );
+
+    let worker = app.state.worker("slow");
+    assert!(worker.run_one_until(Some(Stage::FirstBatch)).await.unwrap());
+    let (_, vf) = app.get_json(&one).await;
+    assert_eq!(vf["status"], "in_progress");
+    let first = vf["progress"]["chunks_indexed"].as_u64().unwrap();
+    assert!(first > 0, "{vf}");
+    let res = search(
+        &app,
+        &vs_id,
+        json!({"query": "sourdough loaf in a hot oven"}),
+    )
+    .await;
+    assert_eq!(
+        res["data"][0]["file_id"],
+        fid.as_str(),
+        "searchable already"
+    );
+    assert_eq!(points(&app, Some(&vs_id), Some(&fid)).await, first);
+
+    // The abandoned job's lease runs out; another worker takes it over from the start.
+    app.clock.advance(121);
+    let mut ran = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ran += app.drain().await;
+        if ran > 0 {
+            break;
+        }
+    }
+    assert_eq!(ran, 1, "requeued by the reaper once the lease ran out");
+    let (_, vf) = app.get_json(&one).await;
+    assert_eq!(vf["status"], "completed", "{vf}");
+    let total = vf["progress"]["chunks_total"].as_u64().unwrap();
+    assert!(total > first, "{vf}");
+    assert_eq!(vf["progress"]["chunks_indexed"].as_u64(), Some(total));
+    assert_eq!(points(&app, Some(&vs_id), Some(&fid)).await, total);
+}
+
+/// A file with more text than a vector store file may hold fails with `invalid_file`, after a
+/// bounded amount of work, instead of exhausting memory.
+#[tokio::test]
+async fn a_file_over_the_token_limit_fails_cleanly() {
+    let app = TestApp::spawn_with(|c| c.max_file_tokens = 1_000).await;
+    let text: String = (0..100)
+        .map(|i| format!("Part {i}. {}\n\n", DOCS[i % DOCS.len()].1))
+        .collect();
+    let f = app
+        .upload("huge.txt", text.into_bytes(), "assistants")
+        .await;
+    let fid = f["id"].as_str().unwrap();
+    let vs = create_store(&app, json!({"file_ids": [fid]})).await;
+    app.drain().await;
+    let (_, vf) = app
+        .get_json(&format!(
+            "/v1/vector_stores/{}/files/{fid}",
+            vs["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(vf["status"], "failed", "{vf}");
+    assert_eq!(vf["last_error"]["code"], "invalid_file");
+    assert!(
+        vf["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1000 tokens"),
+        "{vf}"
+    );
+    assert_eq!(points(&app, None, Some(fid)).await, 0);
 }

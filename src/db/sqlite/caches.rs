@@ -18,15 +18,17 @@ fn blob_to_vec(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-fn chunk_from_row(row: &SqliteRow, with_vectors: bool) -> Result<ChunkRow> {
+/// A chunk row, with its embedding if that is `model`'s.
+fn chunk_from_row(row: &SqliteRow, model: Option<&str>) -> Result<ChunkRow> {
     let extra: String = row.try_get("extra").map_err(db_err)?;
     let idx: i64 = row.try_get("idx").map_err(db_err)?;
-    let embedding = if with_vectors {
-        row.try_get::<Option<Vec<u8>>, _>("embedding")
+    let embedded_by: Option<String> = row.try_get("embed_model").map_err(db_err)?;
+    let embedding = match model {
+        Some(m) if embedded_by.as_deref() == Some(m) => row
+            .try_get::<Option<Vec<u8>>, _>("embedding")
             .map_err(db_err)?
-            .map(|b| blob_to_vec(&b))
-    } else {
-        None
+            .map(|b| blob_to_vec(&b)),
+        _ => None,
     };
     Ok(ChunkRow {
         idx: idx as u32,
@@ -117,15 +119,16 @@ impl CacheMetadata for SqliteMetadata {
         Ok(())
     }
 
-    async fn chunk_count(&self, file: &FileId, chunking: &Chunking) -> Result<u32> {
+    async fn chunked(&self, file: &FileId, chunking: &Chunking) -> Result<Option<u32>> {
         let row =
-            sqlx::query("SELECT COUNT(*) AS n FROM file_chunks WHERE file_id = ? AND chunking = ?")
+            sqlx::query("SELECT chunks FROM file_chunkings WHERE file_id = ? AND chunking = ?")
                 .bind(file.as_str())
                 .bind(chunking.key())
-                .fetch_one(&self.pool)
+                .fetch_optional(&self.pool)
                 .await
                 .map_err(db_err)?;
-        Ok(row.try_get::<i64, _>("n").map_err(db_err)? as u32)
+        row.map(|r| Ok(r.try_get::<i64, _>("chunks").map_err(db_err)? as u32))
+            .transpose()
     }
 
     async fn put_chunks(
@@ -136,23 +139,48 @@ impl CacheMetadata for SqliteMetadata {
     ) -> Result<()> {
         let key = chunking.key();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query("DELETE FROM file_chunks WHERE file_id = ? AND chunking = ?")
+        for c in chunks {
+            // A chunk written again with the same text (a job resumed after a crash) keeps the
+            // embedding it already has.
+            sqlx::query(
+                "INSERT INTO file_chunks (file_id, chunking, idx, text, extra) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (file_id, chunking, idx) DO UPDATE SET extra = excluded.extra, \
+                 embedding = CASE WHEN text = excluded.text THEN embedding END, \
+                 embed_model = CASE WHEN text = excluded.text THEN embed_model END, \
+                 text = excluded.text",
+            )
             .bind(file.as_str())
             .bind(&key)
+            .bind(i64::from(c.idx))
+            .bind(&c.text)
+            .bind(json_text(&c.extra))
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        for c in chunks {
-            sqlx::query("INSERT INTO file_chunks (file_id, chunking, idx, text, extra) VALUES (?, ?, ?, ?, ?)")
-                .bind(file.as_str())
-                .bind(&key)
-                .bind(i64::from(c.idx))
-                .bind(&c.text)
-                .bind(json_text(&c.extra))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
         }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn finish_chunking(&self, file: &FileId, chunking: &Chunking, total: u32) -> Result<()> {
+        let key = chunking.key();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("DELETE FROM file_chunks WHERE file_id = ? AND chunking = ? AND idx >= ?")
+            .bind(file.as_str())
+            .bind(&key)
+            .bind(i64::from(total))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO file_chunkings (file_id, chunking, chunks) VALUES (?, ?, ?) \
+             ON CONFLICT (file_id, chunking) DO UPDATE SET chunks = excluded.chunks",
+        )
+        .bind(file.as_str())
+        .bind(&key)
+        .bind(i64::from(total))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -162,7 +190,7 @@ impl CacheMetadata for SqliteMetadata {
         chunking: &Chunking,
         offset: u32,
         limit: u32,
-        with_vectors: bool,
+        vectors_of: Option<&str>,
     ) -> Result<Vec<ChunkRow>> {
         let rows = sqlx::query(
             "SELECT * FROM file_chunks WHERE file_id = ? AND chunking = ? AND idx >= ? ORDER BY idx LIMIT ?",
@@ -174,30 +202,7 @@ impl CacheMetadata for SqliteMetadata {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter()
-            .map(|r| chunk_from_row(r, with_vectors))
-            .collect()
-    }
-
-    async fn chunks_to_embed(
-        &self,
-        file: &FileId,
-        chunking: &Chunking,
-        model: &str,
-        limit: u32,
-    ) -> Result<Vec<ChunkRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM file_chunks WHERE file_id = ? AND chunking = ? \
-             AND (embedding IS NULL OR embed_model IS NOT ?) ORDER BY idx LIMIT ?",
-        )
-        .bind(file.as_str())
-        .bind(chunking.key())
-        .bind(model)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(|r| chunk_from_row(r, false)).collect()
+        rows.iter().map(|r| chunk_from_row(r, vectors_of)).collect()
     }
 
     async fn set_embeddings(
@@ -229,6 +234,7 @@ impl CacheMetadata for SqliteMetadata {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         for sql in [
             "DELETE FROM file_chunks WHERE file_id = ?",
+            "DELETE FROM file_chunkings WHERE file_id = ?",
             "DELETE FROM file_texts WHERE file_id = ?",
         ] {
             sqlx::query(sql)

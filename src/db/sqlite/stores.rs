@@ -53,6 +53,11 @@ fn vs_file_from_row(row: &SqliteRow) -> Result<VsFileRecord> {
         },
         attributes: serde_json::from_str::<Attributes>(&attributes)
             .map_err(|_| corrupt("attributes"))?,
+        chunks_indexed: row.try_get::<i64, _>("chunks_indexed").map_err(db_err)? as u32,
+        chunks_total: row
+            .try_get::<Option<i64>, _>("chunks_total")
+            .map_err(db_err)?
+            .map(|n| n as u32),
         last_error: match (code, message) {
             (Some(c), Some(m)) => Some((
                 IngestErrorCode::parse(&c).ok_or_else(|| corrupt("error code"))?,
@@ -376,6 +381,27 @@ impl StoreMetadata for SqliteMetadata {
             .await
             .map_err(db_err)?;
         rows.iter().map(vs_file_from_row).collect()
+    }
+
+    async fn set_vs_file_progress(
+        &self,
+        store: &VectorStoreId,
+        file: &FileId,
+        indexed: u32,
+        total: Option<u32>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE vector_store_files SET chunks_indexed = ?, chunks_total = COALESCE(?, chunks_total) \
+             WHERE vector_store_id = ? AND file_id = ? AND status = 'in_progress'",
+        )
+        .bind(i64::from(indexed))
+        .bind(total.map(i64::from))
+        .bind(store.as_str())
+        .bind(file.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
     }
 
     async fn set_vs_file_attributes(
