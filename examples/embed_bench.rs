@@ -165,7 +165,7 @@ impl Engine {
         let options = LocalOptions {
             sessions: num("sessions", 1),
             intra_threads: num("threads", 1),
-            batch_tokens: num("batch_tokens", 4096),
+            batch_tokens: num("batch_tokens", LocalOptions::default().batch_tokens),
             arena: num("arena", 0) == 1,
             memory_pattern: num("pattern", 0) == 1,
             optimization: num("opt", 3) as u8,
