@@ -1,18 +1,26 @@
-//! The default [`Embedder`]: all-MiniLM-L6-v2 (int8 ONNX) run in-process by ONNX Runtime through
-//! fastembed. No network: the model and the runtime library are files under the models directory,
-//! put there by `scripts/fetch-models.sh`.
+//! The default [`Embedder`]: all-MiniLM-L6-v2 run in-process by ONNX Runtime (through `ort`).
+//! No network: the model and the runtime library are files under the models directory, put there
+//! by `scripts/fetch-models.sh`.
+//!
+//! The model is a graph of ONNX Runtime's fused BERT operators built from the reference weights
+//! (see the script). It is run with `ort` directly rather than through fastembed, which fixes the
+//! graph optimisation level and has no way to turn off the memory arena or the memory pattern,
+//! which are most of the runtime's memory (examples/embed_bench.rs measures both). Tokenizing,
+//! mean pooling and normalising are done here the way fastembed does them (a test holds the two
+//! to the same vectors).
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::anyhow;
 use async_trait::async_trait;
-use fastembed::{
-    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
-};
 use futures_util::future::try_join_all;
-use tokenizers::Tokenizer;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+use tokenizers::{Encoding, Tokenizer};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -23,23 +31,78 @@ use crate::domain::{Error, Result};
 /// The model's directory under the models directory; also the model name reported.
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
 const ORT_DIR: &str = "onnxruntime";
-/// Texts per model run: big enough to amortise a run, small enough that padding to the longest
-/// text of the batch stays cheap (texts are sorted by length first anyway).
-const BATCH_SIZE: usize = 32;
 /// all-MiniLM-L6-v2 was trained on 256-token inputs; used when sentence_bert_config.json is absent.
 const DEFAULT_MAX_SEQ_LENGTH: usize = 256;
+const OUTPUT: &str = "last_hidden_state";
 
-/// all-MiniLM-L6-v2 on ONNX Runtime. At most `threads` model runs at a time, each on its own
-/// session with one intra-op thread, all off the async reactor.
+/// How the model is run. [`LocalEmbedder::load`] uses [`LocalOptions::for_threads`];
+/// examples/embed_bench.rs compares the alternatives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalOptions {
+    /// Model runs at a time, each on its own session.
+    pub sessions: usize,
+    /// ONNX Runtime threads inside one run.
+    pub intra_threads: usize,
+    /// Tokens per run, padding included: texts are sorted by length and neighbours batched
+    /// until the next would pass this (a text longer than it runs alone). Small is fast: a
+    /// run's intermediate tensors then stay in the core's cache (one 256-token window's
+    /// widest is 1.5 MB), and the per-run overhead is small next to a window's compute.
+    pub batch_tokens: usize,
+    /// ONNX Runtime's CPU memory arena: keeps the peak of every run's buffers for the life of
+    /// the session.
+    pub arena: bool,
+    /// ONNX Runtime's memory pattern: plans one block per input shape, cached per shape.
+    pub memory_pattern: bool,
+    /// Graph optimisation level 0 (none) ..= 3 (all); the model file is already fused.
+    pub optimization: u8,
+    /// Threads spin waiting for work between runs (only matters with `intra_threads > 1`).
+    pub spinning: bool,
+    /// The model file in the model's directory.
+    pub model_file: String,
+}
+
+impl LocalOptions {
+    /// `threads` cores for embedding: one session per core, one thread each, which beats
+    /// one session with `threads` threads on the server's batches (examples/embed_bench.rs).
+    pub fn for_threads(threads: usize) -> Self {
+        LocalOptions {
+            sessions: threads.max(1),
+            ..LocalOptions::default()
+        }
+    }
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            sessions: 1,
+            intra_threads: 1,
+            batch_tokens: 512,
+            arena: false,
+            memory_pattern: false,
+            optimization: 3,
+            spinning: false,
+            model_file: "model.onnx".into(),
+        }
+    }
+}
+
+/// all-MiniLM-L6-v2 on ONNX Runtime. At most `sessions` model runs at a time, each on its own
+/// session, all off the async reactor.
 pub struct LocalEmbedder {
     dims: usize,
     /// Tokens of text that fit in one model run: the model's window less its special tokens.
     capacity: usize,
     tokenizer: Arc<Tokenizer>,
-    sessions: Arc<Mutex<Vec<TextEmbedding>>>,
+    /// The special tokens the tokenizer puts before and after a text ([CLS] and [SEP]).
+    specials: Arc<Specials>,
+    sessions: Arc<Mutex<Vec<Session>>>,
     permits: Arc<Semaphore>,
     /// How many sessions the pool holds: one call's texts are spread over all of them.
     session_count: usize,
+    batch_tokens: usize,
+    /// Whether the model takes `token_type_ids` (all zero here: one segment).
+    token_types: bool,
 }
 
 impl std::fmt::Debug for LocalEmbedder {
@@ -52,12 +115,18 @@ impl std::fmt::Debug for LocalEmbedder {
     }
 }
 
+#[derive(Debug)]
+struct Specials {
+    before: Vec<u32>,
+    after: Vec<u32>,
+}
+
 impl LocalEmbedder {
     /// Loads the runtime from `<models_dir>/onnxruntime/` and the model from
-    /// `<models_dir>/all-MiniLM-L6-v2/`, with `threads` sessions (at least one). Blocking: call it
-    /// from `spawn_blocking` or before the server starts.
+    /// `<models_dir>/all-MiniLM-L6-v2/`, for `threads` concurrent runs (at least one).
+    /// Blocking: call it from `spawn_blocking` or before the server starts.
     pub fn load(models_dir: &Path, threads: usize) -> Result<Self> {
-        Self::load_with(models_dir, threads, 1)
+        Self::load_options(models_dir, &LocalOptions::for_threads(threads))
     }
 
     /// A [`Chunker`] counting tokens with this model's tokenizer.
@@ -65,83 +134,94 @@ impl LocalEmbedder {
         Chunker::new(self.tokens())
     }
 
-    /// `sessions` concurrent runs of `intra_threads` ONNX Runtime threads each. [`Self::load`]
-    /// is `load_with(dir, threads, 1)`: independent runs scale better than threads inside one
-    /// run on small batches (examples/embed_bench.rs compares the layouts).
+    /// `sessions` concurrent runs of `intra_threads` ONNX Runtime threads each, otherwise as
+    /// [`Self::load`].
     pub fn load_with(models_dir: &Path, sessions: usize, intra_threads: usize) -> Result<Self> {
-        let (sessions, intra_threads) = (sessions.max(1), intra_threads.max(1));
+        Self::load_options(
+            models_dir,
+            &LocalOptions {
+                sessions,
+                intra_threads,
+                ..LocalOptions::default()
+            },
+        )
+    }
+
+    /// Loads with every option spelled out (examples/embed_bench.rs compares them).
+    pub fn load_options(models_dir: &Path, options: &LocalOptions) -> Result<Self> {
+        let sessions = options.sessions.max(1);
         let started = Instant::now();
         let models_dir = std::path::absolute(models_dir)?;
         let model_dir = models_dir.join(MODEL_NAME);
-        let read = |name: &str| -> Result<Vec<u8>> {
-            let path = model_dir.join(name);
-            std::fs::read(&path).map_err(|e| missing(&path, e))
-        };
-        let onnx_file = read("model.onnx")?;
-        let tokenizer_files = TokenizerFiles {
-            tokenizer_file: read("tokenizer.json")?,
-            config_file: read("config.json")?,
-            special_tokens_map_file: read("special_tokens_map.json")?,
-            tokenizer_config_file: read("tokenizer_config.json")?,
-        };
+        let model_path = model_dir.join(&options.model_file);
+        let onnx_file = std::fs::read(&model_path).map_err(|e| missing(&model_path, e))?;
+        let tokenizer_path = model_dir.join("tokenizer.json");
+        if let Err(e) = std::fs::metadata(&tokenizer_path) {
+            return Err(missing(&tokenizer_path, e));
+        }
         let window = max_seq_length(&model_dir);
-        let tokenizer = load_tokenizer(&model_dir.join("tokenizer.json"))?;
-        let specials = tokenizer
-            .encode("", true)
-            .map_err(|e| Error::Internal(anyhow!("tokenizer: {e}")))?
-            .len();
-        let capacity = window.saturating_sub(specials).max(1);
+        let tokenizer = load_tokenizer(&tokenizer_path)?;
+        let specials = Specials::of(&tokenizer)?;
+        let capacity = window
+            .saturating_sub(specials.before.len() + specials.after.len())
+            .max(1);
 
         let environment = ort_environment(&find_ort_library(&models_dir.join(ORT_DIR))?)?;
-        let model =
-            UserDefinedEmbeddingModel::new(onnx_file, tokenizer_files).with_pooling(Pooling::Mean);
         let mut pool = Vec::with_capacity(sessions);
         for _ in 0..sessions {
-            let options = InitOptionsUserDefined::new()
-                .with_environment(environment.clone())
-                .with_max_length(window)
-                .with_intra_threads(intra_threads);
-            let session = TextEmbedding::try_new_from_user_defined(model.clone(), options)
-                .map_err(|e| {
-                    Error::Internal(anyhow!(
-                        "cannot load {}: {e}",
-                        model_dir.join("model.onnx").display()
-                    ))
-                })?;
+            let session = build_session(&environment, options, &onnx_file).map_err(|e| {
+                Error::Internal(anyhow!("cannot load {}: {e}", model_path.display()))
+            })?;
             pool.push(session);
         }
-        // One run tells the real output size and catches a model that loads but cannot run.
-        let dims = match pool.first_mut().map(|s| s.embed(["ragstore"], None)) {
-            Some(Ok(v)) => v.first().map_or(0, Vec::len),
-            Some(Err(e)) => return Err(Error::Internal(anyhow!("{MODEL_NAME} does not run: {e}"))),
-            None => 0,
+        drop(onnx_file);
+        let token_types = pool.first().is_some_and(|s| {
+            s.inputs()
+                .iter()
+                .any(|input| input.name() == "token_type_ids")
+        });
+        let mut embedder = LocalEmbedder {
+            dims: 0,
+            capacity,
+            tokenizer: Arc::new(tokenizer),
+            specials: Arc::new(specials),
+            sessions: Arc::new(Mutex::new(pool)),
+            permits: Arc::new(Semaphore::new(sessions)),
+            session_count: sessions,
+            batch_tokens: options.batch_tokens.max(1),
+            token_types,
         };
-        if dims == 0 {
+        // One run tells the real output size and catches a model that loads but cannot run.
+        let probe = plan(
+            &embedder.tokenizer,
+            &embedder.specials,
+            &["ragstore".to_owned()],
+            capacity,
+        )
+        .and_then(|plan| embedder.run_blocking(&plan.pieces))
+        .map_err(|e| Error::Internal(anyhow!("{MODEL_NAME} does not run: {e}")))?;
+        embedder.dims = probe.first().map_or(0, Vec::len);
+        if embedder.dims == 0 {
             return Err(Error::Internal(anyhow!(
                 "{MODEL_NAME} returned an empty embedding"
             )));
         }
         tracing::info!(
             model = MODEL_NAME,
-            dims,
+            file = %options.model_file,
+            dims = embedder.dims,
             window,
             sessions,
-            intra_threads,
+            intra_threads = options.intra_threads,
+            batch_tokens = options.batch_tokens,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "embedding model loaded"
         );
-        Ok(LocalEmbedder {
-            dims,
-            capacity,
-            tokenizer: Arc::new(tokenizer),
-            sessions: Arc::new(Mutex::new(pool)),
-            permits: Arc::new(Semaphore::new(sessions)),
-            session_count: sessions,
-        })
+        Ok(embedder)
     }
 
-    /// Embeds `pieces` (each at most one window long) on a pooled session, off the reactor.
-    async fn run(&self, pieces: Vec<String>) -> Result<Vec<Vec<f32>>> {
+    /// Runs `pieces` on a pooled session, off the reactor: one vector per piece, normalised.
+    async fn run(&self, pieces: Vec<Piece>) -> Result<Vec<Vec<f32>>> {
         let permit = self
             .permits
             .clone()
@@ -149,24 +229,153 @@ impl LocalEmbedder {
             .await
             .map_err(|e| Error::Internal(e.into()))?;
         let sessions = self.sessions.clone();
+        let token_types = self.token_types;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut lease = SessionLease::take(&sessions)?;
-            let out = lease
-                .session()
-                .embed(&pieces, Some(pieces.len()))
-                .map_err(|e| Error::Internal(anyhow!("{MODEL_NAME}: {e}")))?;
-            if out.len() != pieces.len() {
-                return Err(Error::Internal(anyhow!(
-                    "{MODEL_NAME} returned {} vectors for {} texts",
-                    out.len(),
-                    pieces.len()
-                )));
-            }
-            Ok(out)
+            run_batch(lease.session(), &pieces, token_types)
         })
         .await?
     }
+
+    /// [`Self::run`] on the calling thread (loading, before the pool is shared).
+    fn run_blocking(&self, pieces: &[Piece]) -> Result<Vec<Vec<f32>>> {
+        let mut lease = SessionLease::take(&self.sessions)?;
+        run_batch(lease.session(), pieces, self.token_types)
+    }
+}
+
+impl Specials {
+    /// What the tokenizer's post-processor puts around a text, found by encoding one word
+    /// with and without special tokens.
+    fn of(tokenizer: &Tokenizer) -> Result<Self> {
+        let encode = |specials| {
+            tokenizer
+                .encode("ragstore", specials)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| Error::Internal(anyhow!("tokenizer: {e}")))
+        };
+        let (bare, full) = (encode(false)?, encode(true)?);
+        let at = full
+            .windows(bare.len())
+            .position(|w| w == bare.as_slice())
+            .filter(|_| !bare.is_empty())
+            .ok_or_else(|| Error::Internal(anyhow!("tokenizer: text not found among its ids")))?;
+        Ok(Specials {
+            before: full[..at].to_vec(),
+            after: full[at + bare.len()..].to_vec(),
+        })
+    }
+
+    fn wrap(&self, ids: &[u32]) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.before.len() + ids.len() + self.after.len());
+        out.extend_from_slice(&self.before);
+        out.extend_from_slice(ids);
+        out.extend_from_slice(&self.after);
+        out
+    }
+}
+
+fn build_session(
+    environment: &ort::environment::Environment,
+    options: &LocalOptions,
+    model: &[u8],
+) -> std::result::Result<Session, String> {
+    let level = match options.optimization {
+        0 => GraphOptimizationLevel::Disable,
+        1 => GraphOptimizationLevel::Level1,
+        2 => GraphOptimizationLevel::Level2,
+        _ => GraphOptimizationLevel::All,
+    };
+    let cpu = ort::ep::CPU::default()
+        .with_arena_allocator(options.arena)
+        .build();
+    let text = |e: ort::Error<_>| e.to_string();
+    Session::builder(environment)
+        .map_err(|e| e.to_string())?
+        .with_execution_providers([cpu])
+        .map_err(text)?
+        .with_optimization_level(level)
+        .map_err(text)?
+        .with_intra_threads(options.intra_threads.max(1))
+        .map_err(text)?
+        .with_inter_threads(1)
+        .map_err(text)?
+        .with_memory_pattern(options.memory_pattern)
+        .map_err(text)?
+        .with_intra_op_spinning(options.spinning)
+        .map_err(text)?
+        .commit_from_memory(model)
+        .map_err(|e| e.to_string())
+}
+
+/// One batch through the model: ids padded to the longest, mean pooling over the real tokens,
+/// each vector normalised (as fastembed and sentence-transformers do).
+fn run_batch(session: &mut Session, pieces: &[Piece], token_types: bool) -> Result<Vec<Vec<f32>>> {
+    let rows = pieces.len();
+    let width = pieces.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+    if rows == 0 || width == 0 {
+        return Ok(vec![Vec::new(); rows]);
+    }
+    let mut ids = vec![0i64; rows * width];
+    let mut mask = vec![0i64; rows * width];
+    for (r, piece) in pieces.iter().enumerate() {
+        for (c, &id) in piece.ids.iter().enumerate() {
+            ids[r * width + c] = i64::from(id);
+            mask[r * width + c] = 1;
+        }
+    }
+    let model_error = |e: ort::Error| Error::Internal(anyhow!("{MODEL_NAME}: {e}"));
+    let shape = [rows, width];
+    let mut inputs = vec![
+        (
+            "input_ids",
+            Tensor::from_array((shape, ids))
+                .map_err(model_error)?
+                .into_dyn(),
+        ),
+        (
+            "attention_mask",
+            Tensor::from_array((shape, mask.clone()))
+                .map_err(model_error)?
+                .into_dyn(),
+        ),
+    ];
+    if token_types {
+        inputs.push((
+            "token_type_ids",
+            Tensor::from_array((shape, vec![0i64; rows * width]))
+                .map_err(model_error)?
+                .into_dyn(),
+        ));
+    }
+    let outputs = session.run(inputs).map_err(model_error)?;
+    let hidden = outputs
+        .get(OUTPUT)
+        .ok_or_else(|| Error::Internal(anyhow!("{MODEL_NAME} has no output {OUTPUT}")))?;
+    let (out_shape, values) = hidden.try_extract_tensor::<f32>().map_err(model_error)?;
+    let dims = match **out_shape {
+        [r, w, d] if r as usize == rows && w as usize == width && d > 0 => d as usize,
+        _ => {
+            return Err(Error::Internal(anyhow!(
+                "{MODEL_NAME} returned shape {out_shape:?} for {rows}x{width} tokens"
+            )))
+        }
+    };
+    Ok(pieces
+        .iter()
+        .enumerate()
+        .map(|(r, piece)| {
+            let mut sum = vec![0f32; dims];
+            let start = r * width * dims;
+            for token in values[start..start + piece.ids.len() * dims].chunks_exact(dims) {
+                sum.iter_mut().zip(token).for_each(|(s, v)| *s += v);
+            }
+            let n = piece.ids.len() as f32;
+            sum.iter_mut().for_each(|s| *s /= n);
+            normalized(sum)
+        })
+        .collect())
 }
 
 #[async_trait]
@@ -200,27 +409,20 @@ impl Embedder for LocalEmbedder {
 
 impl LocalEmbedder {
     async fn embed_texts(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
-        let tokenizer = self.tokenizer.clone();
+        let (tokenizer, specials) = (self.tokenizer.clone(), self.specials.clone());
         let capacity = self.capacity;
-        let plan = tokio::task::spawn_blocking(move || plan_pieces(&tokenizer, &texts, capacity))
-            .await??;
-
-        // Spread one call over every session (a worker embeds 32 chunks at a time; as one
-        // batch they would keep one core busy while the others idle).
-        let per_batch = plan
-            .pieces
-            .len()
-            .div_ceil(self.session_count)
-            .clamp(1, BATCH_SIZE);
-        let batches: Vec<Vec<String>> = plan
-            .order
-            .chunks(per_batch)
-            .map(|batch| batch.iter().map(|&i| plan.pieces[i].1.clone()).collect())
-            .collect();
-        let vectors = try_join_all(batches.into_iter().map(|batch| self.run(batch))).await?;
+        let plan =
+            tokio::task::spawn_blocking(move || plan(&tokenizer, &specials, &texts, capacity))
+                .await??;
+        let batches = plan.batches(self.batch_tokens, self.session_count);
+        let vectors = try_join_all(batches.iter().map(|batch| {
+            let pieces = batch.iter().map(|&i| plan.pieces[i].clone()).collect();
+            self.run(pieces)
+        }))
+        .await?;
 
         let mut sums = vec![vec![0f32; self.dims]; plan.texts];
-        for (&i, vector) in plan.order.iter().zip(vectors.into_iter().flatten()) {
+        for (&i, vector) in batches.iter().flatten().zip(vectors.into_iter().flatten()) {
             if vector.len() != self.dims {
                 return Err(Error::Internal(anyhow!(
                     "{MODEL_NAME} returned {} dims, expected {}",
@@ -228,7 +430,7 @@ impl LocalEmbedder {
                     self.dims
                 )));
             }
-            let sum = &mut sums[plan.pieces[i].0];
+            let sum = &mut sums[plan.pieces[i].text];
             sum.iter_mut().zip(&vector).for_each(|(s, v)| *s += v);
         }
         // The mean's direction is the sum's: normalising the sum is normalising the mean.
@@ -236,47 +438,107 @@ impl LocalEmbedder {
     }
 }
 
-/// Every text cut into pieces that fit one window, and the order to run them in.
-struct Plan {
-    texts: usize,
-    /// (index of the text, piece of it)
-    pieces: Vec<(usize, String)>,
-    /// Indices into `pieces`, shortest first, so a batch pads little.
-    order: Vec<usize>,
+/// One window of one text, as the model reads it (special tokens included).
+#[derive(Debug, Clone)]
+struct Piece {
+    /// Index of the text it is from.
+    text: usize,
+    ids: Vec<u32>,
 }
 
-fn plan_pieces(tokenizer: &Tokenizer, texts: &[String], capacity: usize) -> Result<Plan> {
+/// Every text cut into pieces that fit one window.
+struct Plan {
+    texts: usize,
+    pieces: Vec<Piece>,
+}
+
+impl Plan {
+    /// Indices into `pieces` in batches: sorted by length so a batch pads little, neighbours
+    /// grouped while the padded batch stays within `batch_tokens`, and at most a
+    /// `1/sessions` share of the pieces in one batch so a call keeps every session busy.
+    fn batches(&self, batch_tokens: usize, sessions: usize) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.pieces.len()).collect();
+        order.sort_by_key(|&i| self.pieces[i].ids.len());
+        let share = self.pieces.len().div_ceil(sessions.max(1)).max(1);
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        let mut current: Vec<usize> = Vec::new();
+        for i in order {
+            // Sorted ascending, so this piece is the longest of the batch it joins.
+            let width = self.pieces[i].ids.len();
+            if !current.is_empty()
+                && ((current.len() + 1) * width > batch_tokens || current.len() == share)
+            {
+                batches.push(std::mem::take(&mut current));
+            }
+            current.push(i);
+        }
+        if !current.is_empty() {
+            batches.push(current);
+        }
+        batches
+    }
+}
+
+/// Every text cut into windows that fit the model, as the token ids it reads.
+fn plan(
+    tokenizer: &Tokenizer,
+    specials: &Specials,
+    texts: &[String],
+    capacity: usize,
+) -> Result<Plan> {
     let mut pieces = Vec::with_capacity(texts.len());
-    let mut lengths = Vec::with_capacity(texts.len());
     for (t, text) in texts.iter().enumerate() {
-        for (piece, tokens) in windows(tokenizer, text, capacity)? {
-            pieces.push((t, piece.to_owned()));
-            lengths.push(tokens);
+        let encoding = encode(tokenizer, text)?;
+        for (tokens, _) in window_ranges(&encoding, text.len(), capacity) {
+            let ids = specials.wrap(&encoding.get_ids()[tokens]);
+            pieces.push(Piece { text: t, ids });
         }
     }
-    let mut order: Vec<usize> = (0..pieces.len()).collect();
-    order.sort_by_key(|&i| lengths[i]);
     Ok(Plan {
         texts: texts.len(),
         pieces,
-        order,
     })
+}
+
+fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Encoding> {
+    tokenizer
+        .encode(text, false)
+        .map_err(|e| Error::Internal(anyhow!("tokenizer: {e}")))
 }
 
 /// `text` cut into consecutive slices of at most `capacity` tokens each (with their token
 /// counts), as few as possible and of even size, cut only where a word starts so each slice
 /// tokenizes on its own exactly as it did in place. Every byte of `text` is in one slice.
+#[cfg(test)]
 fn windows<'t>(
     tokenizer: &Tokenizer,
     text: &'t str,
     capacity: usize,
 ) -> Result<Vec<(&'t str, usize)>> {
-    let encoding = tokenizer
-        .encode(text, false)
-        .map_err(|e| Error::Internal(anyhow!("tokenizer: {e}")))?;
+    let encoding = encode(tokenizer, text)?;
+    window_ranges(&encoding, text.len(), capacity)
+        .into_iter()
+        .map(|(tokens, bytes)| {
+            let slice = text.get(bytes.clone()).ok_or_else(|| {
+                Error::Internal(anyhow!(
+                    "tokenizer offsets {bytes:?} are not char boundaries"
+                ))
+            })?;
+            Ok((slice, tokens.len()))
+        })
+        .collect()
+}
+
+/// The windows of [`windows`] as token and byte ranges of `encoding`, the encoding of a text
+/// `text_len` bytes long. The model reads each window's tokens as they are in `encoding`.
+fn window_ranges(
+    encoding: &Encoding,
+    text_len: usize,
+    capacity: usize,
+) -> Vec<(Range<usize>, Range<usize>)> {
     let n = encoding.len();
     if n <= capacity {
-        return Ok(vec![(text, n)]);
+        return vec![(0..n, 0..text_len)];
     }
     let offsets = encoding.get_offsets();
     let words = encoding.get_word_ids();
@@ -292,16 +554,11 @@ fn windows<'t>(
                 .find(|&j| words[j] != words[j - 1]);
             end = word_start.unwrap_or(end);
         }
-        let end_byte = if end < n { offsets[end].0 } else { text.len() };
-        let slice = text.get(start_byte..end_byte).ok_or_else(|| {
-            Error::Internal(anyhow!(
-                "tokenizer offsets {start_byte}..{end_byte} are not char boundaries"
-            ))
-        })?;
-        out.push((slice, end - start_token));
+        let end_byte = if end < n { offsets[end].0 } else { text_len };
+        out.push((start_token..end, start_byte..end_byte));
         (start_token, start_byte) = (end, end_byte);
     }
-    Ok(out)
+    out
 }
 
 fn normalized(mut v: Vec<f32>) -> Vec<f32> {
@@ -311,12 +568,12 @@ fn normalized(mut v: Vec<f32>) -> Vec<f32> {
 
 /// A session taken from the pool for one run, put back even if the run panics.
 struct SessionLease<'p> {
-    pool: &'p Mutex<Vec<TextEmbedding>>,
-    session: Option<TextEmbedding>,
+    pool: &'p Mutex<Vec<Session>>,
+    session: Option<Session>,
 }
 
 impl<'p> SessionLease<'p> {
-    fn take(pool: &'p Mutex<Vec<TextEmbedding>>) -> Result<Self> {
+    fn take(pool: &'p Mutex<Vec<Session>>) -> Result<Self> {
         let session = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
         match session {
             // Never empty: each run holds one of as many permits as there are sessions.
@@ -328,7 +585,7 @@ impl<'p> SessionLease<'p> {
         }
     }
 
-    fn session(&mut self) -> &mut TextEmbedding {
+    fn session(&mut self) -> &mut Session {
         match self.session.as_mut() {
             Some(s) => s,
             None => unreachable!("a lease holds its session until dropped"),
@@ -364,6 +621,15 @@ fn max_seq_length(model_dir: &Path) -> usize {
         .and_then(|n| usize::try_from(n).ok())
         .filter(|&n| n > 2)
         .unwrap_or(DEFAULT_MAX_SEQ_LENGTH)
+}
+
+/// The process's one ONNX Runtime environment, loaded from `<models_dir>/onnxruntime/` on first
+/// use: for anything else in the process that runs ONNX models (examples/embed_bench.rs runs
+/// fastembed beside this embedder).
+pub fn onnx_runtime(models_dir: &Path) -> Result<ort::environment::Environment> {
+    ort_environment(&find_ort_library(
+        &std::path::absolute(models_dir)?.join(ORT_DIR),
+    )?)
 }
 
 /// `libonnxruntime.so`, else the newest `libonnxruntime.so.1.*`, in `dir`.
@@ -548,6 +814,138 @@ mod tests {
             mean.iter_mut().zip(p).for_each(|(m, x)| *m += x);
         }
         assert!(dot(&normalized(mean), &v[0]) > 0.9999);
+    }
+
+    /// sentence-transformers' all-MiniLM-L6-v2 (the reference fp32 model, torch): the first 8
+    /// of 384 dims of each text's vector and their cosines. Catches pooling (CLS instead of the
+    /// mean, padding counted), normalisation, a wrong tokenization or weights.
+    #[tokio::test]
+    async fn matches_sentence_transformers() {
+        let texts = [
+            "A cat sits on the mat",
+            "A kitten is sitting on a rug",
+            "Quarterly tax filing deadlines",
+            "apt-get install builds the dependency tree of a Debian package before it unpacks anything.",
+        ];
+        let heads: [[f32; 8]; 4] = [
+            [
+                0.128725, -0.032673, -0.022916, 0.040231, -0.035454, 0.031558, 0.049991, 0.028024,
+            ],
+            [
+                0.054712, -0.015917, 0.020789, 0.041939, -0.035156, 0.040964, 0.008861, 0.029521,
+            ],
+            [
+                -0.016602, -0.015124, 0.020906, -0.018228, -0.019636, -0.046234, -0.04872, 0.003894,
+            ],
+            [
+                -0.109849, 0.019982, 0.101204, -0.0537, 0.049376, -0.099957, -0.051646, -0.059978,
+            ],
+        ];
+        let cosines = [
+            (0, 1, 0.694509),
+            (0, 2, 0.030187),
+            (0, 3, -0.099473),
+            (1, 2, 0.074503),
+            (1, 3, -0.014023),
+            (2, 3, -0.048566),
+        ];
+        let v = embedder()
+            .embed(texts.iter().map(|t| t.to_string()).collect())
+            .await
+            .unwrap();
+        for (vector, head) in v.iter().zip(heads) {
+            for (got, want) in vector.iter().zip(head) {
+                assert!((got - want).abs() < 2e-4, "{:?} vs {head:?}", &vector[..8]);
+            }
+        }
+        for (a, b, want) in cosines {
+            let got = dot(&v[a], &v[b]);
+            assert!((got - want).abs() < 2e-4, "{a}-{b}: {got} vs {want}");
+        }
+    }
+
+    /// fastembed on the same model file and tokenizer gives the same vectors (one text per run,
+    /// as a batch of one has no padding to differ on).
+    #[tokio::test]
+    async fn matches_fastembed_on_the_same_model() {
+        use fastembed::UserDefinedEmbeddingModel;
+        use fastembed::{InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles};
+        let dir = models_dir().join(MODEL_NAME);
+        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        let model = UserDefinedEmbeddingModel::new(
+            read("model.onnx"),
+            TokenizerFiles {
+                tokenizer_file: read("tokenizer.json"),
+                config_file: read("config.json"),
+                special_tokens_map_file: read("special_tokens_map.json"),
+                tokenizer_config_file: read("tokenizer_config.json"),
+            },
+        )
+        .with_pooling(Pooling::Mean);
+        let environment =
+            ort_environment(&find_ort_library(&models_dir().join(ORT_DIR)).unwrap()).unwrap();
+        let options = InitOptionsUserDefined::new()
+            .with_environment(environment)
+            .with_max_length(256)
+            .with_intra_threads(1);
+        let mut fastembed = TextEmbedding::try_new_from_user_defined(model, options).unwrap();
+        let e = embedder();
+        let encoding = e.tokenizer.encode(long_text(400).as_str(), false).unwrap();
+        let window = long_text(400)[..encoding.get_offsets()[e.capacity].0].to_string();
+        let texts = vec![
+            "hello".to_string(),
+            "A cat sits on the mat".into(),
+            "Compilers translate source code into machine instructions.".into(),
+            window,
+        ];
+        let ours = e.embed(texts.clone()).await.unwrap();
+        let theirs = fastembed.embed(&texts, Some(1)).unwrap();
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert!(dot(a, b) >= 0.99999, "text {i}: cosine {}", dot(a, b));
+        }
+    }
+
+    fn plan_of(lengths: &[usize]) -> Plan {
+        Plan {
+            texts: lengths.len(),
+            pieces: lengths
+                .iter()
+                .enumerate()
+                .map(|(text, &n)| Piece {
+                    text,
+                    ids: vec![1; n],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn batches_are_sorted_within_budget_and_spread_over_sessions() {
+        let plan = plan_of(&[256, 10, 256, 12, 256, 256, 11, 300]);
+        let batches = plan.batches(600, 1);
+        let widths: Vec<Vec<usize>> = batches
+            .iter()
+            .map(|b| b.iter().map(|&i| plan.pieces[i].ids.len()).collect())
+            .collect();
+        assert_eq!(
+            widths,
+            vec![vec![10, 11, 12], vec![256, 256], vec![256, 256], vec![300]]
+        );
+        for batch in &batches {
+            let width = batch
+                .iter()
+                .map(|&i| plan.pieces[i].ids.len())
+                .max()
+                .unwrap();
+            assert!(batch.len() == 1 || batch.len() * width <= 600);
+        }
+        // Two sessions: no batch holds more than half the pieces, so both get work.
+        let batches = plan_of(&[5; 8]).batches(4096, 2);
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4]);
+        // Every piece once.
+        let mut all: Vec<usize> = plan.batches(300, 3).into_iter().flatten().collect();
+        all.sort();
+        assert_eq!(all, (0..8).collect::<Vec<_>>());
     }
 
     #[test]
