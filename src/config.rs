@@ -81,9 +81,9 @@ pub struct Config {
     #[arg(long, env = "RAGSTORE_MODELS_DIR", default_value = "./models")]
     pub models_dir: PathBuf,
 
-    /// Ingestion workers (jobs run at once); 0 = one less than the CPU cores (at least one), so
-    /// a core stays free for searches while files are ingested.
-    #[arg(long, env = "RAGSTORE_WORKERS", default_value_t = 0)]
+    /// Ingestion jobs run at once. They take turns on the embedding model batch by batch, so a
+    /// small file attached after a huge one does not wait for it; searches go before them.
+    #[arg(long, env = "RAGSTORE_WORKERS", default_value_t = 4)]
     pub workers: usize,
 
     /// Concurrent runs of the local embedding model (one thread each); 0 = one per CPU core.
@@ -147,11 +147,7 @@ impl Config {
     }
 
     pub fn worker_count(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            cores().saturating_sub(1).max(1)
-        }
+        self.workers.max(1)
     }
 
     pub fn embed_thread_count(&self) -> usize {

@@ -24,6 +24,12 @@ pub trait Embedder: Send + Sync + 'static {
     /// One L2-normalised vector per text, in order. A text longer than the window is embedded from
     /// all of its text (the normalised mean of its windows' vectors), never truncated.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>>;
+
+    /// [`Embedder::embed`] for ingestion: may wait behind interactive calls (a search's query)
+    /// so those never queue behind a whole file's worth of runs.
+    async fn embed_bulk(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        self.embed(texts).await
+    }
 }
 
 /// Scales `v` to unit length in place; a zero vector stays zero.

@@ -98,6 +98,9 @@ pub struct LocalEmbedder {
     specials: Arc<Specials>,
     sessions: Arc<Mutex<Vec<Session>>>,
     permits: Arc<Semaphore>,
+    /// Bulk (ingestion) runs pass this gate before they queue for a session, so at most one
+    /// per session waits or runs: a search's query never queues behind a whole file's worth.
+    bulk_gate: Arc<Semaphore>,
     /// How many sessions the pool holds: one call's texts are spread over all of them.
     session_count: usize,
     batch_tokens: usize,
@@ -187,6 +190,7 @@ impl LocalEmbedder {
             specials: Arc::new(specials),
             sessions: Arc::new(Mutex::new(pool)),
             permits: Arc::new(Semaphore::new(sessions)),
+            bulk_gate: Arc::new(Semaphore::new(sessions)),
             session_count: sessions,
             batch_tokens: options.batch_tokens.max(1),
             token_types,
@@ -221,7 +225,18 @@ impl LocalEmbedder {
     }
 
     /// Runs `pieces` on a pooled session, off the reactor: one vector per piece, normalised.
-    async fn run(&self, pieces: Vec<Piece>) -> Result<Vec<Vec<f32>>> {
+    async fn run(&self, pieces: Vec<Piece>, bulk: bool) -> Result<Vec<Vec<f32>>> {
+        let gate = if bulk {
+            Some(
+                self.bulk_gate
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| Error::Internal(e.into()))?,
+            )
+        } else {
+            None
+        };
         let permit = self
             .permits
             .clone()
@@ -231,7 +246,7 @@ impl LocalEmbedder {
         let sessions = self.sessions.clone();
         let token_types = self.token_types;
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let (_gate, _permit) = (gate, permit);
             let mut lease = SessionLease::take(&sessions)?;
             run_batch(lease.session(), &pieces, token_types)
         })
@@ -402,13 +417,21 @@ impl Embedder for LocalEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        let span = tracing::debug_span!("embed", texts = texts.len());
+        self.embed_texts(texts, false).instrument(span).await
+    }
+
+    async fn embed_bulk(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
         let span = tracing::debug_span!("ingest.embed", texts = texts.len());
-        self.embed_texts(texts).instrument(span).await
+        self.embed_texts(texts, true).instrument(span).await
     }
 }
 
 impl LocalEmbedder {
-    async fn embed_texts(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+    async fn embed_texts(&self, texts: Vec<String>, bulk: bool) -> Result<Vec<Vec<f32>>> {
         let (tokenizer, specials) = (self.tokenizer.clone(), self.specials.clone());
         let capacity = self.capacity;
         let plan =
@@ -417,7 +440,7 @@ impl LocalEmbedder {
         let batches = plan.batches(self.batch_tokens, self.session_count);
         let vectors = try_join_all(batches.iter().map(|batch| {
             let pieces = batch.iter().map(|&i| plan.pieces[i].clone()).collect();
-            self.run(pieces)
+            self.run(pieces, bulk)
         }))
         .await?;
 
@@ -761,6 +784,45 @@ mod tests {
         }
         let (near, far) = (dot(&v[0], &v[1]), dot(&v[0], &v[2]));
         assert!(near > far + 0.2, "near {near}, far {far}");
+    }
+
+    /// A query asked while a whole file is being embedded waits for at most one bulk run per
+    /// session, not for the file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn interactive_calls_do_not_queue_behind_bulk_work() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let e = LocalEmbedder::load_options(
+            &models_dir(),
+            &LocalOptions {
+                sessions: 1,
+                batch_tokens: 64,
+                ..LocalOptions::default()
+            },
+        )
+        .unwrap();
+        let e = Arc::new(e);
+        let bulk_done = Arc::new(AtomicBool::new(false));
+        let texts: Vec<String> = (0..400).map(|i| format!("{} {i}", long_text(40))).collect();
+        let bulk = {
+            let (e, done) = (e.clone(), bulk_done.clone());
+            tokio::spawn(async move {
+                let v = e.embed_bulk(texts).await.unwrap();
+                done.store(true, Ordering::SeqCst);
+                v.len()
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(
+            !bulk_done.load(Ordering::SeqCst),
+            "the bulk call is still running"
+        );
+        let q = e.embed(vec!["where is the harbour".into()]).await.unwrap();
+        assert_eq!(q.len(), 1);
+        assert!(
+            !bulk_done.load(Ordering::SeqCst),
+            "the query did not wait for the bulk call"
+        );
+        assert_eq!(bulk.await.unwrap(), 400);
     }
 
     #[tokio::test]

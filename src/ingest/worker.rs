@@ -471,7 +471,7 @@ impl Worker {
             .st
             .pipeline
             .embedder
-            .embed(texts)
+            .embed_bulk(texts)
             .instrument(tracing::info_span!("ingest.embed", file_id = %file, chunks = todo.len()))
             .await?;
         let pairs: Vec<(u32, Vec<f32>)> = todo.iter().map(|&i| rows[i].idx).zip(vectors).collect();

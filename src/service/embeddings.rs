@@ -31,8 +31,13 @@ impl EmbeddingService {
     }
 
     pub async fn embed(&self, inputs: Vec<String>) -> Result<Embeddings> {
+        // Tokenizing is CPU work: never on the reactor, where it would stall every request.
         let tokens = self.embedder.tokens();
-        let prompt_tokens = inputs.iter().map(|t| tokens.count(t)).sum();
+        let (inputs, prompt_tokens) = tokio::task::spawn_blocking(move || {
+            let n = inputs.iter().map(|t| tokens.count(t)).sum::<usize>();
+            (inputs, n)
+        })
+        .await?;
         let vectors = self.embedder.embed(inputs).await?;
         Ok(Embeddings {
             model: self.embedder.model().to_owned(),

@@ -1489,3 +1489,49 @@ async fn a_file_over_the_token_limit_fails_cleanly() {
     );
     assert_eq!(points(&app, None, Some(fid)).await, 0);
 }
+
+/// With the server's own workers, a small file attached after a huge one completes while the
+/// huge one is still being ingested: jobs take turns on the model batch by batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_file_does_not_starve_a_small_one() {
+    let app = TestApp::spawn_with(|c| c.workers_enabled = true).await;
+    let huge: String = (0..3000)
+        .map(|i| format!("Part {i}. {}\n\n", DOCS[i % DOCS.len()].1))
+        .collect();
+    let big = app
+        .upload("huge.txt", huge.into_bytes(), "assistants")
+        .await;
+    let small = app
+        .upload("bread.txt", DOCS[3].1.as_bytes().to_vec(), "assistants")
+        .await;
+    let vs = create_store(&app, json!({})).await;
+    let vs_id = vs["id"].as_str().unwrap();
+    let files = format!("/v1/vector_stores/{vs_id}/files");
+    app.post_json(&files, json!({"file_id": big["id"]})).await;
+    // Let the huge file's job get going first.
+    let big_one = format!("{files}/{}", big["id"].as_str().unwrap());
+    for _ in 0..600 {
+        let (_, vf) = app.get_json(&big_one).await;
+        if vf["progress"]["chunks_indexed"].as_u64() > Some(0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.post_json(&files, json!({"file_id": small["id"]})).await;
+    let small_one = format!("{files}/{}", small["id"].as_str().unwrap());
+    let mut small_done = false;
+    for _ in 0..1200 {
+        let (_, vf) = app.get_json(&small_one).await;
+        if vf["status"] == "completed" {
+            small_done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(small_done, "the small file completed");
+    let (_, vf) = app.get_json(&big_one).await;
+    assert_eq!(
+        vf["status"], "in_progress",
+        "the huge one is not done yet: {vf}"
+    );
+}
