@@ -9,7 +9,9 @@ server's /proc/PID/status:
   idle        VmRSS once it answers /health and has been idle for 5 s;
   large doc   a generated plain-text document of --mb megabytes (prose from the Debian corpus
               if tests/corpus is there, else generated words) uploaded and attached to a
-              store; peak = VmHWM reset (clear_refs) just before the upload, time to completed;
+              store; peak = VmHWM reset (clear_refs) just before the upload, time to completed,
+              and time to first searchable: from the upload request until a search for words
+              of the document's first paragraph returns a chunk of it (polled every 0.1 s);
   many files  --files small documents (2-8 KB each) uploaded and attached one after another
               (each polled to `completed` before the next); VmRSS after every 10 % of them, and
               the growth from the first 10 % to the end.
@@ -88,16 +90,24 @@ def wait_health(base, proc, timeout=120):
     sys.exit("ragstore did not start")
 
 
-def ingest(client, vs_id, name, data):
+def ingest(client, vs_id, name, data, probe=None):
+    """Uploads, attaches and polls to the end. With `probe` (a query), also searches until a
+    hit comes back and returns the seconds from the upload request to that hit."""
+    started = time.time()
+    first = None
     f = client.files.create(file=(name, data), purpose="assistants")
     client.vector_stores.files.create(vector_store_id=vs_id, file_id=f.id)
     while True:
+        if probe is not None and first is None:
+            hits = client.vector_stores.search(vector_store_id=vs_id, query=probe, max_num_results=1)
+            if hits.data:
+                first = time.time() - started
         vf = client.vector_stores.files.retrieve(vector_store_id=vs_id, file_id=f.id)
         if vf.status != "in_progress":
             if vf.status != "completed":
                 print(f"  {name}: {vf.status} {vf.last_error}", file=sys.stderr)
-            return
-        time.sleep(0.05)
+            return first
+        time.sleep(0.1 if probe is not None else 0.05)
 
 
 def main():
@@ -130,11 +140,14 @@ def main():
             big = document(words, int(args.mb * 1e6), 1)
             with open(f"/proc/{proc.pid}/clear_refs", "w") as f:
                 f.write("5")
+            probe = " ".join(big[:400].decode(errors="ignore").split()[:12])
             started = time.time()
-            ingest(client, vs.id, "large.txt", big)
+            first = ingest(client, vs.id, "large.txt", big, probe=probe)
             took = time.time() - started
-            print(f"large doc {len(big) / 1e6:.1f} MB: completed in {took:.1f} s, "
-                  f"peak {mb(kib(proc.pid, 'VmHWM'))}, after {mb(kib(proc.pid, 'VmRSS'))}")
+            first = "never" if first is None else f"{first:.1f} s"
+            print(f"large doc {len(big) / 1e6:.1f} MB: first searchable {first}, completed in "
+                  f"{took:.1f} s, peak {mb(kib(proc.pid, 'VmHWM'))}, "
+                  f"after {mb(kib(proc.pid, 'VmRSS'))}")
             client.vector_stores.delete(vs.id)
             time.sleep(5)
             print(f"idle after the large doc: {mb(kib(proc.pid, 'VmRSS'))}")

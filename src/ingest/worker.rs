@@ -126,6 +126,25 @@ impl Worker {
             return Ok(false);
         };
         let span = tracing::info_span!("job", id = job.id, kind = job.kind.as_str());
+        // Every claim counts, across restarts. A job claimed more often than it may be retried
+        // never got to finish (it crashed the process, or hung past its lease each time): it
+        // is a poison job, and it ends failed instead of being run again. Purges are exempt:
+        // what they remove must not come back.
+        if job.attempts > MAX_ATTEMPTS && !is_purge(job.kind) {
+            let _enter = span.enter();
+            tracing::error!(
+                attempts = job.attempts,
+                "job claimed too many times without finishing; giving up on it"
+            );
+            let end = JobEnd::Failed {
+                code: IngestErrorCode::ServerError,
+                message: SERVER_ERROR_MESSAGE.to_owned(),
+            };
+            if !self.finish(&job, &end, 0, now).await? {
+                self.compensate(&job).await?;
+            }
+            return Ok(true);
+        }
         let outcome = async {
             match job.kind {
                 JobKind::Extract => self.run_extract(&job).await.map(|_| 0),
@@ -356,8 +375,11 @@ impl Worker {
         // A re-run starts clean in this store (its points are rewritten as they are indexed).
         self.still_ours(job).await?;
         st.index.delete_file(Some(store), file).await?;
-        let model = st.pipeline.embedder.model().to_owned();
+        let model = st.pipeline.embedder.vectors_id().to_owned();
         let (mut indexed, mut usage, mut first, mut batches) = (0u32, 0i64, true, 0u32);
+        // Embedding batch N+1 overlaps the writes of batch N (its points and progress), so the
+        // model never waits for the index; at most one batch is embedded but not yet written.
+        let mut pending: Option<Vec<ChunkRow>> = None;
         loop {
             let limit = if first {
                 FIRST_BATCH_TOKENS
@@ -374,19 +396,32 @@ impl Worker {
                 stop(Stage::Chunk)?;
             }
             self.still_ours(job).await?;
-            self.embed_missing(file, &chunking, &model, &mut rows)
-                .await?;
+            let wrote = pending.is_some();
+            let write = async {
+                match pending.take() {
+                    Some(prev) => self.write_batch(&vs_file, prev, &mut indexed, &source).await,
+                    None => Ok(()),
+                }
+            };
+            let embed = self.embed_missing(file, &chunking, &model, &mut rows);
+            tokio::try_join!(write, embed)?;
             if first {
                 stop(Stage::Embed)?;
             }
             first = false;
+            if wrote {
+                batches += 1;
+                if batches == 1 {
+                    stop(Stage::FirstBatch)?;
+                }
+            }
             usage += rows.iter().map(|r| r.text.len() as i64).sum::<i64>();
-            indexed += rows.len() as u32;
-            self.index_rows(&vs_file, rows).await?;
-            st.meta
-                .set_vs_file_progress(store, file, indexed, source.total())
+            pending = Some(rows);
+        }
+        if let Some(rows) = pending.take() {
+            self.still_ours(job).await?;
+            self.write_batch(&vs_file, rows, &mut indexed, &source)
                 .await?;
-            tracing::debug!(file_id = %file, indexed, total = ?source.total(), "ingest progress");
             batches += 1;
             if batches == 1 {
                 stop(Stage::FirstBatch)?;
@@ -482,6 +517,26 @@ impl Worker {
         for ((_, v), &i) in pairs.into_iter().zip(&todo) {
             rows[i].embedding = Some(v);
         }
+        Ok(())
+    }
+
+    /// Indexes one embedded batch and records the progress.
+    async fn write_batch(
+        &self,
+        vs_file: &VsFileRecord,
+        rows: Vec<ChunkRow>,
+        indexed: &mut u32,
+        source: &ChunkSource,
+    ) -> StageResult<()> {
+        let n = rows.len() as u32;
+        self.index_rows(vs_file, rows).await?;
+        *indexed += n;
+        let (store, file) = (&vs_file.vector_store_id, &vs_file.file_id);
+        self.st
+            .meta
+            .set_vs_file_progress(store, file, *indexed, source.total())
+            .await?;
+        tracing::debug!(file_id = %file, indexed = *indexed, total = ?source.total(), "ingest progress");
         Ok(())
     }
 

@@ -27,6 +27,9 @@ pub struct SearchRequest {
 }
 
 pub const MAX_QUERIES: usize = 16;
+/// Characters per query string: OpenAI's 8,192-token input limit at about four characters a
+/// token. The model reads only its first 256 tokens; the cap bounds what tokenising costs.
+pub const MAX_QUERY_CHARS: usize = 32_768;
 /// How stale `last_active_at` may get before a search moves it.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 pub const MAX_RESULTS: usize = 50;

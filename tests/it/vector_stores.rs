@@ -825,6 +825,47 @@ async fn ingestion_resumes_after_a_crash_at_any_stage() {
     }
 }
 
+/// A job that never finishes (here: abandoned mid-extraction, as a crash of the process would
+/// leave it) is claimed again after every restart, but not forever: past its attempts it ends
+/// `failed` with `server_error`, and the store's counts say so.
+#[tokio::test]
+async fn a_job_that_keeps_crashing_the_server_ends_failed() {
+    let app = TestApp::spawn().await;
+    let f = app
+        .upload("poison.txt", DOCS[0].1.as_bytes().to_vec(), "vision")
+        .await;
+    let fid = f["id"].as_str().unwrap().to_owned();
+    let vs = create_store(&app, json!({"file_ids": [fid]})).await;
+    let vs_id = vs["id"].as_str().unwrap().to_owned();
+    let mut app = app;
+    let max = ragstore::ingest::worker::MAX_ATTEMPTS;
+    for crash in 0..max {
+        let worker = app.state.worker("doomed");
+        assert!(
+            worker.run_one_until(Some(Stage::Extract)).await.unwrap(),
+            "crash {crash}: the job is claimed again"
+        );
+        drop(worker);
+        let dir = app.stop().await;
+        app = TestApp::spawn_in(dir, |_| {}).await;
+        let (_, vf) = app
+            .get_json(&format!("/v1/vector_stores/{vs_id}/files/{fid}"))
+            .await;
+        assert_eq!(vf["status"], "in_progress", "after crash {crash}");
+    }
+    // The next claim is one more than a job may have: it is not run again.
+    app.drain().await;
+    let (_, vf) = app
+        .get_json(&format!("/v1/vector_stores/{vs_id}/files/{fid}"))
+        .await;
+    assert_eq!(vf["status"], "failed", "{vf}");
+    assert_eq!(vf["last_error"]["code"], "server_error", "{vf}");
+    let (_, store) = app.get_json(&format!("/v1/vector_stores/{vs_id}")).await;
+    assert_eq!(store["file_counts"]["failed"], 1, "{store}");
+    assert_eq!(store["file_counts"]["in_progress"], 0, "{store}");
+    assert_eq!(points(&app, Some(&vs_id), None).await, 0);
+}
+
 #[tokio::test]
 async fn vector_store_bad_inputs() {
     let app = TestApp::spawn().await;
@@ -922,6 +963,18 @@ async fn vector_store_bad_inputs() {
         ),
         (&search_path, json!({}), 400, Some("query")),
         (&search_path, json!({"query": ""}), 400, Some("query")),
+        (
+            &search_path,
+            json!({"query": "é".repeat(32_769)}),
+            400,
+            Some("query"),
+        ),
+        (
+            &search_path,
+            json!({"query": ["x", "a ".repeat(16_385)]}),
+            400,
+            Some("query"),
+        ),
         (
             &search_path,
             json!({"query": "x", "max_num_results": 0}),
@@ -1045,6 +1098,26 @@ async fn embeddings_endpoint_and_remote_embedder_agree() {
         .post_json("/v1/embeddings", json!({"model": "m", "input": [1, 2, 3]}))
         .await;
     assert_eq!(status, 400);
+    // Oversized inputs are refused before any tokenising: one too long, or too many in all.
+    let long = "word ".repeat(6_554);
+    let (status, res) = a
+        .post_json("/v1/embeddings", json!({"model": "m", "input": ["ok", long]}))
+        .await;
+    assert_eq!((status, res["error"]["param"].as_str()), (400, Some("input")), "{res}");
+    let (status, res) = a
+        .post_json(
+            "/v1/embeddings",
+            json!({"model": "m", "input": vec!["w ".repeat(15_000); 41]}),
+        )
+        .await;
+    assert_eq!((status, res["error"]["param"].as_str()), (400, Some("input")), "{res}");
+    let (status, _) = a
+        .post_json(
+            "/v1/embeddings",
+            json!({"model": "m", "input": "w ".repeat(16_384)}),
+        )
+        .await;
+    assert_eq!(status, 200, "an input at the cap is served");
 
     // A second ragstore that embeds through the first one's /v1/embeddings.
     let base = format!("{}/v1", a.base);
