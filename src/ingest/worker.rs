@@ -131,8 +131,9 @@ impl Worker {
         // is a poison job, and it ends failed instead of being run again. Purges are exempt:
         // what they remove must not come back.
         if job.attempts > MAX_ATTEMPTS && !is_purge(job.kind) {
-            let _enter = span.enter();
             tracing::error!(
+                job = job.id,
+                kind = job.kind.as_str(),
                 attempts = job.attempts,
                 "job claimed too many times without finishing; giving up on it"
             );
@@ -376,39 +377,39 @@ impl Worker {
         self.still_ours(job).await?;
         st.index.delete_file(Some(store), file).await?;
         let model = st.pipeline.embedder.vectors_id().to_owned();
-        let (mut indexed, mut usage, mut first, mut batches) = (0u32, 0i64, true, 0u32);
-        // Embedding batch N+1 overlaps the writes of batch N (its points and progress), so the
-        // model never waits for the index; at most one batch is embedded but not yet written.
-        let mut pending: Option<Vec<ChunkRow>> = None;
-        loop {
-            let limit = if first {
-                FIRST_BATCH_TOKENS
-            } else {
-                EMBED_BATCH_TOKENS
-            };
-            let Some(mut rows) = source
-                .next_batch(st, file, &chunking, &model, limit)
-                .await?
-            else {
-                break;
-            };
-            if first {
-                stop(Stage::Chunk)?;
-            }
+        let (mut indexed, mut usage, mut batches) = (0u32, 0i64, 0u32);
+        // Three batches are in flight at once: while batch N is embedded, batch N-1's vectors,
+        // points and progress are written and batch N+1 is cut and cached, so the model never
+        // waits for the database or the index.
+        let mut next = source
+            .next_batch(st, file, &chunking, &model, FIRST_BATCH_TOKENS)
+            .await?;
+        if next.is_some() {
+            stop(Stage::Chunk)?;
+        }
+        // Embedded, not yet written: the rows and which of them were embedded just now.
+        let mut pending: Option<(Vec<ChunkRow>, Vec<u32>)> = None;
+        let mut first = true;
+        while let Some(mut rows) = next.take() {
             self.still_ours(job).await?;
+            let total = source.total();
             let wrote = pending.is_some();
             let write = async {
                 match pending.take() {
-                    Some(prev) => self.write_batch(&vs_file, prev, &mut indexed, &source).await,
+                    Some((prev, fresh)) => {
+                        self.write_batch(&vs_file, &chunking, &model, prev, &fresh, &mut indexed, total)
+                            .await
+                    }
                     None => Ok(()),
                 }
             };
-            let embed = self.embed_missing(file, &chunking, &model, &mut rows);
-            tokio::try_join!(write, embed)?;
+            let embed = self.embed_missing(file, &mut rows);
+            let fetch = source.next_batch(st, file, &chunking, &model, EMBED_BATCH_TOKENS);
+            let ((), fresh, fetched) = tokio::try_join!(write, embed, fetch)?;
             if first {
                 stop(Stage::Embed)?;
+                first = false;
             }
-            first = false;
             if wrote {
                 batches += 1;
                 if batches == 1 {
@@ -416,11 +417,13 @@ impl Worker {
                 }
             }
             usage += rows.iter().map(|r| r.text.len() as i64).sum::<i64>();
-            pending = Some(rows);
+            pending = Some((rows, fresh));
+            next = fetched;
         }
-        if let Some(rows) = pending.take() {
+        if let Some((rows, fresh)) = pending.take() {
             self.still_ours(job).await?;
-            self.write_batch(&vs_file, rows, &mut indexed, &source)
+            let total = source.total();
+            self.write_batch(&vs_file, &chunking, &model, rows, &fresh, &mut indexed, total)
                 .await?;
             batches += 1;
             if batches == 1 {
@@ -487,19 +490,14 @@ impl Worker {
         rx
     }
 
-    /// Embeds the rows that have no vector from the current model and caches the vectors.
-    async fn embed_missing(
-        &self,
-        file: &FileId,
-        chunking: &Chunking,
-        model: &str,
-        rows: &mut [ChunkRow],
-    ) -> StageResult<()> {
+    /// Embeds the rows that have no vector from the current model; returns the chunk indexes
+    /// of those it embedded (their vectors are cached when the batch is written).
+    async fn embed_missing(&self, file: &FileId, rows: &mut [ChunkRow]) -> StageResult<Vec<u32>> {
         let todo: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].embedding.is_none())
             .collect();
         if todo.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let texts: Vec<String> = todo.iter().map(|&i| rows[i].text.clone()).collect();
         let vectors = self
@@ -509,34 +507,47 @@ impl Worker {
             .embed_bulk(texts)
             .instrument(tracing::info_span!("ingest.embed", file_id = %file, chunks = todo.len()))
             .await?;
-        let pairs: Vec<(u32, Vec<f32>)> = todo.iter().map(|&i| rows[i].idx).zip(vectors).collect();
-        self.st
-            .meta
-            .set_embeddings(file, chunking, model, &pairs)
-            .await?;
-        for ((_, v), &i) in pairs.into_iter().zip(&todo) {
+        let mut fresh = Vec::with_capacity(todo.len());
+        for (v, &i) in vectors.into_iter().zip(&todo) {
             rows[i].embedding = Some(v);
+            fresh.push(rows[i].idx);
         }
-        Ok(())
+        Ok(fresh)
     }
 
-    /// Indexes one embedded batch and records the progress.
+    /// Writes one embedded batch: caches the vectors embedded just now (`fresh`), indexes its
+    /// points and records the progress.
+    #[allow(clippy::too_many_arguments)]
     async fn write_batch(
         &self,
         vs_file: &VsFileRecord,
+        chunking: &Chunking,
+        model: &str,
         rows: Vec<ChunkRow>,
+        fresh: &[u32],
         indexed: &mut u32,
-        source: &ChunkSource,
+        total: Option<u32>,
     ) -> StageResult<()> {
+        let (store, file) = (&vs_file.vector_store_id, &vs_file.file_id);
+        if !fresh.is_empty() {
+            let pairs: Vec<(u32, Vec<f32>)> = rows
+                .iter()
+                .filter(|r| fresh.binary_search(&r.idx).is_ok())
+                .filter_map(|r| r.embedding.clone().map(|v| (r.idx, v)))
+                .collect();
+            self.st
+                .meta
+                .set_embeddings(file, chunking, model, &pairs)
+                .await?;
+        }
         let n = rows.len() as u32;
         self.index_rows(vs_file, rows).await?;
         *indexed += n;
-        let (store, file) = (&vs_file.vector_store_id, &vs_file.file_id);
         self.st
             .meta
-            .set_vs_file_progress(store, file, *indexed, source.total())
+            .set_vs_file_progress(store, file, *indexed, total)
             .await?;
-        tracing::debug!(file_id = %file, indexed = *indexed, total = ?source.total(), "ingest progress");
+        tracing::debug!(file_id = %file, indexed = *indexed, total = ?total, "ingest progress");
         Ok(())
     }
 
