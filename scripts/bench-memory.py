@@ -46,6 +46,13 @@ def mb(k):
     return f"{k / 1024:.0f} MB"
 
 
+def rss(pid):
+    """VmRSS, with its anonymous (heap) and file-backed (binary, libraries, the index's
+    memory-mapped segments) parts."""
+    return (f"{mb(kib(pid, 'VmRSS'))} (anon {mb(kib(pid, 'RssAnon'))}, "
+            f"file {mb(kib(pid, 'RssFile'))})")
+
+
 def words_source():
     corpus = os.path.join(REPO, "tests", "corpus")
     text = ""
@@ -130,8 +137,7 @@ def main():
     try:
         wait_health(base, proc)
         time.sleep(5)
-        idle = kib(proc.pid, "VmRSS")
-        print(f"idle after start: {mb(idle)}")
+        print(f"idle after start: {rss(proc.pid)}")
         client = OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=600)
         words = words_source()
 
@@ -147,10 +153,10 @@ def main():
             first = "never" if first is None else f"{first:.1f} s"
             print(f"large doc {len(big) / 1e6:.1f} MB: first searchable {first}, completed in "
                   f"{took:.1f} s, peak {mb(kib(proc.pid, 'VmHWM'))}, "
-                  f"after {mb(kib(proc.pid, 'VmRSS'))}")
+                  f"after {rss(proc.pid)}")
             client.vector_stores.delete(vs.id)
             time.sleep(5)
-            print(f"idle after the large doc: {mb(kib(proc.pid, 'VmRSS'))}")
+            print(f"idle after the large doc: {rss(proc.pid)}")
 
         if args.files > 0:
             vs = client.vector_stores.create(name="many")
@@ -161,14 +167,17 @@ def main():
                 data = document(words, random.Random(i).randrange(2000, 8000), 100 + i)
                 ingest(client, vs.id, f"small-{i}.txt", data)
                 if (i + 1) % step == 0:
-                    rss = kib(proc.pid, "VmRSS")
-                    samples.append((i + 1, rss))
-                    print(f"  {i + 1:5d} files: RSS {mb(rss)} ({time.time() - started:.0f} s)",
+                    now = (kib(proc.pid, "VmRSS"), kib(proc.pid, "RssAnon"))
+                    samples.append((i + 1, *now))
+                    print(f"  {i + 1:5d} files: RSS {rss(proc.pid)} ({time.time() - started:.0f} s)",
                           file=sys.stderr)
-            print("many files: " + ", ".join(f"{n}: {mb(r)}" for n, r in samples))
+            print("many files (RSS / anon): "
+                  + ", ".join(f"{n}: {mb(r)} / {mb(a)}" for n, r, a in samples))
             if len(samples) >= 2:
                 growth = samples[-1][1] - samples[0][1]
-                print(f"growth from {samples[0][0]} to {samples[-1][0]} files: {growth / 1024:+.0f} MB")
+                anon = samples[-1][2] - samples[0][2]
+                print(f"growth from {samples[0][0]} to {samples[-1][0]} files: {growth / 1024:+.0f} MB "
+                      f"(anon {anon / 1024:+.0f} MB)")
         print(f"peak over the run: {mb(kib(proc.pid, 'VmHWM'))} (since the last reset)")
     finally:
         proc.send_signal(signal.SIGTERM)
