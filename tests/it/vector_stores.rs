@@ -1565,8 +1565,23 @@ async fn a_file_over_the_token_limit_fails_cleanly() {
 
 /// With the server's own workers, a small file attached after a huge one completes while the
 /// huge one is still being ingested: jobs take turns on the model batch by batch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_huge_file_does_not_starve_a_small_one() {
+///
+/// The huge file is still being ingested when the test ends, so the app is stopped and the
+/// runtime dropped (which waits for blocking work in flight, such as an index write the
+/// stopped worker abandoned) before the data dir is removed.
+#[test]
+fn a_huge_file_does_not_starve_a_small_one() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = runtime.block_on(huge_and_small());
+    drop(runtime);
+    drop(dir);
+}
+
+async fn huge_and_small() -> tempfile::TempDir {
     let app = TestApp::spawn_with(|c| c.workers_enabled = true).await;
     let huge: String = (0..3000)
         .map(|i| format!("Part {i}. {}\n\n", DOCS[i % DOCS.len()].1))
@@ -1607,4 +1622,5 @@ async fn a_huge_file_does_not_starve_a_small_one() {
         vf["status"], "in_progress",
         "the huge one is not done yet: {vf}"
     );
+    app.stop().await
 }
