@@ -332,23 +332,28 @@ pub trait StoreMetadata: Send + Sync + 'static {
 pub trait CacheMetadata: Send + Sync + 'static {
     async fn get_file_text(&self, file: &FileId) -> Result<Option<FileText>>;
 
-    /// Inserts or replaces.
-    async fn put_file_text(&self, file: &FileId, text: &FileText, now: i64) -> Result<()>;
+    /// Inserts or replaces, only while the file is live (its row is there and not deleted):
+    /// `false` when it is not, and nothing was written. A job that extracted a file deleted
+    /// meanwhile cannot leave its text behind the purge.
+    async fn put_file_text(&self, file: &FileId, text: &FileText, now: i64) -> Result<bool>;
 
     /// How many chunks (file, chunking) has, once its chunking has finished; `None` before.
     async fn chunked(&self, file: &FileId, chunking: &Chunking) -> Result<Option<u32>>;
 
     /// Writes chunks of (file, chunking) by index, in one transaction; chunking may arrive in
-    /// batches. A chunk written again with the same text keeps its embedding.
+    /// batches. A chunk written again with the same text keeps its embedding. Only while the
+    /// file is live: `false` (nothing written) once it is deleted.
     async fn put_chunks(
         &self,
         file: &FileId,
         chunking: &Chunking,
         chunks: &[ChunkRow],
-    ) -> Result<()>;
+    ) -> Result<bool>;
 
     /// Marks the chunking of (file, chunking) complete with `total` chunks, dropping any beyond.
-    async fn finish_chunking(&self, file: &FileId, chunking: &Chunking, total: u32) -> Result<()>;
+    /// Only while the file is live: `false` (nothing written) once it is deleted.
+    async fn finish_chunking(&self, file: &FileId, chunking: &Chunking, total: u32)
+        -> Result<bool>;
 
     /// Chunks of (file, chunking) from index `offset` in order, at most `limit`, with their
     /// embeddings when made by model `vectors_of`.

@@ -291,17 +291,24 @@ impl Worker {
                 w.write(bytes::Bytes::from(e.text.clone().into_bytes()))
                     .await?;
                 st.storage.put(&key, w.finish().await?).await?;
-                st.meta
+                let kept = st
+                    .meta
                     .put_file_text(
                         file_id,
                         &FileText::Ok {
-                            storage_key: key,
+                            storage_key: key.clone(),
                             format: e.format.to_owned(),
                             sections: e.sections.clone(),
                         },
                         now,
                     )
                     .await?;
+                if !kept {
+                    // Deleted while it was extracted: the purge may have run already, so the
+                    // text written above is this job's to remove.
+                    st.storage.delete(&key).await?;
+                    return Err(Failure::Cancelled);
+                }
                 st.meta
                     .set_file_status(file_id, FileStatus::Processed, None)
                     .await?;
@@ -317,7 +324,8 @@ impl Worker {
                     ExtractError::Unsupported(m) => (IngestErrorCode::UnsupportedFile, m),
                     ExtractError::Invalid(m) => (IngestErrorCode::InvalidFile, m),
                 };
-                st.meta
+                let kept = st
+                    .meta
                     .put_file_text(
                         file_id,
                         &FileText::Failed {
@@ -327,6 +335,9 @@ impl Worker {
                         now,
                     )
                     .await?;
+                if !kept {
+                    return Err(Failure::Cancelled);
+                }
                 st.meta
                     .set_file_status(file_id, FileStatus::Error, Some(&message))
                     .await?;
@@ -745,7 +756,10 @@ impl ChunkSource {
                 if batch.is_empty() {
                     return Ok(None);
                 }
-                st.meta.put_chunks(file, chunking, &batch).await?;
+                if !st.meta.put_chunks(file, chunking, &batch).await? {
+                    // The file was deleted: its purge removes what is cached; add nothing.
+                    return Err(Failure::Cancelled);
+                }
                 // A resumed job finds the vectors of the chunks it embedded before.
                 let first = batch[0].idx;
                 let cached = st
@@ -775,7 +789,9 @@ impl ChunkSource {
                 let total = total.ok_or_else(|| {
                     Failure::Transient(Error::Internal(anyhow::anyhow!("chunking did not finish")))
                 })?;
-                st.meta.finish_chunking(file, chunking, total).await?;
+                if !st.meta.finish_chunking(file, chunking, total).await? {
+                    return Err(Failure::Cancelled);
+                }
                 Ok(total)
             }
         }

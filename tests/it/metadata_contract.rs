@@ -1038,6 +1038,48 @@ pub async fn job_ends_set_the_file_outcome_and_retries_wait(b: Backend) {
 
 // --- caches -------------------------------------------------------------------------------------
 
+/// A job that outlives the delete of its file (it was extracting or chunking when the delete
+/// committed) cannot write the file's caches back after the purge: every cache write is refused
+/// once the file is deleted, and once its row is gone.
+pub async fn cache_writes_for_a_deleted_file_are_refused(b: Backend) {
+    let f = new_file(&b, T0).await;
+    let c = chunking();
+    let text = FileText::Ok {
+        storage_key: format!("texts/{}", f.id),
+        format: "text".into(),
+        sections: Vec::new(),
+    };
+    let rows = vec![ChunkRow {
+        idx: 0,
+        text: "zero".into(),
+        extra: Default::default(),
+        embedding: None,
+    }];
+    assert!(b.meta.put_chunks(&f.id, &c, &rows).await.unwrap(), "live: written");
+    b.meta
+        .delete_file(&project(), &f.id, &Cascade::file_deleted(&f), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    b.meta.delete_file_caches(&f.id).await.unwrap(); // the purge
+    for gone in [false, true] {
+        if gone {
+            b.meta.purge_file_row(&f.id).await.unwrap();
+        }
+        assert!(!b.meta.put_file_text(&f.id, &text, T0).await.unwrap());
+        assert!(!b.meta.put_chunks(&f.id, &c, &rows).await.unwrap());
+        assert!(!b.meta.finish_chunking(&f.id, &c, 1).await.unwrap());
+        assert_eq!(b.meta.get_file_text(&f.id).await.unwrap(), None);
+        assert_eq!(b.meta.chunked(&f.id, &c).await.unwrap(), None);
+        assert!(b
+            .meta
+            .get_chunks(&f.id, &c, 0, 10, None)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
+
 pub async fn caches_store_text_chunks_and_embeddings_per_model(b: Backend) {
     let f = new_file(&b, T0).await;
     assert_eq!(b.meta.get_file_text(&f.id).await.unwrap(), None);
@@ -1214,6 +1256,7 @@ macro_rules! all_contract_tests {
                 only_expired_leases_are_requeued,
                 job_ends_set_the_file_outcome_and_retries_wait,
                 caches_store_text_chunks_and_embeddings_per_model,
+                cache_writes_for_a_deleted_file_are_refused,
                 progress_is_recorded_while_in_progress,
             ]
         );

@@ -1624,3 +1624,45 @@ async fn huge_and_small() -> tempfile::TempDir {
     );
     app.stop().await
 }
+
+/// A file deleted while its text is being extracted: the purge runs (on another worker) before
+/// the extraction ends, and the extraction's writes are refused, so neither its text blob nor
+/// its cache rows outlive the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_deleted_during_its_extraction_leaves_no_text_behind() {
+    let app = TestApp::spawn().await;
+    // Big enough that extracting it takes a while in a debug build.
+    let text: String = (0..200_000)
+        .map(|i| format!("Line {i}: {}\n", DOCS[i % DOCS.len()].1))
+        .collect();
+    let f = app.upload("big.txt", text.into_bytes(), "assistants").await;
+    let fid = f["id"].as_str().unwrap().to_owned();
+    let id = FileId::parse(&fid).unwrap();
+    let extractor = app.state.worker("extractor");
+    let extraction = tokio::spawn(async move { extractor.try_run_one().await.unwrap() });
+    // Let the extraction get going, then delete the file and purge it at once.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!extraction.is_finished(), "the file is still being extracted");
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/files/{fid}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.drain().await, 1, "the purge ran");
+    assert!(
+        !extraction.is_finished(),
+        "the purge ran before the extraction ended"
+    );
+    assert!(extraction.await.unwrap());
+    app.drain().await;
+    assert_eq!(app.state.meta.get_file_text(&id).await.unwrap(), None);
+    let leftovers: Vec<_> = crate::files_under(&app.data_dir().join("blobs"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(fid.as_str()))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let (status, _) = app.get_json(&format!("/v1/files/{fid}")).await;
+    assert_eq!(status, 404);
+}

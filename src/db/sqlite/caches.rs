@@ -76,7 +76,7 @@ impl CacheMetadata for SqliteMetadata {
         }
     }
 
-    async fn put_file_text(&self, file: &FileId, text: &FileText, now: i64) -> Result<()> {
+    async fn put_file_text(&self, file: &FileId, text: &FileText, now: i64) -> Result<bool> {
         let (status, key, format, code, message, sections) = match text {
             FileText::Ok {
                 storage_key,
@@ -99,9 +99,11 @@ impl CacheMetadata for SqliteMetadata {
                 "[]".to_owned(),
             ),
         };
-        sqlx::query(
+        // One statement: the row is written only if the file is live at that moment.
+        let done = sqlx::query(
             "INSERT INTO file_texts (file_id, status, storage_key, format, error_code, error_message, created_at, sections) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id) DO UPDATE SET status = excluded.status, \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM files WHERE id = ? AND deleted_at IS NULL) \
+             ON CONFLICT (file_id) DO UPDATE SET status = excluded.status, \
              storage_key = excluded.storage_key, format = excluded.format, error_code = excluded.error_code, \
              error_message = excluded.error_message, sections = excluded.sections",
         )
@@ -113,10 +115,11 @@ impl CacheMetadata for SqliteMetadata {
         .bind(message)
         .bind(now)
         .bind(sections)
+        .bind(file.as_str())
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn chunked(&self, file: &FileId, chunking: &Chunking) -> Result<Option<u32>> {
@@ -136,9 +139,12 @@ impl CacheMetadata for SqliteMetadata {
         file: &FileId,
         chunking: &Chunking,
         chunks: &[ChunkRow],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let key = chunking.key();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        if !lock_live_file(&mut tx, file).await? {
+            return Ok(false);
+        }
         for c in chunks {
             // A chunk written again with the same text (a job resumed after a crash) keeps the
             // embedding it already has.
@@ -158,12 +164,21 @@ impl CacheMetadata for SqliteMetadata {
             .await
             .map_err(db_err)?;
         }
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 
-    async fn finish_chunking(&self, file: &FileId, chunking: &Chunking, total: u32) -> Result<()> {
+    async fn finish_chunking(
+        &self,
+        file: &FileId,
+        chunking: &Chunking,
+        total: u32,
+    ) -> Result<bool> {
         let key = chunking.key();
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        if !lock_live_file(&mut tx, file).await? {
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM file_chunks WHERE file_id = ? AND chunking = ? AND idx >= ?")
             .bind(file.as_str())
             .bind(&key)
@@ -181,7 +196,8 @@ impl CacheMetadata for SqliteMetadata {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 
     async fn get_chunks(
@@ -245,4 +261,16 @@ impl CacheMetadata for SqliteMetadata {
         }
         tx.commit().await.map_err(db_err)
     }
+}
+
+/// Inside a transaction: whether `file` is live (its row is there, not deleted), taking the
+/// write lock first (a no-op update), so a delete cannot commit between this check and the
+/// transaction's writes.
+async fn lock_live_file(tx: &mut sqlx::SqliteConnection, file: &FileId) -> Result<bool> {
+    let done = sqlx::query("UPDATE files SET id = id WHERE id = ? AND deleted_at IS NULL")
+        .bind(file.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    Ok(done.rows_affected() == 1)
 }
