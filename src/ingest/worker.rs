@@ -26,10 +26,11 @@ use crate::storage::{FileStorage, Staging};
 pub const LEASE_SECS: i64 = 120;
 /// Transient failures are retried this many times, with exponential backoff, before failing.
 pub const MAX_ATTEMPTS: i64 = 6;
-/// Tokens per embedding call: enough to keep every model session busy, few enough that other
-/// jobs and searches get their turn soon and that chunks become searchable soon after they are
-/// cut.
-const EMBED_BATCH_TOKENS: usize = 8192;
+/// Tokens per embedding call after the first. Other jobs and searches get their turn run by run
+/// whatever this is (the embedder's bulk gate); what it sets is how often a batch is written
+/// (every write makes the index durable) and progress is recorded. 32k tokens (~170 chunks)
+/// ingested R-intro.pdf in 3.55-3.74 s against 4.0-4.2 s with 8k or 16k batches.
+const EMBED_BATCH_TOKENS: usize = 32768;
 /// The first call is smaller, so the first chunks of a large file are searchable at once.
 const FIRST_BATCH_TOKENS: usize = 2048;
 /// Cached chunks read per batch at most.
