@@ -109,7 +109,12 @@ pub struct Config {
     /// Which build of the local model runs: int8 (model_int8.onnx, about twice as fast, ranks
     /// as well on the retrieval evaluation) or fp32 (model.onnx, vectors exact to the
     /// reference sentence-transformers model).
-    #[arg(long, env = "RAGSTORE_EMBEDDING_PRECISION", value_enum, default_value = "int8")]
+    #[arg(
+        long,
+        env = "RAGSTORE_EMBEDDING_PRECISION",
+        value_enum,
+        default_value = "int8"
+    )]
     pub embedding_precision: EmbeddingPrecision,
 
     /// Use an OpenAI-compatible embeddings endpoint (e.g. http://host:8000/v1) instead of the

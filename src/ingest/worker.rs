@@ -409,8 +409,16 @@ impl Worker {
             let write = async {
                 match pending.take() {
                     Some((prev, fresh)) => {
-                        self.write_batch(&vs_file, &chunking, &model, prev, &fresh, &mut indexed, total)
-                            .await
+                        self.write_batch(
+                            &vs_file,
+                            &chunking,
+                            &model,
+                            prev,
+                            &fresh,
+                            &mut indexed,
+                            total,
+                        )
+                        .await
                     }
                     None => Ok(()),
                 }
@@ -435,8 +443,16 @@ impl Worker {
         if let Some((rows, fresh)) = pending.take() {
             self.still_ours(job).await?;
             let total = source.total();
-            self.write_batch(&vs_file, &chunking, &model, rows, &fresh, &mut indexed, total)
-                .await?;
+            self.write_batch(
+                &vs_file,
+                &chunking,
+                &model,
+                rows,
+                &fresh,
+                &mut indexed,
+                total,
+            )
+            .await?;
             batches += 1;
             if batches == 1 {
                 stop(Stage::FirstBatch)?;

@@ -1055,7 +1055,10 @@ pub async fn cache_writes_for_a_deleted_file_are_refused(b: Backend) {
         extra: Default::default(),
         embedding: None,
     }];
-    assert!(b.meta.put_chunks(&f.id, &c, &rows).await.unwrap(), "live: written");
+    assert!(
+        b.meta.put_chunks(&f.id, &c, &rows).await.unwrap(),
+        "live: written"
+    );
     b.meta
         .delete_file(&project(), &f.id, &Cascade::file_deleted(&f), T0)
         .await

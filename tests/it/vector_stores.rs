@@ -1101,16 +1101,27 @@ async fn embeddings_endpoint_and_remote_embedder_agree() {
     // Oversized inputs are refused before any tokenising: one too long, or too many in all.
     let long = "word ".repeat(6_554);
     let (status, res) = a
-        .post_json("/v1/embeddings", json!({"model": "m", "input": ["ok", long]}))
+        .post_json(
+            "/v1/embeddings",
+            json!({"model": "m", "input": ["ok", long]}),
+        )
         .await;
-    assert_eq!((status, res["error"]["param"].as_str()), (400, Some("input")), "{res}");
+    assert_eq!(
+        (status, res["error"]["param"].as_str()),
+        (400, Some("input")),
+        "{res}"
+    );
     let (status, res) = a
         .post_json(
             "/v1/embeddings",
             json!({"model": "m", "input": vec!["w ".repeat(15_000); 41]}),
         )
         .await;
-    assert_eq!((status, res["error"]["param"].as_str()), (400, Some("input")), "{res}");
+    assert_eq!(
+        (status, res["error"]["param"].as_str()),
+        (400, Some("input")),
+        "{res}"
+    );
     let (status, _) = a
         .post_json(
             "/v1/embeddings",
@@ -1642,7 +1653,10 @@ async fn a_file_deleted_during_its_extraction_leaves_no_text_behind() {
     let extraction = tokio::spawn(async move { extractor.try_run_one().await.unwrap() });
     // Let the extraction get going, then delete the file and purge it at once.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert!(!extraction.is_finished(), "the file is still being extracted");
+    assert!(
+        !extraction.is_finished(),
+        "the file is still being extracted"
+    );
     let res = app
         .client
         .delete(app.url(&format!("/v1/files/{fid}")))
