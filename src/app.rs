@@ -19,7 +19,7 @@ use crate::index::edge::{EdgeIndex, EdgeOptions};
 use crate::index::VectorIndex;
 use crate::ingest::chunk::Chunker;
 use crate::ingest::embed::Embedder;
-use crate::ingest::local::LocalEmbedder;
+use crate::ingest::local::{LocalEmbedder, LocalOptions};
 use crate::ingest::remote::{RemoteConfig, RemoteEmbedder};
 use crate::ingest::worker::{spawn_workers, Worker, WorkerDeps};
 use crate::ingest::Pipeline;
@@ -286,12 +286,10 @@ async fn build_pipeline(
         (None, None) => {
             let models = config.models_dir.clone();
             let threads = config.embed_thread_count();
-            let precision = config.embedding_precision.local();
+            let options = LocalOptions::for_precision(threads, config.embedding_precision);
             Arc::new(
-                tokio::task::spawn_blocking(move || {
-                    LocalEmbedder::load_precision(&models, threads, precision)
-                })
-                .await??,
+                tokio::task::spawn_blocking(move || LocalEmbedder::load_options(&models, &options))
+                    .await??,
             )
         }
     };

@@ -27,22 +27,6 @@ pub enum Command {
     Serve(Box<Config>),
 }
 
-/// `--embedding-precision`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EmbeddingPrecision {
-    Int8,
-    Fp32,
-}
-
-impl EmbeddingPrecision {
-    pub fn local(self) -> crate::ingest::local::Precision {
-        match self {
-            EmbeddingPrecision::Int8 => crate::ingest::local::Precision::Int8,
-            EmbeddingPrecision::Fp32 => crate::ingest::local::Precision::Fp32,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -115,7 +99,7 @@ pub struct Config {
         value_enum,
         default_value = "int8"
     )]
-    pub embedding_precision: EmbeddingPrecision,
+    pub embedding_precision: crate::ingest::local::Precision,
 
     /// Use an OpenAI-compatible embeddings endpoint (e.g. http://host:8000/v1) instead of the
     /// local model.

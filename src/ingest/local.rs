@@ -66,7 +66,7 @@ pub struct LocalOptions {
 }
 
 /// Which of the two model files runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Precision {
     /// `model_int8.onnx`: weights quantised per output channel, activations per run (ONNX
     /// Runtime's dynamic quantisation, through the CPU's VNNI instructions). About twice the
@@ -77,15 +77,6 @@ pub enum Precision {
     Int8,
     /// `model.onnx`: the reference fp32 weights, vectors equal to sentence-transformers'.
     Fp32,
-}
-
-impl Precision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Precision::Int8 => "int8",
-            Precision::Fp32 => "fp32",
-        }
-    }
 }
 
 impl LocalOptions {
@@ -179,11 +170,6 @@ impl LocalEmbedder {
     /// Blocking: call it from `spawn_blocking` or before the server starts.
     pub fn load(models_dir: &Path, threads: usize) -> Result<Self> {
         Self::load_options(models_dir, &LocalOptions::for_threads(threads))
-    }
-
-    /// [`Self::load`] with the model file of `precision`.
-    pub fn load_precision(models_dir: &Path, threads: usize, precision: Precision) -> Result<Self> {
-        Self::load_options(models_dir, &LocalOptions::for_precision(threads, precision))
     }
 
     /// A [`Chunker`] counting tokens with this model's tokenizer.

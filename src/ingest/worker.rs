@@ -131,33 +131,30 @@ impl Worker {
         // never got to finish (it crashed the process, or hung past its lease each time): it
         // is a poison job, and it ends failed instead of being run again. Purges are exempt:
         // what they remove must not come back.
-        if job.attempts > MAX_ATTEMPTS && !is_purge(job.kind) {
+        let outcome = if job.attempts > MAX_ATTEMPTS && !is_purge(job.kind) {
             tracing::error!(
                 job = job.id,
                 kind = job.kind.as_str(),
                 attempts = job.attempts,
                 "job claimed too many times without finishing; giving up on it"
             );
-            let end = JobEnd::Failed {
-                code: IngestErrorCode::ServerError,
-                message: SERVER_ERROR_MESSAGE.to_owned(),
-            };
-            if !self.finish(&job, &end, 0, now).await? {
-                self.compensate(&job).await?;
+            Err(Failure::Permanent(
+                IngestErrorCode::ServerError,
+                SERVER_ERROR_MESSAGE.to_owned(),
+            ))
+        } else {
+            async {
+                match job.kind {
+                    JobKind::Extract => self.run_extract(&job).await.map(|_| 0),
+                    JobKind::Ingest => self.run_ingest(&job, stop_after).await,
+                    JobKind::PurgeFile => self.run_purge_file(&job).await.map(|_| 0),
+                    JobKind::PurgeVsFile => self.run_purge_vs_file(&job).await.map(|_| 0),
+                    JobKind::PurgeStore => self.run_purge_store(&job).await.map(|_| 0),
+                }
             }
-            return Ok(true);
-        }
-        let outcome = async {
-            match job.kind {
-                JobKind::Extract => self.run_extract(&job).await.map(|_| 0),
-                JobKind::Ingest => self.run_ingest(&job, stop_after).await,
-                JobKind::PurgeFile => self.run_purge_file(&job).await.map(|_| 0),
-                JobKind::PurgeVsFile => self.run_purge_vs_file(&job).await.map(|_| 0),
-                JobKind::PurgeStore => self.run_purge_store(&job).await.map(|_| 0),
-            }
-        }
-        .instrument(span)
-        .await;
+            .instrument(span)
+            .await
+        };
         // The index makes every write durable before it returns, so what this job wrote
         // survives a crash once the job is marked done.
         let now = self.st.clock.now();
@@ -392,7 +389,7 @@ impl Worker {
         let (mut indexed, mut usage, mut batches) = (0u32, 0i64, 0u32);
         // Three batches are in flight at once: while batch N is embedded, batch N-1's vectors,
         // points and progress are written and batch N+1 is cut and cached, so the model never
-        // waits for the database or the index.
+        // waits for the database or the index. The last round only writes.
         let mut next = source
             .next_batch(st, file, &chunking, &model, FIRST_BATCH_TOKENS)
             .await?;
@@ -401,61 +398,46 @@ impl Worker {
         }
         // Embedded, not yet written: the rows and which of them were embedded just now.
         let mut pending: Option<(Vec<ChunkRow>, Vec<u32>)> = None;
-        let mut first = true;
-        while let Some(mut rows) = next.take() {
+        while next.is_some() || pending.is_some() {
             self.still_ours(job).await?;
             let total = source.total();
-            let wrote = pending.is_some();
+            let (wrote, more) = (pending.is_some(), next.is_some());
             let write = async {
                 match pending.take() {
                     Some((prev, fresh)) => {
-                        self.write_batch(
-                            &vs_file,
-                            &chunking,
-                            &model,
-                            prev,
-                            &fresh,
-                            &mut indexed,
-                            total,
-                        )
-                        .await
+                        self.write_batch(&vs_file, prev, &fresh, &mut indexed, total)
+                            .await
                     }
                     None => Ok(()),
                 }
             };
-            let embed = self.embed_missing(file, &mut rows);
-            let fetch = source.next_batch(st, file, &chunking, &model, EMBED_BATCH_TOKENS);
+            let embed = async {
+                match next.as_mut() {
+                    Some(rows) => self.embed_missing(file, rows).await,
+                    None => Ok(Vec::new()),
+                }
+            };
+            let fetch = async {
+                if more {
+                    source
+                        .next_batch(st, file, &chunking, &model, EMBED_BATCH_TOKENS)
+                        .await
+                } else {
+                    Ok(None)
+                }
+            };
             let ((), fresh, fetched) = tokio::try_join!(write, embed, fetch)?;
-            if first {
+            if !wrote {
                 stop(Stage::Embed)?;
-                first = false;
-            }
-            if wrote {
+            } else {
                 batches += 1;
                 if batches == 1 {
                     stop(Stage::FirstBatch)?;
                 }
             }
-            usage += rows.iter().map(|r| r.text.len() as i64).sum::<i64>();
-            pending = Some((rows, fresh));
-            next = fetched;
-        }
-        if let Some((rows, fresh)) = pending.take() {
-            self.still_ours(job).await?;
-            let total = source.total();
-            self.write_batch(
-                &vs_file,
-                &chunking,
-                &model,
-                rows,
-                &fresh,
-                &mut indexed,
-                total,
-            )
-            .await?;
-            batches += 1;
-            if batches == 1 {
-                stop(Stage::FirstBatch)?;
+            if let Some(rows) = std::mem::replace(&mut next, fetched) {
+                usage += rows.iter().map(|r| r.text.len() as i64).sum::<i64>();
+                pending = Some((rows, fresh));
             }
         }
         let total = source.finish(st, file, &chunking).await?;
@@ -545,12 +527,9 @@ impl Worker {
 
     /// Writes one embedded batch: caches the vectors embedded just now (`fresh`), indexes its
     /// points and records the progress.
-    #[allow(clippy::too_many_arguments)]
     async fn write_batch(
         &self,
         vs_file: &VsFileRecord,
-        chunking: &Chunking,
-        model: &str,
         rows: Vec<ChunkRow>,
         fresh: &[u32],
         indexed: &mut u32,
@@ -558,6 +537,7 @@ impl Worker {
     ) -> StageResult<()> {
         let (store, file) = (&vs_file.vector_store_id, &vs_file.file_id);
         if !fresh.is_empty() {
+            let model = self.st.pipeline.embedder.vectors_id();
             let pairs: Vec<(u32, Vec<f32>)> = rows
                 .iter()
                 .filter(|r| fresh.binary_search(&r.idx).is_ok())
@@ -565,7 +545,7 @@ impl Worker {
                 .collect();
             self.st
                 .meta
-                .set_embeddings(file, chunking, model, &pairs)
+                .set_embeddings(file, &vs_file.chunking, model, &pairs)
                 .await?;
         }
         let n = rows.len() as u32;

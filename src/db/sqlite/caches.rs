@@ -99,11 +99,13 @@ impl CacheMetadata for SqliteMetadata {
                 "[]".to_owned(),
             ),
         };
-        // One statement: the row is written only if the file is live at that moment.
-        let done = sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        if !lock_live_file(&mut tx, file).await? {
+            return Ok(false);
+        }
+        sqlx::query(
             "INSERT INTO file_texts (file_id, status, storage_key, format, error_code, error_message, created_at, sections) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM files WHERE id = ? AND deleted_at IS NULL) \
-             ON CONFLICT (file_id) DO UPDATE SET status = excluded.status, \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id) DO UPDATE SET status = excluded.status, \
              storage_key = excluded.storage_key, format = excluded.format, error_code = excluded.error_code, \
              error_message = excluded.error_message, sections = excluded.sections",
         )
@@ -115,11 +117,11 @@ impl CacheMetadata for SqliteMetadata {
         .bind(message)
         .bind(now)
         .bind(sections)
-        .bind(file.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(done.rows_affected() > 0)
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 
     async fn chunked(&self, file: &FileId, chunking: &Chunking) -> Result<Option<u32>> {
