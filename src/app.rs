@@ -5,7 +5,6 @@
 use anyhow::Context;
 use axum::Router;
 use std::fs::File;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -242,19 +241,16 @@ impl App {
         } else {
             Vec::new()
         };
-        let server = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
-        tokio::pin!(server);
-        tokio::select! {
-            result = &mut server => result.context("HTTP server")?,
-            _ = shutdown.cancelled() => {
-                match tokio::time::timeout(self.config.shutdown_grace(), &mut server).await {
-                    Ok(result) => result.context("HTTP server")?,
-                    Err(_) => tracing::warn!("in-flight requests did not finish within the shutdown grace; stopping anyway"),
-                }
-            }
-        }
+        crate::http::serve(
+            listener,
+            self.router(),
+            self.config.http_limits().fit_to_fd_limit(),
+            shutdown.clone(),
+            self.config.shutdown_grace(),
+        )
+        .await;
+        // Shutdown: the workers and the reaper stop on the same token.
+        shutdown.cancel();
         if let Err(e) = reaper.await {
             tracing::warn!(error = %e, "reaper task ended abnormally");
         }

@@ -76,6 +76,21 @@ pub struct Config {
     #[arg(long, env = "RAGSTORE_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
     pub shutdown_grace_secs: f64,
 
+    /// Connections served at once; more are answered 503 (retry-after: 1) and closed. Lowered
+    /// at start if the open-file limit cannot hold them.
+    #[arg(long, env = "RAGSTORE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection is kept open.
+    #[arg(long, env = "RAGSTORE_HEADER_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub header_timeout_secs: f64,
+
+    /// Seconds a request body may stall between two reads, and a response on a client that
+    /// stopped reading it, before the connection is dropped.
+    #[arg(long, env = "RAGSTORE_BODY_TIMEOUT_SECS", default_value_t = 60.0)]
+    pub body_timeout_secs: f64,
+
     /// Directory holding the embedding model and the ONNX Runtime library
     /// (fetched by scripts/fetch-models.sh).
     #[arg(long, env = "RAGSTORE_MODELS_DIR", default_value = "./models")]
@@ -173,10 +188,22 @@ impl Config {
         Duration::from_secs_f64(self.reaper_interval_secs.max(0.01))
     }
 
+    pub fn http_limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            max_connections: self.max_connections.max(1),
+            header_timeout: Duration::from_secs_f64(self.header_timeout_secs.max(0.01)),
+            body_timeout: Duration::from_secs_f64(self.body_timeout_secs.max(0.01)),
+            max_header_bytes: MAX_HEADER_BYTES,
+        }
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs_f64(self.shutdown_grace_secs.max(0.0))
     }
 }
+
+/// Largest request head (request line and headers) the server reads.
+const MAX_HEADER_BYTES: usize = 64 << 10;
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -98,10 +98,19 @@ pub fn multipart_error(e: MultipartError) -> ApiError {
             None,
         ))
     } else {
-        ApiError(Error::invalid(
-            format!("Could not parse the multipart form: {}", e.body_text()),
-            None,
-        ))
+        // The parser's own message is generic ("failed to read stream"); what went wrong
+        // (a head over the limit, a stalled body) is further down the chain.
+        let mut message = format!("Could not parse the multipart form: {}", e.body_text());
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !message.ends_with(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = c.source();
+        }
+        ApiError(Error::invalid(message, None))
     }
 }
 
@@ -112,6 +121,20 @@ impl<S: Send + Sync> FromRequest<S> for ApiMultipart {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let boundary = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::form::boundary);
+        // Without a boundary the parser refuses the request itself.
+        let req = match boundary {
+            Some(b) => {
+                let (parts, body) = req.into_parts();
+                let capped = super::form::HeadCapped::new(body.into_data_stream(), &b);
+                Request::from_parts(parts, axum::body::Body::from_stream(capped))
+            }
+            None => req,
+        };
         Multipart::from_request(req, state)
             .await
             .map(ApiMultipart)

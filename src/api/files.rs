@@ -134,6 +134,8 @@ async fn create(
                         "file",
                     )
                 })?;
+                // A bad name is refused before any of the body is read.
+                crate::service::files::check_filename(&filename, "file")?;
                 // A purpose sent before the file already tells us its limit.
                 let max = purpose.map_or(files.limits().max_file_bytes, |p| {
                     files.limits().max_bytes(p, false)

@@ -7,6 +7,7 @@ pub mod embeddings;
 pub mod error;
 pub mod file_batches;
 pub mod files;
+pub mod form;
 pub mod search;
 pub mod uploads;
 pub mod vector_stores;

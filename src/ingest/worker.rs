@@ -441,6 +441,17 @@ impl Worker {
             }
         }
         let total = source.finish(st, file, &chunking).await?;
+        // An attributes update that landed while this job ran rewrote the points indexed
+        // before it, but the later ones carry what the job read at its start: write the
+        // current attributes to them all. (An update after this read rewrites every point
+        // itself, as this job's writes are done.)
+        if let Some(now) = st.meta.get_vs_file(store, file).await? {
+            if now.attributes != vs_file.attributes {
+                st.index
+                    .set_attributes(store, file, &now.attributes)
+                    .await?;
+            }
+        }
         st.meta
             .set_vs_file_progress(store, file, indexed, Some(total))
             .await?;

@@ -1,9 +1,10 @@
 //! Incoming bytes are written to a temporary file inside the data dir before anything refers to
-//! them. A [`StagedWriter`] streams chunks to a blocking thread (the async reactor never touches
-//! the disk); a [`StagedFile`] is the finished, fsynced result. Both delete their file when
-//! dropped unless it was handed on, so a client that disconnects mid-upload leaves nothing
-//! behind; a process that dies mid-upload leaves a temp file that [`Staging::clean`] removes at
-//! the next start.
+//! them. A [`StagedWriter`] gathers chunks and hands each megabyte to a blocking task that
+//! writes (and hashes) it: the async reactor never touches the disk, and no thread is held
+//! while a client is slow or stalled (a thread is busy only while a batch is being written).
+//! A [`StagedFile`] is the finished, fsynced result. Both delete their file when dropped unless
+//! it was handed on, so a client that disconnects mid-upload leaves nothing behind; a process
+//! that dies mid-upload leaves a temp file that [`Staging::clean`] removes at the next start.
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -11,14 +12,13 @@ use md5::{Digest, Md5};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::domain::{Error, Result};
+use crate::domain::Result;
 
-const WRITE_BUFFER: usize = 1 << 20;
-/// Chunks in flight between the request and the writer thread: bounds memory per upload.
-const CHANNEL_DEPTH: usize = 16;
+/// Bytes gathered before a batch goes to disk: bounds memory per upload (two batches, the one
+/// being written and the one being gathered).
+const WRITE_BATCH: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Staging {
@@ -50,59 +50,64 @@ impl Staging {
         Ok(removed)
     }
 
-    /// Starts a new staged file; `md5` asks the writer to hash the bytes as they pass.
+    /// Starts a new staged file; `md5` asks the writer to hash the bytes as they pass. The file
+    /// is created with the first batch written.
     pub fn writer(&self, md5: bool) -> StagedWriter {
-        let path = TempPath(Some(self.dir.join(format!(
+        let path = self.dir.join(format!(
             "{}.partial",
             crate::domain::ids::PartId::generate()
-        ))));
-        let (tx, rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
-        let file_path = path.path().to_path_buf();
-        let task = tokio::task::spawn_blocking(move || write_loop(&file_path, rx, md5));
+        ));
         StagedWriter {
-            tx: Some(tx),
-            task: Some(task),
-            path,
+            state: Some(State::New { path, md5 }),
+            pending: None,
+            batch: Vec::new(),
+            batch_len: 0,
             len: 0,
         }
     }
 }
 
-enum Msg {
-    Data(Bytes),
-    Finish,
+/// The open file and its running hash. It travels into each blocking write and back, so the
+/// file is always owned by exactly one place: if the request is dropped while a write runs,
+/// the write's result (this, with its [`TempPath`]) is dropped when it ends, which removes
+/// the file.
+struct Open {
+    path: TempPath,
+    out: BufWriter<File>,
+    hasher: Option<Md5>,
 }
 
-/// What the writer thread returns when told to finish: the md5 if it was asked for.
-type Finished = Option<[u8; 16]>;
+enum State {
+    /// Nothing written yet: the file does not exist.
+    New {
+        path: PathBuf,
+        md5: bool,
+    },
+    Open(Box<Open>),
+}
 
-fn write_loop(path: &Path, mut rx: mpsc::Receiver<Msg>, md5: bool) -> std::io::Result<Finished> {
-    let file = File::options().write(true).create_new(true).open(path)?;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-    let mut hasher = md5.then(Md5::new);
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            Msg::Data(chunk) => {
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&chunk);
-                }
-                out.write_all(&chunk)?;
-            }
-            Msg::Finish => {
-                let file = out.into_inner().map_err(|e| e.into_error())?;
-                file.sync_all()?;
-                return Ok(hasher.map(|h| h.finalize().into()));
-            }
+type Written = std::io::Result<Box<Open>>;
+
+/// Opens the file if it is new, then writes (and hashes) `batch`. Runs on a blocking thread.
+fn write_batch(state: State, batch: Vec<Bytes>) -> Written {
+    let mut open = match state {
+        State::Open(open) => open,
+        State::New { path, md5 } => {
+            let file = File::options().write(true).create_new(true).open(&path)?;
+            Box::new(Open {
+                path: TempPath(Some(path)),
+                out: BufWriter::with_capacity(WRITE_BATCH, file),
+                hasher: md5.then(Md5::new),
+            })
         }
+    };
+    for chunk in &batch {
+        if let Some(h) = open.hasher.as_mut() {
+            h.update(chunk);
+        }
+        open.out.write_all(chunk)?;
     }
-    // The sender went away without Finish: the upload was abandoned. The writer's TempPath may
-    // have been dropped before this thread created the file, so remove it here too.
-    drop(out);
-    let _ = std::fs::remove_file(path);
-    Err(std::io::Error::new(
-        std::io::ErrorKind::Interrupted,
-        "staged write abandoned",
-    ))
+    Ok(open)
 }
 
 /// A path that is removed when dropped, unless [`TempPath::keep`] took it.
@@ -133,9 +138,11 @@ impl Drop for TempPath {
 }
 
 pub struct StagedWriter {
-    tx: Option<mpsc::Sender<Msg>>,
-    task: Option<JoinHandle<std::io::Result<Finished>>>,
-    path: TempPath,
+    /// `None` while a batch is being written (the state is inside `pending`).
+    state: Option<State>,
+    pending: Option<JoinHandle<Written>>,
+    batch: Vec<Bytes>,
+    batch_len: usize,
     len: u64,
 }
 
@@ -152,45 +159,53 @@ impl StagedWriter {
         if chunk.is_empty() {
             return Ok(());
         }
-        let n = chunk.len() as u64;
-        let sent = match &self.tx {
-            Some(tx) => tx.send(Msg::Data(chunk)).await.is_ok(),
-            None => false,
-        };
-        if !sent {
-            // The writer thread stopped: its result says why.
-            return Err(self.join_error().await);
+        self.len += chunk.len() as u64;
+        self.batch_len += chunk.len();
+        self.batch.push(chunk);
+        if self.batch_len >= WRITE_BATCH {
+            self.send_batch().await?;
         }
-        self.len += n;
         Ok(())
     }
 
-    async fn join_error(&mut self) -> Error {
-        self.tx = None;
-        match self.task.take() {
-            Some(task) => match task.await {
-                Ok(Err(e)) => Error::Internal(anyhow::Error::new(e).context("writing staged file")),
-                Ok(Ok(_)) => Error::Internal(anyhow::anyhow!("staged writer finished early")),
-                Err(e) => e.into(),
-            },
-            None => Error::Internal(anyhow::anyhow!("staged writer already finished")),
+    /// Waits for the batch being written, if any, and takes the state back.
+    async fn settle(&mut self) -> Result<State> {
+        if let Some(task) = self.pending.take() {
+            let open = task
+                .await?
+                .map_err(|e| anyhow::Error::new(e).context("writing staged file"))?;
+            return Ok(State::Open(open));
         }
+        self.state
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("staged writer failed earlier").into())
+    }
+
+    /// Hands the gathered batch to a blocking task once the previous one is written, so the
+    /// next batch is gathered from the network while this one goes to disk.
+    async fn send_batch(&mut self) -> Result<()> {
+        let state = self.settle().await?;
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_len = 0;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            write_batch(state, batch)
+        }));
+        Ok(())
     }
 
     /// Flushes and fsyncs; the bytes are durable on disk when this returns.
     pub async fn finish(mut self) -> Result<StagedFile> {
-        if let Some(tx) = self.tx.take() {
-            // A send error means the thread already stopped; the join below reports why.
-            let _ = tx.send(Msg::Finish).await;
-        }
-        let task = self
-            .task
-            .take()
-            .ok_or_else(|| anyhow::anyhow!("staged writer already finished"))?;
-        let md5 = task
-            .await?
-            .map_err(|e| anyhow::Error::new(e).context("writing staged file"))?;
-        let path = std::mem::replace(&mut self.path, TempPath(None));
+        let state = self.settle().await?;
+        let batch = std::mem::take(&mut self.batch);
+        let (path, md5) = tokio::task::spawn_blocking(move || {
+            let mut open = write_batch(state, batch)?;
+            open.out.flush()?;
+            open.out.get_ref().sync_all()?;
+            let Open { path, hasher, .. } = *open;
+            Ok::<_, std::io::Error>((path, hasher.map(|h| h.finalize().into())))
+        })
+        .await?
+        .map_err(|e| anyhow::Error::new(e).context("writing staged file"))?;
         Ok(StagedFile {
             path,
             len: self.len,

@@ -6,6 +6,7 @@
 mod crash;
 mod errors;
 mod files;
+mod http;
 mod metadata_contract;
 mod uploads;
 mod vector_stores;

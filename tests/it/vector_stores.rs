@@ -1165,6 +1165,8 @@ struct Counting {
     /// 0: works; 1: fails as a backend that may come back (`Unavailable`); 2: fails as one
     /// that would fail again (`Internal`).
     fail: Arc<AtomicUsize>,
+    /// Each ingestion call takes a permit: a test holds ingestion at a batch of its choosing.
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl Counting {
@@ -1174,6 +1176,9 @@ impl Counting {
             inner: Arc::new(inner),
             texts: Arc::new(AtomicUsize::new(0)),
             fail: Arc::new(AtomicUsize::new(0)),
+            gate: Arc::new(tokio::sync::Semaphore::new(
+                tokio::sync::Semaphore::MAX_PERMITS,
+            )),
         })
     }
 
@@ -1206,6 +1211,96 @@ impl Embedder for Counting {
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
         self.inner.embed(texts).await
     }
+    async fn embed_bulk(&self, texts: Vec<String>) -> ragstore::domain::Result<Vec<Vec<f32>>> {
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+        self.embed(texts).await
+    }
+}
+
+/// An attributes update that lands while the file is being ingested reaches the chunks
+/// indexed after it too, not only those indexed before.
+#[tokio::test]
+async fn attributes_updated_during_ingestion_reach_every_chunk() {
+    let counting = Counting::new();
+    // One ingestion batch may run; the next waits until the test lets it.
+    counting
+        .gate
+        .forget_permits(tokio::sync::Semaphore::MAX_PERMITS - 1);
+    let app =
+        TestApp::spawn_custom(tempfile::tempdir().unwrap(), |_| {}, Some(counting.clone())).await;
+    let text: String = (0..300)
+        .map(|i| {
+            format!(
+                "Sentence number {i} talks about topic {} in a long document. ",
+                i * 7
+            )
+        })
+        .collect();
+    let f = app
+        .upload("long.txt", text.into_bytes(), "assistants")
+        .await;
+    let file_id = f["id"].as_str().unwrap().to_owned();
+    let vs = create_store(&app, json!({"name": "attrs"})).await;
+    let vs_id = vs["id"].as_str().unwrap().to_owned();
+    let (status, vf) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/files"),
+            json!({"file_id": file_id, "attributes": {"v": "old"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{vf}");
+
+    let worker = app.state.worker("held");
+    let run = tokio::spawn(async move { while worker.try_run_one().await.unwrap() {} });
+    // The first batch is indexed; the second waits at the gate.
+    let hits = |value: &'static str| {
+        let (app, vs_id) = (&app, vs_id.clone());
+        async move {
+            search(
+                app,
+                &vs_id,
+                json!({"query": "topic", "max_num_results": 50,
+                       "filters": {"type": "eq", "key": "v", "value": value}}),
+            )
+            .await["data"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    let mut first = 0;
+    for _ in 0..200 {
+        first = hits("old").await;
+        if first > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(first > 0, "the first batch was indexed");
+    let (status, vf) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/files/{file_id}"),
+            json!({"attributes": {"v": "new"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{vf}");
+    assert_eq!(
+        vf["status"], "in_progress",
+        "the update landed mid-ingestion"
+    );
+    counting.gate.add_permits(1000);
+    run.await.unwrap();
+
+    let (_, vf) = app
+        .get_json(&format!("/v1/vector_stores/{vs_id}/files/{file_id}"))
+        .await;
+    assert_eq!(vf["status"], "completed", "{vf}");
+    let total = points(&app, Some(&vs_id), Some(&file_id)).await as usize;
+    assert!(total > first, "more chunks were indexed after the update");
+    assert_eq!(hits("old").await, 0, "no chunk keeps the old attributes");
+    assert_eq!(hits("new").await, total.min(50));
 }
 
 /// A ZIP of the given entries, deflated.

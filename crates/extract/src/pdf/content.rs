@@ -9,8 +9,8 @@ use lopdf::{Dictionary, Document, Object, ObjectId};
 use super::accents::combine_accents;
 use super::fonts::{push_normalized, Font, FontCache};
 use super::{
-    num, ExtractError, MAX_FORM_DEPTH, MAX_GLYPHS_PER_PAGE, MAX_GSTATE_DEPTH, MAX_OPS_PER_PAGE,
-    MAX_OPS_TOTAL, MAX_PAGE_CONTENT_BYTES,
+    num, ExtractError, MAX_CONTENT_BYTES_TOTAL, MAX_FORM_DEPTH, MAX_GLYPHS_PER_PAGE,
+    MAX_GSTATE_DEPTH, MAX_OPS_PER_PAGE, MAX_OPS_TOTAL, MAX_PAGE_CONTENT_BYTES,
 };
 
 /// An affine matrix `[a b c d e f]` in PDF's row-vector convention.
@@ -100,6 +100,15 @@ pub(super) struct PageReader<'d> {
     doc: &'d Document,
     fonts: FontCache<'d>,
     ops_total: usize,
+    /// Decompressed content read so far, against [`MAX_CONTENT_BYTES_TOTAL`].
+    content_total: usize,
+}
+
+fn over_budget() -> ExtractError {
+    ExtractError::Invalid(format!(
+        "PDF page content adds up to more than {} MiB; the document is too costly to read",
+        MAX_CONTENT_BYTES_TOTAL >> 20
+    ))
 }
 
 /// Work done on one page, to enforce the per-page limits.
@@ -115,7 +124,23 @@ impl<'d> PageReader<'d> {
             doc,
             fonts: FontCache::new(doc),
             ops_total: 0,
+            content_total: 0,
         }
+    }
+
+    /// The most content the next stream may decompress to, and whether the document's budget
+    /// (rather than the page's) is what bounds it.
+    fn content_limit(&self, page_left: usize) -> (usize, bool) {
+        let doc_left = MAX_CONTENT_BYTES_TOTAL.saturating_sub(self.content_total);
+        (page_left.min(doc_left), doc_left < page_left)
+    }
+
+    fn spend_content(&mut self, n: usize) -> Result<(), ExtractError> {
+        self.content_total += n;
+        if self.content_total > MAX_CONTENT_BYTES_TOTAL {
+            return Err(over_budget());
+        }
+        Ok(())
     }
 
     /// An attribute of a page, inherited through the page tree.
@@ -147,14 +172,19 @@ impl<'d> PageReader<'d> {
         let resources = self
             .inherited(page_id, b"Resources")
             .and_then(|o| o.as_dict().ok());
+        let (limit, by_document) = self.content_limit(MAX_PAGE_CONTENT_BYTES);
         let content = self
             .doc
-            .get_page_content_with_limit(page_id, MAX_PAGE_CONTENT_BYTES)
+            .get_page_content_with_limit(page_id, limit)
             .map_err(|e| {
+                if by_document {
+                    return over_budget();
+                }
                 ExtractError::Invalid(format!(
                     "PDF page content is too large or broken (limit {MAX_PAGE_CONTENT_BYTES} bytes): {e}"
                 ))
             })?;
+        self.spend_content(content.len())?;
         let mut out = PageGlyphs::default();
         let mut work = PageWork {
             ops: 0,
@@ -345,12 +375,14 @@ impl<'d> PageReader<'d> {
             }
             forms.push(id);
         }
-        let budget = MAX_PAGE_CONTENT_BYTES.saturating_sub(work.content_bytes);
+        let (budget, by_document) =
+            self.content_limit(MAX_PAGE_CONTENT_BYTES.saturating_sub(work.content_bytes));
         let content = match stream.decompressed_content_with_limit(budget) {
             Ok(c) => c,
             Err(_) if stream.dict.get(b"Filter").is_err() && stream.content.len() <= budget => {
                 stream.content.clone()
             }
+            Err(_) if by_document => return Err(over_budget()),
             Err(e) => {
                 return Err(ExtractError::Invalid(format!(
                     "PDF form content is too large or broken (limit {MAX_PAGE_CONTENT_BYTES} bytes per page): {e}"
@@ -358,6 +390,7 @@ impl<'d> PageReader<'d> {
             }
         };
         work.content_bytes += content.len();
+        self.spend_content(content.len())?;
         let mut inner = gs.clone();
         if let Some(m) = stream
             .dict
@@ -533,6 +566,40 @@ mod tests {
         assert!(
             matches!(err, ExtractError::Invalid(ref m) if m.contains("too large")),
             "{err:?}"
+        );
+    }
+
+    /// Pages that all show one large stream cost its decompression once per page: the budget
+    /// is the document's, so a small file cannot buy hours of work.
+    #[test]
+    fn pages_sharing_one_huge_stream_spend_one_document_budget() {
+        let mut stream = Stream::new(dictionary! {}, vec![b' '; MAX_PAGE_CONTENT_BYTES - 1024]);
+        stream.compress().unwrap();
+        let pages = vec![Vec::new(); 200];
+        let (mut doc, ids) = document(&pages, courier());
+        let shared = doc.add_object(stream);
+        for id in &ids {
+            doc.get_dictionary_mut(*id).unwrap().set("Contents", shared);
+        }
+        let bytes = save(&mut doc);
+        assert!(bytes.len() < 200_000, "a small file");
+        let err = extract(&bytes).unwrap_err();
+        assert!(
+            matches!(err, ExtractError::Invalid(ref m) if m.contains("too costly")),
+            "{err:?}"
+        );
+        // Ten pages sharing it (320 MiB in all) are within the budget: read, and found blank.
+        let mut stream = Stream::new(dictionary! {}, vec![b' '; MAX_PAGE_CONTENT_BYTES - 1024]);
+        stream.compress().unwrap();
+        let (mut doc, ids) = document(&vec![Vec::new(); 10], courier());
+        let shared = doc.add_object(stream);
+        for id in &ids {
+            doc.get_dictionary_mut(*id).unwrap().set("Contents", shared);
+        }
+        let blank = extract(&save(&mut doc)).unwrap_err();
+        assert!(
+            matches!(blank, ExtractError::Unsupported(ref m) if m.contains("no text layer")),
+            "{blank:?}"
         );
     }
 

@@ -37,6 +37,10 @@ use layout::{collapse_leaders, drop_running_lines, layout_page, Line};
 const MAX_STREAM_BYTES: usize = 64 << 20;
 /// Largest decompressed content of one page, forms included.
 const MAX_PAGE_CONTENT_BYTES: usize = 32 << 20;
+/// Decompressed page and form content read in the whole document: the work budget of one
+/// document (pages that share one huge stream would otherwise cost it again for each page).
+/// Reading it all takes a few seconds; a document that needs more is refused.
+const MAX_CONTENT_BYTES_TOTAL: usize = 512 << 20;
 /// Content-stream operators interpreted per page, forms included; the rest is skipped.
 const MAX_OPS_PER_PAGE: usize = 1_000_000;
 /// Operators interpreted in the whole document before it is refused.
