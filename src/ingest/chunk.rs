@@ -87,9 +87,32 @@ impl Chunker {
         max_tokens: usize,
         mut emit: impl FnMut(Vec<ChunkText>) -> bool,
     ) -> Result<usize, usize> {
+        let segs = segments(text, SEGMENT_BYTES);
+        // Text far longer than the limit allows at a usual few bytes a token is counted
+        // before any of it is chunked: a file that cannot fit then fails in the seconds
+        // counting takes, instead of after minutes of chunking and embedding its first part.
+        let counted: Option<Vec<usize>> =
+            if text.len() > max_tokens.saturating_mul(PRECOUNT_BYTES_PER_TOKEN) {
+                let mut counts = Vec::with_capacity(segs.len());
+                let mut sum = 0;
+                for &(start, end) in &segs {
+                    let n = self.count_tokens(&text[start..end]);
+                    sum += n;
+                    if sum > max_tokens {
+                        return Err(sum);
+                    }
+                    counts.push(n);
+                }
+                Some(counts)
+            } else {
+                None
+            };
         let (mut total, mut tokens) = (0, 0);
-        for (start, end) in segments(text, SEGMENT_BYTES) {
-            tokens += self.count_tokens(&text[start..end]);
+        for (i, &(start, end)) in segs.iter().enumerate() {
+            tokens += match &counted {
+                Some(counts) => counts[i],
+                None => self.count_tokens(&text[start..end]),
+            };
             if tokens > max_tokens {
                 return Err(tokens);
             }
@@ -173,6 +196,9 @@ impl Chunker {
         out
     }
 }
+
+/// Bytes a token below which a text is not counted ahead of chunking (English runs 4-6).
+const PRECOUNT_BYTES_PER_TOKEN: usize = 4;
 
 /// Text is chunked a segment at a time: memory and time stay linear in the size of the file
 /// (tokenising a whole 40 MB file at once took gigabytes), and the first chunks are ready long
@@ -505,14 +531,24 @@ mod tests {
             false
         });
         assert_eq!(batches, 1);
-        // Too many tokens: refused before chunking all of it.
+        // Far too many tokens: counted and refused before any of it is chunked.
         let mut seen = 0;
         let over = ch.chunk_segments(&text, c(200, 20), false, 5_000, |b| {
             seen += b.len();
             true
         });
         assert!(matches!(over, Err(t) if t > 5_000), "{over:?}");
-        assert!(seen < n / 2, "{seen} of {n}");
+        assert_eq!(seen, 0);
+        // Dense text (three bytes a token) a little over: not counted ahead, so refused
+        // part-way through chunking.
+        let dense = "ab ab ab ab ab ab ab ab ab ab\n\n".repeat(2_300);
+        let mut seen = 0;
+        let over = ch.chunk_segments(&dense, c(200, 20), false, 22_000, |b| {
+            seen += b.len();
+            true
+        });
+        assert!(over.is_err(), "{over:?}");
+        assert!(seen > 0, "{seen}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ragstore_extract::{extract, location_of, ExtractError};
+use ragstore_extract::{extract_owned, location_of, ExtractError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -239,6 +239,12 @@ impl Worker {
         }
     }
 
+    /// The most text a file may yield. Real text runs 4-6 bytes a token; this allows 64, so
+    /// only text of pathological words is refused by this cap rather than by its token count.
+    fn max_text_bytes(&self) -> usize {
+        self.st.max_file_tokens.saturating_mul(64)
+    }
+
     async fn run_extract(&self, job: &Job) -> StageResult<()> {
         let file = job.file_id.as_ref().ok_or_else(|| missing("file_id"))?;
         self.ensure_text(&job.project_id, file).await.map(|_| ())
@@ -259,8 +265,11 @@ impl Worker {
                     sections,
                 } => {
                     let text = read_all(&*st.storage, &storage_key).await?;
+                    // Written from a String: valid UTF-8, taken as is (no copy).
+                    let text = String::from_utf8(text)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
                     Ok(ExtractedText {
-                        text: String::from_utf8_lossy(&text).into_owned(),
+                        text,
                         markdown: format == "markdown",
                         sections,
                     })
@@ -275,27 +284,56 @@ impl Worker {
                 "The file no longer exists.".to_owned(),
             ));
         };
-        let bytes = read_all(&*st.storage, &file.storage_key).await?;
-        let filename = file.filename.clone();
-        let extracted = tokio::task::spawn_blocking(move || extract(&bytes, &filename))
-            .instrument(tracing::info_span!("ingest.extract", file_id = %file_id))
-            .await
-            .map_err(Error::from)?;
+        let max_text = self.max_text_bytes();
+        let extracted = if file.bytes as u64 > 2 * max_text as u64
+            && ragstore_extract::is_plain_text(
+                &read_prefix(&*st.storage, &file.storage_key, SNIFF_BYTES).await?,
+                &file.filename,
+            ) {
+            // Plain text this large has more text than a file may hold: refused without
+            // reading it (its text is at least half its size).
+            Err(ExtractError::Invalid(too_much_text(
+                max_text,
+                st.max_file_tokens,
+            )))
+        } else {
+            let bytes = read_all(&*st.storage, &file.storage_key).await?;
+            let filename = file.filename.clone();
+            tokio::task::spawn_blocking(move || extract_owned(bytes, &filename))
+                .instrument(tracing::info_span!("ingest.extract", file_id = %file_id))
+                .await
+                .map_err(Error::from)?
+                .and_then(|e| {
+                    if e.text.len() > max_text {
+                        Err(ExtractError::Invalid(too_much_text(
+                            max_text,
+                            st.max_file_tokens,
+                        )))
+                    } else {
+                        Ok(e)
+                    }
+                })
+        };
         let now = st.clock.now();
         match extracted {
             Ok(e) => {
                 let key = format!("texts/{file_id}");
+                let format = e.format;
+                let markdown = e.is_markdown();
+                // The text is written and then chunked from the same buffer, not a copy.
+                let shared = bytes::Bytes::from(e.text.into_bytes());
                 let mut w = st.staging.writer(false);
-                w.write(bytes::Bytes::from(e.text.clone().into_bytes()))
-                    .await?;
+                w.write(shared.clone()).await?;
                 st.storage.put(&key, w.finish().await?).await?;
+                let text = String::from_utf8(Vec::from(shared))
+                    .map_err(|err| Error::Internal(anyhow::anyhow!("extracted text: {err}")))?;
                 let kept = st
                     .meta
                     .put_file_text(
                         file_id,
                         &FileText::Ok {
                             storage_key: key.clone(),
-                            format: e.format.to_owned(),
+                            format: format.to_owned(),
                             sections: e.sections.clone(),
                         },
                         now,
@@ -310,9 +348,8 @@ impl Worker {
                 st.meta
                     .set_file_status(file_id, FileStatus::Processed, None)
                     .await?;
-                let markdown = e.is_markdown();
                 Ok(ExtractedText {
-                    text: e.text,
+                    text,
                     markdown,
                     sections: e.sections,
                 })
@@ -733,24 +770,12 @@ impl ChunkSource {
             ChunkSource::Fresh { rx, pending, total } => {
                 // Wait for enough chunks, or for the end of the text.
                 while total.is_none() && pending.iter().map(|(_, t)| t).sum::<usize>() < tokens {
-                    match rx.recv().await {
-                        Some(Produced::Chunks(rows)) => pending.extend(rows),
-                        Some(Produced::Done(n)) => *total = Some(n),
-                        Some(Produced::TooLong(n)) => {
-                            return Err(Failure::Permanent(
-                                IngestErrorCode::InvalidFile,
-                                format!(
-                                    "The file's text is {n} tokens or more; a vector store file may hold at most {} tokens.",
-                                    st.max_file_tokens
-                                ),
-                            ))
-                        }
-                        None => {
-                            return Err(Failure::Transient(Error::Internal(anyhow::anyhow!(
-                                "the chunking thread stopped"
-                            ))))
-                        }
-                    }
+                    take_produced(rx.recv().await, pending, total, st.max_file_tokens)?;
+                }
+                // The chunker runs ahead: a file it found too long ends now, not after
+                // everything before its verdict was embedded.
+                while let Ok(msg) = rx.try_recv() {
+                    take_produced(Some(msg), pending, total, st.max_file_tokens)?;
                 }
                 let mut batch = Vec::new();
                 let mut taken = 0;
@@ -815,6 +840,67 @@ fn is_purge(kind: JobKind) -> bool {
 
 fn missing(what: &str) -> Failure {
     Failure::Permanent(IngestErrorCode::ServerError, format!("job has no {what}"))
+}
+
+/// Takes in one message of the chunking thread.
+fn take_produced(
+    msg: Option<Produced>,
+    pending: &mut std::collections::VecDeque<(ChunkRow, usize)>,
+    total: &mut Option<u32>,
+    max_tokens: usize,
+) -> StageResult<()> {
+    match msg {
+        Some(Produced::Chunks(rows)) => {
+            pending.extend(rows);
+            Ok(())
+        }
+        Some(Produced::Done(n)) => {
+            *total = Some(n);
+            Ok(())
+        }
+        Some(Produced::TooLong(n)) => Err(Failure::Permanent(
+            IngestErrorCode::InvalidFile,
+            format!(
+                "The file's text is {n} tokens or more; a vector store file may hold at most {max_tokens} tokens."
+            ),
+        )),
+        None => Err(Failure::Transient(Error::Internal(anyhow::anyhow!(
+            "the chunking thread stopped"
+        )))),
+    }
+}
+
+/// What sniffing a file's format reads of it.
+const SNIFF_BYTES: usize = 64 << 10;
+
+/// The first `n` bytes of a blob (fewer if it is shorter).
+async fn read_prefix(storage: &dyn FileStorage, key: &str, n: usize) -> Result<Vec<u8>> {
+    use futures_util::StreamExt;
+    let blob = storage
+        .get(key)
+        .await?
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("missing blob {key}")))?;
+    let mut out = Vec::with_capacity(n);
+    let mut stream = blob.stream;
+    while out.len() < n {
+        match stream.next().await {
+            Some(chunk) => out.extend_from_slice(&chunk?),
+            None => break,
+        }
+    }
+    out.truncate(n);
+    Ok(out)
+}
+
+fn too_much_text(max_text: usize, max_tokens: usize) -> String {
+    let size = if max_text >= 1 << 20 {
+        format!("{} MiB", max_text >> 20)
+    } else {
+        format!("{max_text} bytes")
+    };
+    format!(
+        "The file's text is larger than {size}, more than a vector store file may hold (at most {max_tokens} tokens)."
+    )
 }
 
 async fn read_all(storage: &dyn FileStorage, key: &str) -> Result<Vec<u8>> {

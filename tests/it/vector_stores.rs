@@ -1669,6 +1669,51 @@ async fn a_file_over_the_token_limit_fails_cleanly() {
     assert_eq!(points(&app, None, Some(fid)).await, 0);
 }
 
+/// Text far larger than a file may hold fails with `invalid_file` from its size: plain text
+/// that large is refused without being read, a document that shrinks (HTML) once its text is
+/// known, and markup much larger than its text is read as usual.
+#[tokio::test]
+async fn a_file_with_too_much_text_fails_from_its_size() {
+    // 1,000 tokens: at most 64,000 bytes of text; plain text over 128,000 bytes is not read.
+    let app = TestApp::spawn_with(|c| c.max_file_tokens = 1_000).await;
+    let plain = "word ".repeat(60_000);
+    let html = format!(
+        "<html><body><p>{}</p></body></html>",
+        "word ".repeat(20_000)
+    );
+    let markup = format!(
+        "<html><body>{}<p>A few words of text.</p></body></html>",
+        "<i></i>".repeat(40_000)
+    );
+    let mut ids = Vec::new();
+    for (name, body) in [
+        ("plain.txt", plain),
+        ("page.html", html),
+        ("markup.html", markup),
+    ] {
+        let f = app.upload(name, body.into_bytes(), "assistants").await;
+        ids.push(f["id"].as_str().unwrap().to_owned());
+    }
+    let vs = create_store(&app, json!({"file_ids": ids})).await;
+    let vs_id = vs["id"].as_str().unwrap();
+    app.drain().await;
+    for (fid, want) in ids.iter().zip(["failed", "failed", "completed"]) {
+        let (_, vf) = app
+            .get_json(&format!("/v1/vector_stores/{vs_id}/files/{fid}"))
+            .await;
+        assert_eq!(vf["status"], want, "{vf}");
+        if want == "failed" {
+            assert_eq!(vf["last_error"]["code"], "invalid_file");
+            let message = vf["last_error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("larger than 64000 bytes") && message.contains("1000 tokens"),
+                "{vf}"
+            );
+            assert_eq!(points(&app, None, Some(fid)).await, 0);
+        }
+    }
+}
+
 /// With the server's own workers, a small file attached after a huge one completes while the
 /// huge one is still being ingested: jobs take turns on the model batch by batch.
 ///

@@ -135,6 +135,28 @@ pub(super) fn looks_binary(bytes: &[u8]) -> bool {
 }
 
 pub fn extract(bytes: &[u8], filename: &str) -> Result<Extracted, ExtractError> {
+    refuse_binary_magic(bytes)?;
+    let text = decode(bytes).ok_or_else(binary)?;
+    finish(text, filename)
+}
+
+/// [`extract`] of bytes the caller gives up: valid UTF-8 becomes the text without a copy.
+pub fn extract_owned(bytes: Vec<u8>, filename: &str) -> Result<Extracted, ExtractError> {
+    refuse_binary_magic(&bytes)?;
+    let plain_utf8 = encoding_rs::Encoding::for_bom(&bytes).is_none()
+        && utf16_without_bom(&bytes).is_none()
+        && !looks_binary(&bytes);
+    let text = match plain_utf8 {
+        true => match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => decode(e.as_bytes()).ok_or_else(binary)?,
+        },
+        false => decode(&bytes).ok_or_else(binary)?,
+    };
+    finish(text, filename)
+}
+
+fn refuse_binary_magic(bytes: &[u8]) -> Result<(), ExtractError> {
     for (magic, what) in BINARY_MAGIC {
         if bytes.starts_with(magic) {
             return Err(ExtractError::Unsupported(format!(
@@ -142,12 +164,20 @@ pub fn extract(bytes: &[u8], filename: &str) -> Result<Extracted, ExtractError> 
             )));
         }
     }
-    let text = decode(bytes).ok_or_else(|| {
-        ExtractError::Unsupported(
-            "The file is binary and not a format this server reads.".to_owned(),
-        )
-    })?;
-    let text = text.replace("\r\n", "\n");
+    Ok(())
+}
+
+fn binary() -> ExtractError {
+    ExtractError::Unsupported("The file is binary and not a format this server reads.".to_owned())
+}
+
+fn finish(text: String, filename: &str) -> Result<Extracted, ExtractError> {
+    // Only a copy when there is something to replace (a file's text can be 100+ MB).
+    let text = if text.contains("\r\n") {
+        text.replace("\r\n", "\n")
+    } else {
+        text
+    };
     if text.trim().is_empty() {
         return Err(ExtractError::Invalid(
             "The file contains no text.".to_owned(),
