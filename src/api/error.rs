@@ -76,6 +76,16 @@ impl IntoResponse for ApiError {
                 param.as_deref(),
                 Some("payload_too_large"),
             ),
+            err @ (Error::Internal(_) | Error::Unavailable(_)) if err.is_out_of_space() => {
+                tracing::error!(error = ?err, "out of disk space");
+                body(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "The server is out of disk space; nothing was stored. Try again once space is freed.",
+                    "server_error",
+                    None,
+                    Some("insufficient_storage"),
+                )
+            }
             Error::Internal(e) | Error::Unavailable(e) => {
                 tracing::error!(error = ?e, "internal error");
                 body(

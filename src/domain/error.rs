@@ -102,6 +102,23 @@ impl Error {
         matches!(self, Error::Unavailable(_))
     }
 
+    /// Whether a disk (the data dir's, the database's or the index's) is full: as an I/O
+    /// error anywhere in the chain, or as the message a backend turned it into.
+    pub fn is_out_of_space(&self) -> bool {
+        let (Error::Internal(e) | Error::Unavailable(e)) = self else {
+            return false;
+        };
+        e.chain().any(|cause| {
+            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
+                    return true;
+                }
+            }
+            let text = cause.to_string();
+            OUT_OF_SPACE_MESSAGES.iter().any(|m| text.contains(m))
+        })
+    }
+
     pub fn missing(param: &'static str) -> Self {
         Error::Invalid {
             message: format!("Missing required parameter: '{param}'."),
@@ -110,6 +127,14 @@ impl Error {
         }
     }
 }
+
+/// How backends say a disk is full when they pass it on as text: the OS (ENOSPC), SQLite
+/// (SQLITE_FULL) and the vector index (a failed flush).
+const OUT_OF_SPACE_MESSAGES: [&str; 3] = [
+    "No space left on device",
+    "database or disk is full",
+    "could not write to disk",
+];
 
 /// Disks fill up, files are briefly locked, connections drop: I/O is worth retrying.
 impl From<std::io::Error> for Error {

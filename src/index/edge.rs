@@ -11,10 +11,21 @@
 //! what survives a crash is what the last flush wrote to the segments. Every write therefore
 //! returns only once it is flushed; concurrent writers share one flush (group commit). The WAL
 //! is file-locked: one process, one open `EdgeIndex` per directory.
+//!
+//! Since the WAL is dead weight, it is retired (renamed aside, then removed) whenever the shard
+//! is opened, and the shard is reopened once the WAL passes [`EdgeOptions::wal_max_bytes`]:
+//! everything it holds is already in the flushed segments, and a kill at any point leaves
+//! either the old WAL or one to remove at the next open.
+//!
+//! A failed flush (a full disk) panics inside 0.7.2 after it has marked the changes clean, so
+//! a later flush would not write them: the panic is caught, the write fails (its job retries),
+//! and the shard is reopened from disk before the next operation, which drops the changes that
+//! never reached it.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -28,7 +39,7 @@ use qdrant_edge::{
     NamedQuery, OperationError, Payload, PayloadFieldSchema, PayloadOps, PayloadSchemaParams,
     PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
     QueryEnum, QueryRequest, Range, ScoredPoint, ScoringQuery, SearchParams, SetPayloadOp,
-    UpdateOperation, ValueVariants, VectorStructInternal, VectorStructPersisted,
+    UpdateOperation, ValueVariants, VectorStructInternal, VectorStructPersisted, WalOptions,
     WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value};
@@ -60,6 +71,12 @@ pub struct EdgeOptions {
     /// A filtered search whose candidates may exceed this (vectors, in KiB) walks the HNSW
     /// graph instead of scanning; `None` keeps qdrant's default (10 000 KiB). Tests lower it.
     pub full_scan_threshold_kb: Option<usize>,
+    /// Upkeep reopens the shard (retiring its WAL) once the WAL is larger than this.
+    pub wal_max_bytes: u64,
+    /// Free space kept on the index's disk: writes are refused below it. The engine writes
+    /// through memory maps, and a page it cannot get on a full disk kills the process
+    /// (SIGBUS), so it must never get there.
+    pub min_free_bytes: u64,
 }
 
 impl Default for EdgeOptions {
@@ -69,6 +86,8 @@ impl Default for EdgeOptions {
             maintain_every: Some(Duration::from_secs(30)),
             indexing_threshold_kb: None,
             full_scan_threshold_kb: None,
+            wal_max_bytes: 64 << 20,
+            min_free_bytes: 64 << 20,
         }
     }
 }
@@ -81,7 +100,17 @@ pub struct EdgeIndex {
 }
 
 struct Inner {
-    shard: EdgeShard,
+    /// Held while open: one index per directory.
+    _lock: std::fs::File,
+    /// `None` only while it is being reopened, or after a reopen failed (retried by the next
+    /// operation).
+    shard: RwLock<Option<EdgeShard>>,
+    dir: PathBuf,
+    config: EdgeConfig,
+    /// A flush failed: the shard's memory holds changes its disk may never get.
+    stale: AtomicBool,
+    wal_max_bytes: u64,
+    min_free_bytes: AtomicU64,
     /// `EdgeShard::flush` try-locks the WAL and the segment holder and panics when either is
     /// taken, so writers and the optimiser share this gate and flush takes it alone.
     gate: RwLock<()>,
@@ -99,6 +128,9 @@ struct Inner {
     /// indexes (the first kind seen for the key wins).
     attribute_indexes: Mutex<HashMap<String, PayloadSchemaType>>,
 }
+
+/// Capacity of one WAL segment file.
+const WAL_SEGMENT_BYTES: usize = 4 << 20;
 
 /// Attribute keys indexed at most; past this, filters on further keys read the payload.
 const MAX_ATTRIBUTE_INDEXES: usize = 64;
@@ -131,45 +163,134 @@ impl Inner {
         Ok(())
     }
 
-    /// Applies `op` and returns once it is durable.
-    fn write(&self, op: UpdateOperation, changed: u64) -> Result<()> {
-        let seq = {
-            let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
-            self.shard.update(op).map_err(engine_op)?;
-            self.changed.fetch_add(changed, Ordering::AcqRel);
-            self.writes.fetch_add(1, Ordering::AcqRel) + 1
-        };
-        self.durable(seq);
+    /// Runs `f` on the open shard.
+    fn with_shard<T>(&self, f: impl FnOnce(&EdgeShard) -> Result<T>) -> Result<T> {
+        let slot = self.shard.read().unwrap_or_else(PoisonError::into_inner);
+        match slot.as_ref() {
+            Some(shard) => f(shard),
+            None => Err(Error::Unavailable(anyhow!(
+                "vector index: not open (it could not be reopened; retried on the next call)"
+            ))),
+        }
+    }
+
+    /// Before an operation: reopens the shard if a flush failed or a reopen did.
+    fn ensure_open(&self) -> Result<()> {
+        let closed = self
+            .shard
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none();
+        if closed || self.stale.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
         Ok(())
     }
 
+    /// Closes the shard (flushing it) and opens it again from disk with a fresh WAL. Waits
+    /// for writes and flushes in progress; searches wait for it.
+    fn reopen(&self) -> Result<()> {
+        let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.shard.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = slot.take() {
+            // Dropping flushes; with the disk still full that panics, and what it could not
+            // write is dropped with it (the writes that made it failed and are retried).
+            if catch_unwind(AssertUnwindSafe(move || drop(old))).is_err() {
+                tracing::warn!("vector index: the final flush before reopening failed");
+            }
+        }
+        retire_wal(&self.dir)?;
+        let shard = EdgeShard::load(&self.dir, Some(self.config.clone()))
+            .map_err(|e| Error::Unavailable(anyhow!("vector index: cannot reopen: {e}")))?;
+        *slot = Some(shard);
+        self.stale.store(false, Ordering::Release);
+        // What the old shard had flushed is all there is: nothing to wait for.
+        *self.flushed.lock().unwrap_or_else(PoisonError::into_inner) =
+            self.writes.load(Ordering::Acquire);
+        tracing::info!(dir = %self.dir.display(), "vector index reopened with a fresh WAL");
+        Ok(())
+    }
+
+    /// Refuses to go on unless the index's disk has `need` bytes free over the reserve.
+    fn check_room(&self, need: u64) -> Result<()> {
+        let reserve = self.min_free_bytes.load(Ordering::Relaxed);
+        let free = fs4::available_space(&self.dir)?;
+        if free < reserve.saturating_add(need) {
+            return Err(Error::Unavailable(anyhow!(
+                "vector index: could not write to disk: {free} bytes free, {reserve} kept in reserve (is it full?)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies `op` and returns once it is durable.
+    fn write(&self, op: UpdateOperation, changed: u64) -> Result<()> {
+        self.check_room(0)?;
+        let seq = {
+            let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+            self.with_shard(|shard| shard.update(op).map_err(engine_op))?;
+            self.changed.fetch_add(changed, Ordering::AcqRel);
+            self.writes.fetch_add(1, Ordering::AcqRel) + 1
+        };
+        self.durable(seq)
+    }
+
     /// Returns once write number `seq` is flushed, flushing if no one else has since.
-    fn durable(&self, seq: u64) {
+    fn durable(&self, seq: u64) -> Result<()> {
         let mut flushed = self.flushed.lock().unwrap_or_else(PoisonError::into_inner);
         if *flushed >= seq {
-            return;
+            return Ok(());
         }
         // Every write numbered up to here was applied before this load, so the flush covers it.
         let target = self.writes.load(Ordering::Acquire);
-        self.flush();
+        self.flush()?;
         *flushed = target;
+        Ok(())
     }
 
     fn count(&self, filter: Option<EdgeFilter>) -> Result<u64> {
-        let n = self
-            .shard
-            .count(CountRequest {
-                filter,
-                exact: true,
-            })
-            .map_err(engine_op)?;
+        let n = self.with_shard(|shard| {
+            shard
+                .count(CountRequest {
+                    filter,
+                    exact: true,
+                })
+                .map_err(engine_op)
+        })?;
         Ok(n as u64)
     }
 
-    /// Waits for a running optimisation to finish.
-    fn flush(&self) {
+    /// Waits for a running optimisation to finish. A flush that fails (0.7.2 panics: a full
+    /// disk) leaves the shard stale until it is reopened.
+    fn flush(&self) -> Result<()> {
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
-        self.shard.flush();
+        self.with_shard(|shard| {
+            catch_unwind(AssertUnwindSafe(|| shard.flush())).map_err(|panic| {
+                self.stale.store(true, Ordering::Release);
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown");
+                tracing::error!(why, "vector index flush failed; the index will be reopened");
+                Error::Unavailable(anyhow!(
+                    "vector index: could not write to disk (is it full?): {why}"
+                ))
+            })
+        })
+    }
+
+    /// Reopens the shard once its WAL is over the limit.
+    fn bound_wal(&self) -> Result<()> {
+        let size = dir_bytes(&self.dir.join("wal"));
+        if size > self.wal_max_bytes {
+            tracing::info!(
+                wal_bytes = size,
+                "vector index WAL over its limit; retiring it"
+            );
+            self.reopen()?;
+        }
+        Ok(())
     }
 
     /// Runs the optimisers if enough points changed since they last ran.
@@ -178,19 +299,86 @@ impl Inner {
             return Ok(());
         };
         let changed = self.changed.load(Ordering::Acquire);
-        if changed >= self.optimize_after {
+        // Optimising may rewrite every segment: it waits until the disk has room for that.
+        let room = || self.check_room(tree_bytes(&self.dir.join("segments")));
+        if changed >= self.optimize_after && room().is_ok() {
             let optimized = {
                 let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
-                self.shard.optimize().map_err(engine_op)?
+                self.with_shard(|shard| shard.optimize().map_err(engine_op))?
             };
             self.changed.fetch_sub(changed, Ordering::AcqRel);
             // What the optimiser rewrote is made durable like any write.
             let seq = self.writes.fetch_add(1, Ordering::AcqRel) + 1;
-            self.durable(seq);
+            self.durable(seq)?;
             tracing::info!(changed, optimized, "vector index optimised");
         }
-        Ok(())
+        self.bound_wal()
     }
+}
+
+impl Drop for Inner {
+    /// The shard flushes as it closes; a failure (a full disk) panics in 0.7.2, which must not
+    /// take the process down at shutdown: every acknowledged write was flushed already.
+    fn drop(&mut self) {
+        let slot = self.shard.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(shard) = slot.take() {
+            if catch_unwind(AssertUnwindSafe(move || drop(shard))).is_err() {
+                tracing::warn!("vector index: the flush at close failed");
+            }
+        }
+    }
+}
+
+/// Moves the WAL aside and removes it (and any a killed run left aside). 0.7.2 never replays
+/// it, so nothing in it is needed; the rename is atomic, so a kill leaves either the WAL or a
+/// retired one, which the next call removes.
+fn retire_wal(dir: &Path) -> Result<()> {
+    let (wal, old) = (dir.join("wal"), dir.join("wal.retired"));
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    if wal.exists() {
+        std::fs::rename(&wal, &old)?;
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
+/// Disk space the files under `dir` take, recursively.
+fn tree_bytes(dir: &Path) -> u64 {
+    let nested: u64 = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| tree_bytes(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0);
+    nested + dir_bytes(dir)
+}
+
+/// Disk space the files in `dir` take (0 if it cannot be read): WAL segments are sparse on
+/// file systems that cannot allocate them up front, so their length says little.
+fn dir_bytes(dir: &Path) -> u64 {
+    #[cfg(unix)]
+    fn used(m: &std::fs::Metadata) -> u64 {
+        std::os::unix::fs::MetadataExt::blocks(m) * 512
+    }
+    #[cfg(not(unix))]
+    fn used(m: &std::fs::Metadata) -> u64 {
+        m.len()
+    }
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| used(&m))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn create_index(field_name: JsonPath, schema: PayloadFieldSchema) -> UpdateOperation {
@@ -231,6 +419,10 @@ impl EdgeIndex {
 
     pub fn open_with(dir: &Path, dims: usize, options: EdgeOptions) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
+        // One open index per directory (the WAL it retires must not be another's).
+        let lock = std::fs::File::create(dir.join("index.lock"))?;
+        lock.try_lock()
+            .map_err(|_| engine(format!("{} is open in another index", dir.display())))?;
         let config = EdgeConfig {
             on_disk_payload: true,
             vectors: [(
@@ -253,13 +445,21 @@ impl EdgeIndex {
                 indexing_threshold: options.indexing_threshold_kb,
                 ..EdgeOptimizersConfig::default()
             },
+            // Small segments: each is allocated in full, and upkeep retires the WAL as a whole.
+            wal_options: Some(WalOptions {
+                segment_capacity: WAL_SEGMENT_BYTES,
+                segment_queue_len: 0,
+                retain_closed: std::num::NonZeroUsize::MIN,
+            }),
             ..EdgeConfig::default()
         };
         // `load` checks the config against the segments on disk (a different `dims` fails).
         let shard = if dir.join("edge_config.json").exists() {
-            EdgeShard::load(dir, Some(config))
+            // The last run's WAL is never replayed: retire it rather than let it grow.
+            retire_wal(dir)?;
+            EdgeShard::load(dir, Some(config.clone()))
         } else {
-            EdgeShard::new(dir, config)
+            EdgeShard::new(dir, config.clone())
         }
         .map_err(|e| engine(format!("cannot open {}: {e}", dir.display())))?;
 
@@ -280,7 +480,13 @@ impl EdgeIndex {
         let info = shard.info();
         let unindexed = info.points_count.saturating_sub(info.indexed_vectors_count) as u64;
         let inner = Arc::new(Inner {
-            shard,
+            _lock: lock,
+            shard: RwLock::new(Some(shard)),
+            dir: dir.to_path_buf(),
+            config,
+            stale: AtomicBool::new(false),
+            wal_max_bytes: options.wal_max_bytes,
+            min_free_bytes: AtomicU64::new(options.min_free_bytes),
             gate: RwLock::new(()),
             optimizing: Mutex::new(()),
             changed: AtomicU64::new(unindexed),
@@ -302,11 +508,7 @@ impl EdgeIndex {
 
     /// Flushes whatever is not yet durable (every write already is when it returns).
     pub async fn flush(&self) -> Result<()> {
-        self.blocking(|inner| {
-            inner.flush();
-            Ok(())
-        })
-        .await
+        self.blocking(|inner| inner.flush()).await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -314,7 +516,11 @@ impl EdgeIndex {
         f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner)).await?
+        tokio::task::spawn_blocking(move || {
+            inner.ensure_open()?;
+            f(&inner)
+        })
+        .await?
     }
 
     fn check_dims(&self, v: &[f32]) -> Result<()> {
@@ -399,7 +605,9 @@ impl VectorIndex for EdgeIndex {
             with_payload: WithPayloadInterface::Bool(true),
         };
         let found = self
-            .blocking(move |inner| inner.shard.query(request).map_err(engine_op))
+            .blocking(move |inner| {
+                inner.with_shard(|shard| shard.query(request).map_err(engine_op))
+            })
             .await?;
         found.into_iter().map(to_hit).collect()
     }
@@ -794,6 +1002,161 @@ mod tests {
 
     fn open(dir: &Path) -> EdgeIndex {
         EdgeIndex::open(dir, DIMS).unwrap()
+    }
+
+    fn info(idx: &EdgeIndex) -> qdrant_edge::ShardInfo {
+        idx.inner.with_shard(|shard| Ok(shard.info())).unwrap()
+    }
+
+    /// Points of file `f` in store `a` whose text makes each write about 500 KB.
+    fn heavy(f: &FileId, from: u32) -> Vec<Point> {
+        (from..from + 50)
+            .map(|c| Point {
+                text: "x".repeat(10_000),
+                ..point(
+                    &store("a"),
+                    f,
+                    c,
+                    axis(c as usize % DIMS, 0, 0.5),
+                    json!({}),
+                )
+            })
+            .collect()
+    }
+
+    fn wal_bytes(dir: &Path) -> u64 {
+        dir_bytes(&dir.join("wal"))
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_retired_on_open_and_when_over_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EdgeOptions {
+            maintain_every: None,
+            wal_max_bytes: 1 << 20,
+            ..EdgeOptions::default()
+        };
+        let f = file("f");
+        {
+            let idx = EdgeIndex::open_with(dir.path(), DIMS, options.clone()).unwrap();
+            for i in 0..6 {
+                idx.upsert(heavy(&f, i * 50)).await.unwrap();
+            }
+            let before = wal_bytes(dir.path());
+            assert!(before > 2 << 20, "the WAL grew: {before}");
+            idx.maintain().await.unwrap();
+            let after = wal_bytes(dir.path());
+            assert!(after < before / 2, "upkeep retired it: {before} -> {after}");
+            assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 300);
+            // Writes and searches go on after the reopen.
+            idx.upsert(heavy(&f, 300)).await.unwrap();
+            assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 350);
+            for i in 0..6 {
+                idx.upsert(heavy(&file("g"), i * 50)).await.unwrap();
+            }
+            assert!(wal_bytes(dir.path()) > 2 << 20);
+        }
+        // A restart does not keep the last run's WAL.
+        let idx = EdgeIndex::open_with(dir.path(), DIMS, options).unwrap();
+        assert!(wal_bytes(dir.path()) < 1 << 20);
+        assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 350);
+        assert_eq!(idx.count(None, Some(&file("g"))).await.unwrap(), 300);
+        // A WAL a killed run left retired (or none at all) is no obstacle.
+        drop(idx);
+        std::fs::create_dir_all(dir.path().join("wal.retired")).unwrap();
+        std::fs::write(dir.path().join("wal.retired/open-9"), b"junk").unwrap();
+        std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
+        let idx = open(dir.path());
+        assert!(!dir.path().join("wal.retired").exists());
+        assert_eq!(idx.count(None, None).await.unwrap(), 650);
+    }
+
+    /// Below the free-space reserve writes are refused as out of space (and retried by their
+    /// jobs) instead of reaching the engine's memory maps; searches go on; writes resume once
+    /// there is room.
+    #[tokio::test]
+    async fn writes_are_refused_below_the_free_space_reserve() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = open(dir.path());
+        let (a, f, g) = (store("a"), file("f"), file("g"));
+        idx.upsert(heavy(&f, 0)).await.unwrap();
+        idx.inner.min_free_bytes.store(u64::MAX, Ordering::Relaxed);
+        let err = idx.upsert(heavy(&g, 0)).await.unwrap_err();
+        assert!(err.is_out_of_space() && err.is_transient(), "{err:?}");
+        let err = idx.delete_file(Some(&a), &f).await.unwrap_err();
+        assert!(err.is_out_of_space(), "{err:?}");
+        assert_eq!(idx.count(Some(&a), None).await.unwrap(), 50);
+        let hits = find(&idx, &a, axis(1, 0, 0.5), None, &[], 3, None)
+            .await
+            .unwrap();
+        assert_eq!(hits.len(), 3);
+        idx.inner.min_free_bytes.store(0, Ordering::Relaxed);
+        idx.upsert(heavy(&g, 0)).await.unwrap();
+        assert_eq!(idx.count(Some(&a), None).await.unwrap(), 100);
+    }
+
+    const WAL_CRASH_DIR: &str = "RAGSTORE_EDGE_WAL_CRASH_DIR";
+
+    /// Only does something as the child process of `a_kill_while_the_wal_is_retired_loses_nothing`:
+    /// writes and retires the WAL after every write, reporting each write once it returned.
+    #[tokio::test]
+    #[allow(clippy::print_stdout)]
+    async fn wal_crash_child() {
+        let Ok(dir) = std::env::var(WAL_CRASH_DIR) else {
+            return;
+        };
+        let options = EdgeOptions {
+            maintain_every: None,
+            wal_max_bytes: 0,
+            ..EdgeOptions::default()
+        };
+        let idx = EdgeIndex::open_with(Path::new(&dir), DIMS, options).unwrap();
+        for i in 0.. {
+            idx.upsert(heavy(&file("f"), i * 50)).await.unwrap();
+            println!("written {}", (i + 1) * 50);
+            idx.maintain().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kill_while_the_wal_is_retired_loses_nothing() {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..3u64 {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "index::edge::tests::wal_crash_child",
+                    "--nocapture",
+                ])
+                .env(WAL_CRASH_DIR, dir.path())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+            // Kill it at a different point of its write-and-retire loop each round.
+            let mut written = 0u64;
+            let mut seen = 0;
+            while seen < 3 + round * 2 {
+                let line = lines.next().unwrap().unwrap();
+                if let Some(n) = line.strip_prefix("written ") {
+                    written = n.parse().unwrap();
+                    seen += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(7 * round));
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let idx = open(dir.path());
+            let n = idx.count(None, None).await.unwrap();
+            assert!(
+                n >= written,
+                "round {round}: {n} points, {written} acknowledged"
+            );
+            drop(idx);
+            std::fs::remove_dir_all(dir.path()).unwrap();
+            std::fs::create_dir_all(dir.path()).unwrap();
+        }
     }
 
     async fn chunks(idx: &EdgeIndex, vs: &VectorStoreId, filter: Option<Value>) -> BTreeSet<u32> {
@@ -1222,7 +1585,7 @@ mod tests {
         assert!(EdgeIndex::open(dir.path(), DIMS).is_err());
         assert_eq!(idx.count(None, None).await.unwrap(), 7);
         assert_filters(&idx, &a).await;
-        let schema = idx.inner.shard.info().payload_schema;
+        let schema = info(&idx).payload_schema;
         assert!(schema.contains_key(&path(STORE_KEY).unwrap()));
         assert!(schema.contains_key(&path(FILE_KEY).unwrap()));
         idx.upsert(vec![point(&a, &file("g"), 0, axis(5, 1, 0.0), json!({}))])
@@ -1363,6 +1726,7 @@ mod tests {
             optimize_after: 1_000,
             indexing_threshold_kb: Some(1),
             full_scan_threshold_kb: Some(1),
+            ..EdgeOptions::default()
         };
         let idx = EdgeIndex::open_with(dir.path(), DIMS, options).unwrap();
         let a = store("a");
@@ -1380,10 +1744,7 @@ mod tests {
             idx.upsert(batch.to_vec()).await.unwrap();
         }
         idx.maintain().await.unwrap();
-        assert!(
-            idx.inner.shard.info().indexed_vectors_count > 0,
-            "graph built"
-        );
+        assert!(info(&idx).indexed_vectors_count > 0, "graph built");
 
         let filter = Filter::parse(&json!({"type": "eq", "key": "rare", "value": true})).unwrap();
         let cosine = |x: &[f32], y: &[f32]| {
@@ -1415,6 +1776,7 @@ mod tests {
             optimize_after: 1_000,
             indexing_threshold_kb: Some(1),
             full_scan_threshold_kb: None,
+            ..EdgeOptions::default()
         };
         let idx = Arc::new(EdgeIndex::open_with(dir.path(), DIMS, options.clone()).unwrap());
         let (a, b) = (store("a"), store("b"));
@@ -1437,7 +1799,7 @@ mod tests {
                 )
             })
             .collect();
-        let indexed = || idx.inner.shard.info().indexed_vectors_count;
+        let indexed = || info(&idx).indexed_vectors_count;
 
         idx.upsert(points[..900].to_vec()).await.unwrap();
         idx.maintain().await.unwrap();
@@ -1517,7 +1879,7 @@ mod tests {
         // The graph survives a restart.
         drop(idx);
         let idx = EdgeIndex::open_with(dir.path(), DIMS, options).unwrap();
-        assert!(idx.inner.shard.info().indexed_vectors_count > 0);
+        assert!(info(&idx).indexed_vectors_count > 0);
         let hits = find(&idx, &b, vectors[999].clone(), None, &[], 1, None)
             .await
             .unwrap();

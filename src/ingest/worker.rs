@@ -80,6 +80,8 @@ impl From<Error> for Failure {
 
 /// What a client sees when a job failed for the server's reasons; the log has the cause.
 const SERVER_ERROR_MESSAGE: &str = "The server could not process this file; see the server logs.";
+const OUT_OF_SPACE_MESSAGE: &str =
+    "The server ran out of disk space while processing this file; attach it again once space is freed.";
 
 type StageResult<T> = std::result::Result<T, Failure>;
 
@@ -184,9 +186,14 @@ impl Worker {
             }
             Err(Failure::Transient(e)) if job.attempts >= MAX_ATTEMPTS && !is_purge(job.kind) => {
                 tracing::error!(error = ?e, attempts = job.attempts, "job failed after retries");
+                let message = if e.is_out_of_space() {
+                    OUT_OF_SPACE_MESSAGE
+                } else {
+                    SERVER_ERROR_MESSAGE
+                };
                 JobEnd::Failed {
                     code: IngestErrorCode::ServerError,
-                    message: SERVER_ERROR_MESSAGE.to_owned(),
+                    message: message.to_owned(),
                 }
             }
             Err(Failure::Transient(e)) => {

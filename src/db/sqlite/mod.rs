@@ -42,6 +42,28 @@ impl SqliteMetadata {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A statement that failed on a full disk can leave its connection inside a
+            // transaction that holds the write lock, and every other writer then waits out
+            // its busy timeout and fails, long after space returned. A connection comes back
+            // to the pool with no transaction open, or is closed.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                        // Nothing was open: the usual case.
+                        Err(sqlx::Error::Database(d)) if d.message().contains("no transaction") => {
+                            Ok(true)
+                        }
+                        Ok(_) => {
+                            tracing::warn!(
+                                "a database connection came back inside a transaction; rolled back"
+                            );
+                            Ok(conn.ping().await.is_ok())
+                        }
+                        Err(_) => Ok(false),
+                    }
+                })
+            })
             .connect_with(options)
             .await
             .with_context(|| format!("opening SQLite database {}", path.display()))?;
