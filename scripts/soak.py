@@ -101,6 +101,18 @@ class Ledger:
         self.ops = {}
         self.errors = {}
 
+    def file_deleted(self, fid):
+        with self.lock:
+            self.files.pop(fid, None)
+            self.deleted.add(fid)
+            for attached in self.stores.values():
+                attached.discard(fid)
+
+    def store_deleted(self, vs):
+        with self.lock:
+            self.stores.pop(vs, None)
+            self.deleted_stores.add(vs)
+
     def count(self, what, ok=True):
         with self.lock:
             bucket = self.ops if ok else self.errors
@@ -156,17 +168,11 @@ def client_loop(base, ledger, stop, seed):
             elif op == "delete_file":
                 fid = rng.choice(files)
                 client.files.delete(fid)
-                with ledger.lock:
-                    ledger.files.pop(fid, None)
-                    ledger.deleted.add(fid)
-                    for attached in ledger.stores.values():
-                        attached.discard(fid)
+                ledger.file_deleted(fid)
             elif op == "delete_store":
                 vs = rng.choice(stores)
                 client.vector_stores.delete(vs)
-                with ledger.lock:
-                    ledger.stores.pop(vs, None)
-                    ledger.deleted_stores.add(vs)
+                ledger.store_deleted(vs)
             ledger.count(op)
         except (APIConnectionError, APIStatusError) as e:
             # The server is being killed, or the object went away under a racing client.
