@@ -12,10 +12,12 @@
 //! returns only once it is flushed; concurrent writers share one flush (group commit). The WAL
 //! is file-locked: one process, one open `EdgeIndex` per directory.
 //!
-//! Since the WAL is dead weight, it is retired (renamed aside, then removed) whenever the shard
-//! is opened, and the shard is reopened once the WAL passes [`EdgeOptions::wal_max_bytes`]:
-//! everything it holds is already in the flushed segments, and a kill at any point leaves
-//! either the old WAL or one to remove at the next open.
+//! The WAL's contents are dead weight, but its entry numbers are the versions of the
+//! operations, which must keep growing (the engine skips an operation older than the point it
+//! touches). So whenever the shard is opened, and once the WAL passes
+//! [`EdgeOptions::wal_max_bytes`] (upkeep then reopens it), all its closed segments but the
+//! newest are removed, oldest first: numbering goes on, and a kill at any point leaves a WAL
+//! that opens.
 //!
 //! A failed flush (a full disk) panics inside 0.7.2 after it has marked the changes clean, so
 //! a later flush would not write them: the panic is caught, the write fails (its job retries),
@@ -71,7 +73,7 @@ pub struct EdgeOptions {
     /// A filtered search whose candidates may exceed this (vectors, in KiB) walks the HNSW
     /// graph instead of scanning; `None` keeps qdrant's default (10 000 KiB). Tests lower it.
     pub full_scan_threshold_kb: Option<usize>,
-    /// Upkeep reopens the shard (retiring its WAL) once the WAL is larger than this.
+    /// Upkeep reopens the shard (truncating its WAL) once the WAL is larger than this.
     pub wal_max_bytes: u64,
     /// Free space kept on the index's disk: writes are refused below it. The engine writes
     /// through memory maps, and a page it cannot get on a full disk kills the process
@@ -187,7 +189,7 @@ impl Inner {
         Ok(())
     }
 
-    /// Closes the shard (flushing it) and opens it again from disk with a fresh WAL. Waits
+    /// Closes the shard (flushing it) and opens it again from disk, its WAL truncated. Waits
     /// for writes and flushes in progress; searches wait for it.
     fn reopen(&self) -> Result<()> {
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
@@ -199,7 +201,7 @@ impl Inner {
                 tracing::warn!("vector index: the final flush before reopening failed");
             }
         }
-        retire_wal(&self.dir)?;
+        truncate_wal(&self.dir)?;
         let shard = EdgeShard::load(&self.dir, Some(self.config.clone()))
             .map_err(|e| Error::Unavailable(anyhow!("vector index: cannot reopen: {e}")))?;
         *slot = Some(shard);
@@ -207,7 +209,7 @@ impl Inner {
         // What the old shard had flushed is all there is: nothing to wait for.
         *self.flushed.lock().unwrap_or_else(PoisonError::into_inner) =
             self.writes.load(Ordering::Acquire);
-        tracing::info!(dir = %self.dir.display(), "vector index reopened with a fresh WAL");
+        tracing::info!(dir = %self.dir.display(), "vector index reopened, its WAL truncated");
         Ok(())
     }
 
@@ -329,17 +331,33 @@ impl Drop for Inner {
     }
 }
 
-/// Moves the WAL aside and removes it (and any a killed run left aside). 0.7.2 never replays
-/// it, so nothing in it is needed; the rename is atomic, so a kill leaves either the WAL or a
-/// retired one, which the next call removes.
-fn retire_wal(dir: &Path) -> Result<()> {
-    let (wal, old) = (dir.join("wal"), dir.join("wal.retired"));
-    if old.exists() {
-        std::fs::remove_dir_all(&old)?;
+/// Removes the WAL's closed segments but the newest, oldest first, each removal made durable
+/// before the next: what remains is always a contiguous run the WAL opens (a kill at any point
+/// included). 0.7.2 never replays the WAL, but its entry numbers are the operations' versions,
+/// which must keep growing across restarts (the engine skips an operation older than the point
+/// it touches), so the newest segment stays and numbering goes on from it.
+fn truncate_wal(dir: &Path) -> Result<()> {
+    let wal = dir.join("wal");
+    let Ok(entries) = std::fs::read_dir(&wal) else {
+        return Ok(());
+    };
+    let mut closed: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let start = name.to_str()?.strip_prefix("closed-")?.parse().ok()?;
+            Some((start, e.path()))
+        })
+        .collect();
+    closed.sort();
+    closed.pop();
+    if closed.is_empty() {
+        return Ok(());
     }
-    if wal.exists() {
-        std::fs::rename(&wal, &old)?;
-        std::fs::remove_dir_all(&old)?;
+    let handle = std::fs::File::open(&wal)?;
+    for (_, path) in closed {
+        std::fs::remove_file(&path)?;
+        handle.sync_all()?;
     }
     Ok(())
 }
@@ -419,7 +437,7 @@ impl EdgeIndex {
 
     pub fn open_with(dir: &Path, dims: usize, options: EdgeOptions) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        // One open index per directory (the WAL it retires must not be another's).
+        // One open index per directory (the WAL it truncates must not be in use).
         let lock = std::fs::File::create(dir.join("index.lock"))?;
         lock.try_lock()
             .map_err(|_| engine(format!("{} is open in another index", dir.display())))?;
@@ -445,7 +463,7 @@ impl EdgeIndex {
                 indexing_threshold: options.indexing_threshold_kb,
                 ..EdgeOptimizersConfig::default()
             },
-            // Small segments: each is allocated in full, and upkeep retires the WAL as a whole.
+            // Small segments: each is allocated in full, and truncation removes whole ones.
             wal_options: Some(WalOptions {
                 segment_capacity: WAL_SEGMENT_BYTES,
                 segment_queue_len: 0,
@@ -455,8 +473,8 @@ impl EdgeIndex {
         };
         // `load` checks the config against the segments on disk (a different `dims` fails).
         let shard = if dir.join("edge_config.json").exists() {
-            // The last run's WAL is never replayed: retire it rather than let it grow.
-            retire_wal(dir)?;
+            // The last run's WAL is never replayed: keep only what numbering needs.
+            truncate_wal(dir)?;
             EdgeShard::load(dir, Some(config.clone()))
         } else {
             EdgeShard::new(dir, config.clone())
@@ -1029,46 +1047,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_wal_is_retired_on_open_and_when_over_its_limit() {
+    async fn the_wal_is_truncated_on_open_and_when_over_its_limit() {
         let dir = tempfile::tempdir().unwrap();
         let options = EdgeOptions {
             maintain_every: None,
             wal_max_bytes: 1 << 20,
             ..EdgeOptions::default()
         };
-        let f = file("f");
+        let (f, g) = (file("f"), file("g"));
         {
             let idx = EdgeIndex::open_with(dir.path(), DIMS, options.clone()).unwrap();
-            for i in 0..6 {
+            // About 15 MB of writes: three closed 4 MiB segments and an open one.
+            for i in 0..30 {
                 idx.upsert(heavy(&f, i * 50)).await.unwrap();
             }
             let before = wal_bytes(dir.path());
-            assert!(before > 2 << 20, "the WAL grew: {before}");
+            assert!(before > 12 << 20, "the WAL grew: {before}");
             idx.maintain().await.unwrap();
             let after = wal_bytes(dir.path());
-            assert!(after < before / 2, "upkeep retired it: {before} -> {after}");
-            assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 300);
-            // Writes and searches go on after the reopen.
-            idx.upsert(heavy(&f, 300)).await.unwrap();
-            assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 350);
-            for i in 0..6 {
-                idx.upsert(heavy(&file("g"), i * 50)).await.unwrap();
+            assert!(
+                after < before / 2,
+                "upkeep truncated it: {before} -> {after}"
+            );
+            assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 1500);
+            // Operations after the truncation still apply to points written before it: the
+            // WAL's numbering, which versions them, went on.
+            idx.delete_file(None, &f).await.unwrap();
+            assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 0);
+            for i in 0..30 {
+                idx.upsert(heavy(&g, i * 50)).await.unwrap();
             }
-            assert!(wal_bytes(dir.path()) > 2 << 20);
         }
-        // A restart does not keep the last run's WAL.
+        // A restart truncates it too, and what was deleted stays deleted.
+        let before = wal_bytes(dir.path());
         let idx = EdgeIndex::open_with(dir.path(), DIMS, options).unwrap();
-        assert!(wal_bytes(dir.path()) < 1 << 20);
-        assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 350);
-        assert_eq!(idx.count(None, Some(&file("g"))).await.unwrap(), 300);
-        // A WAL a killed run left retired (or none at all) is no obstacle.
+        assert!(wal_bytes(dir.path()) < before / 2);
+        assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 0);
+        assert_eq!(idx.count(None, Some(&g)).await.unwrap(), 1500);
+        idx.delete_file(None, &g).await.unwrap();
         drop(idx);
-        std::fs::create_dir_all(dir.path().join("wal.retired")).unwrap();
-        std::fs::write(dir.path().join("wal.retired/open-9"), b"junk").unwrap();
-        std::fs::remove_dir_all(dir.path().join("wal")).unwrap();
         let idx = open(dir.path());
-        assert!(!dir.path().join("wal.retired").exists());
-        assert_eq!(idx.count(None, None).await.unwrap(), 650);
+        assert_eq!(idx.count(None, None).await.unwrap(), 0);
     }
 
     /// Below the free-space reserve writes are refused as out of space (and retried by their
@@ -1097,8 +1116,8 @@ mod tests {
 
     const WAL_CRASH_DIR: &str = "RAGSTORE_EDGE_WAL_CRASH_DIR";
 
-    /// Only does something as the child process of `a_kill_while_the_wal_is_retired_loses_nothing`:
-    /// writes and retires the WAL after every write, reporting each write once it returned.
+    /// Only does something as the child process of `a_kill_while_the_wal_is_truncated_loses_nothing`:
+    /// writes and truncates the WAL after every write, reporting each write once it returned.
     #[tokio::test]
     #[allow(clippy::print_stdout)]
     async fn wal_crash_child() {
@@ -1119,7 +1138,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_kill_while_the_wal_is_retired_loses_nothing() {
+    async fn a_kill_while_the_wal_is_truncated_loses_nothing() {
         use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         for round in 0..3u64 {
@@ -1134,7 +1153,7 @@ mod tests {
                 .spawn()
                 .unwrap();
             let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-            // Kill it at a different point of its write-and-retire loop each round.
+            // Kill it at a different point of its write-and-truncate loop each round.
             let mut written = 0u64;
             let mut seen = 0;
             while seen < 3 + round * 2 {
