@@ -154,10 +154,16 @@ async fn refuse(mut stream: TcpStream, cap: usize) {
         // Clients expect the answer after their request: wait for its head (a little of it).
         let mut head = Vec::new();
         let mut buf = [0u8; 4096];
-        while head.len() < 64 << 10 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match stream.read(&mut buf).await? {
+        while head.len() < 64 << 10 {
+            let n = match stream.read(&mut buf).await? {
                 0 => return Ok(()),
-                n => head.extend_from_slice(&buf[..n]),
+                n => n,
+            };
+            // Only the new bytes (and the three before them) can complete the blank line.
+            let from = head.len().saturating_sub(3);
+            head.extend_from_slice(&buf[..n]);
+            if memchr::memmem::find(&head[from..], b"\r\n\r\n").is_some() {
+                break;
             }
         }
         stream.write_all(response.as_bytes()).await?;

@@ -102,20 +102,25 @@ impl Error {
         matches!(self, Error::Unavailable(_))
     }
 
-    /// Whether a disk (the data dir's, the database's or the index's) is full: as an I/O
-    /// error anywhere in the chain, or as the message a backend turned it into.
+    /// A disk is full: transient, and reported as such to clients and jobs.
+    pub fn out_of_space(what: impl std::fmt::Display) -> Self {
+        Error::Unavailable(anyhow::Error::new(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            what.to_string(),
+        )))
+    }
+
+    /// Whether a disk (the data dir's, the database's or the index's) is full: an I/O error
+    /// of that kind anywhere in the chain (backends that report it otherwise say so with
+    /// [`Error::out_of_space`]).
     pub fn is_out_of_space(&self) -> bool {
         let (Error::Internal(e) | Error::Unavailable(e)) = self else {
             return false;
         };
         e.chain().any(|cause| {
-            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
-                    return true;
-                }
-            }
-            let text = cause.to_string();
-            OUT_OF_SPACE_MESSAGES.iter().any(|m| text.contains(m))
+            cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
+            })
         })
     }
 
@@ -127,14 +132,6 @@ impl Error {
         }
     }
 }
-
-/// How backends say a disk is full when they pass it on as text: the OS (ENOSPC), SQLite
-/// (SQLITE_FULL) and the vector index (a failed flush).
-const OUT_OF_SPACE_MESSAGES: [&str; 3] = [
-    "No space left on device",
-    "database or disk is full",
-    "could not write to disk",
-];
 
 /// Disks fill up, files are briefly locked, connections drop: I/O is worth retrying.
 impl From<std::io::Error> for Error {

@@ -194,13 +194,9 @@ impl Inner {
     fn reopen(&self) -> Result<()> {
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let mut slot = self.shard.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(old) = slot.take() {
-            // Dropping flushes; with the disk still full that panics, and what it could not
-            // write is dropped with it (the writes that made it failed and are retried).
-            if catch_unwind(AssertUnwindSafe(move || drop(old))).is_err() {
-                tracing::warn!("vector index: the final flush before reopening failed");
-            }
-        }
+        // What the close could not flush is dropped with it: the writes that made it failed
+        // and are retried.
+        close(slot.take());
         truncate_wal(&self.dir)?;
         let shard = EdgeShard::load(&self.dir, Some(self.config.clone()))
             .map_err(|e| Error::Unavailable(anyhow!("vector index: cannot reopen: {e}")))?;
@@ -218,8 +214,8 @@ impl Inner {
         let reserve = self.min_free_bytes.load(Ordering::Relaxed);
         let free = fs4::available_space(&self.dir)?;
         if free < reserve.saturating_add(need) {
-            return Err(Error::Unavailable(anyhow!(
-                "vector index: could not write to disk: {free} bytes free, {reserve} kept in reserve (is it full?)"
+            return Err(Error::out_of_space(format!(
+                "vector index: {free} bytes free, {reserve} kept in reserve"
             )));
         }
         Ok(())
@@ -275,9 +271,12 @@ impl Inner {
                     .or_else(|| panic.downcast_ref::<&str>().copied())
                     .unwrap_or("unknown");
                 tracing::error!(why, "vector index flush failed; the index will be reopened");
-                Error::Unavailable(anyhow!(
-                    "vector index: could not write to disk (is it full?): {why}"
-                ))
+                let e = format!("vector index: flush failed: {why}");
+                if why.contains("No space left on device") {
+                    Error::out_of_space(e)
+                } else {
+                    Error::Unavailable(anyhow!(e))
+                }
             })
         })
     }
@@ -288,7 +287,7 @@ impl Inner {
         if size > self.wal_max_bytes {
             tracing::info!(
                 wal_bytes = size,
-                "vector index WAL over its limit; retiring it"
+                "vector index WAL over its limit; truncating it"
             );
             self.reopen()?;
         }
@@ -319,14 +318,22 @@ impl Inner {
 }
 
 impl Drop for Inner {
-    /// The shard flushes as it closes; a failure (a full disk) panics in 0.7.2, which must not
-    /// take the process down at shutdown: every acknowledged write was flushed already.
     fn drop(&mut self) {
-        let slot = self.shard.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some(shard) = slot.take() {
-            if catch_unwind(AssertUnwindSafe(move || drop(shard))).is_err() {
-                tracing::warn!("vector index: the flush at close failed");
-            }
+        close(
+            self.shard
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+    }
+}
+
+/// Closes a shard, which flushes it. A failed flush (a full disk) panics in 0.7.2; that must
+/// not take the process down: every acknowledged write was flushed already.
+fn close(shard: Option<EdgeShard>) {
+    if let Some(shard) = shard {
+        if catch_unwind(AssertUnwindSafe(move || drop(shard))).is_err() {
+            tracing::warn!("vector index: the flush at close failed");
         }
     }
 }
@@ -413,6 +420,10 @@ fn engine(e: impl std::fmt::Display) -> Error {
 /// An engine error, classified: resource and I/O trouble may pass; a refused operation (wrong
 /// dimensions, payload types, validation) or inconsistent storage would happen again.
 fn engine_op(e: OperationError) -> Error {
+    // The engine passes I/O errors on as text.
+    if e.to_string().contains("No space left on device") {
+        return Error::out_of_space(format!("vector index: {e}"));
+    }
     let transient = matches!(
         e,
         OperationError::ServiceError { .. }

@@ -292,6 +292,7 @@ impl Worker {
             ));
         };
         let max_text = self.max_text_bytes();
+        let too_much = || ExtractError::Invalid(too_much_text(max_text, st.max_file_tokens));
         let extracted = if file.bytes as u64 > 2 * max_text as u64
             && ragstore_extract::is_plain_text(
                 &read_prefix(&*st.storage, &file.storage_key, SNIFF_BYTES).await?,
@@ -299,10 +300,7 @@ impl Worker {
             ) {
             // Plain text this large has more text than a file may hold: refused without
             // reading it (its text is at least half its size).
-            Err(ExtractError::Invalid(too_much_text(
-                max_text,
-                st.max_file_tokens,
-            )))
+            Err(too_much())
         } else {
             let bytes = read_all(&*st.storage, &file.storage_key).await?;
             let filename = file.filename.clone();
@@ -312,10 +310,7 @@ impl Worker {
                 .map_err(Error::from)?
                 .and_then(|e| {
                     if e.text.len() > max_text {
-                        Err(ExtractError::Invalid(too_much_text(
-                            max_text,
-                            st.max_file_tokens,
-                        )))
+                        Err(too_much())
                     } else {
                         Ok(e)
                     }
@@ -887,7 +882,7 @@ async fn read_prefix(storage: &dyn FileStorage, key: &str, n: usize) -> Result<V
         .get(key)
         .await?
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("missing blob {key}")))?;
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n.min(blob.len as usize));
     let mut stream = blob.stream;
     while out.len() < n {
         match stream.next().await {
@@ -911,17 +906,7 @@ fn too_much_text(max_text: usize, max_tokens: usize) -> String {
 }
 
 async fn read_all(storage: &dyn FileStorage, key: &str) -> Result<Vec<u8>> {
-    use futures_util::StreamExt;
-    let blob = storage
-        .get(key)
-        .await?
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("missing blob {key}")))?;
-    let mut out = Vec::with_capacity(blob.len as usize);
-    let mut stream = blob.stream;
-    while let Some(chunk) = stream.next().await {
-        out.extend_from_slice(&chunk?);
-    }
-    Ok(out)
+    read_prefix(storage, key, usize::MAX).await
 }
 
 /// Starts `n` workers that drain the queue, waking on `wakeup` (or every second).

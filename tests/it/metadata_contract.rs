@@ -1072,15 +1072,20 @@ pub async fn cache_writes_for_a_deleted_file_are_refused(b: Backend) {
         assert!(!b.meta.put_file_text(&f.id, &text, T0).await.unwrap());
         assert!(!b.meta.put_chunks(&f.id, &c, &rows).await.unwrap());
         assert!(!b.meta.finish_chunking(&f.id, &c, 1).await.unwrap());
-        assert_eq!(b.meta.get_file_text(&f.id).await.unwrap(), None);
-        assert_eq!(b.meta.chunked(&f.id, &c).await.unwrap(), None);
-        assert!(b
-            .meta
-            .get_chunks(&f.id, &c, 0, 10, None)
-            .await
-            .unwrap()
-            .is_empty());
+        assert_no_caches(&b, &f.id, &c).await;
     }
+}
+
+/// Nothing is cached for `file`: no text, no finished chunking, no chunks.
+async fn assert_no_caches(b: &Backend, file: &FileId, c: &Chunking) {
+    assert_eq!(b.meta.get_file_text(file).await.unwrap(), None);
+    assert_eq!(b.meta.chunked(file, c).await.unwrap(), None);
+    assert!(b
+        .meta
+        .get_chunks(file, c, 0, 10, None)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 pub async fn caches_store_text_chunks_and_embeddings_per_model(b: Backend) {
@@ -1166,14 +1171,7 @@ pub async fn caches_store_text_chunks_and_embeddings_per_model(b: Backend) {
     );
 
     b.meta.delete_file_caches(&f.id).await.unwrap();
-    assert_eq!(b.meta.get_file_text(&f.id).await.unwrap(), None);
-    assert_eq!(b.meta.chunked(&f.id, &c).await.unwrap(), None);
-    assert!(b
-        .meta
-        .get_chunks(&f.id, &c, 0, 10, None)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_no_caches(&b, &f.id, &c).await;
 }
 
 pub async fn progress_is_recorded_while_in_progress(b: Backend) {

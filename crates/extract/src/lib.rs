@@ -40,47 +40,86 @@ impl Extracted {
     }
 }
 
-pub fn extract(bytes: &[u8], filename: &str) -> Result<Extracted, ExtractError> {
+/// Which reader a file goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Pdf,
+    Office,
+    Rtf,
+    Html,
+    Xml,
+    /// A text-named file that is one root element: XML if it parses, else text.
+    XmlOrText,
+    Text,
+}
+
+/// Chooses the reader by content first (whatever the name), by extension second.
+fn reader(bytes: &[u8], filename: &str) -> Reader {
     // PDF: `%PDF` anywhere in the first kilobyte, whatever the name says.
     if pdf::sniff(bytes) {
-        return pdf::extract(bytes);
+        return Reader::Pdf;
     }
     // ZIP-based documents (DOCX, PPTX, XLSX, ODT, ODS, EPUB): the entries decide the format.
     if office::is_zip(bytes) {
-        return office::extract(bytes);
+        return Reader::Office;
     }
-    if let Some(result) = extract_markup(bytes, filename) {
-        return result;
+    if rtf::sniff(bytes) {
+        return Reader::Rtf;
     }
-    text::extract(bytes, filename)
+    if html::sniff(bytes) {
+        return Reader::Html;
+    }
+    if xml::sniff_declaration(bytes) {
+        return Reader::Xml;
+    }
+    let ext = text::extension(filename);
+    match ext.as_str() {
+        "html" | "htm" | "xhtml" | "shtml" => return Reader::Html,
+        "rtf" => return Reader::Rtf,
+        _ => {}
+    }
+    // A bare root element is XML only for XML-ish or text names: Markdown, code and data keep
+    // their own reading, and text that merely starts with a tag falls back to text.
+    if is_xml_name(&ext) {
+        return Reader::Xml;
+    }
+    if text::format_for(filename) == "text" && xml::sniff_root(bytes) {
+        return Reader::XmlOrText;
+    }
+    Reader::Text
+}
+
+pub fn extract(bytes: &[u8], filename: &str) -> Result<Extracted, ExtractError> {
+    match reader(bytes, filename) {
+        Reader::Pdf => pdf::extract(bytes),
+        Reader::Office => office::extract(bytes),
+        Reader::Rtf => rtf::extract(bytes),
+        Reader::Html => html::extract(bytes),
+        Reader::Xml => xml::extract(bytes),
+        Reader::XmlOrText => xml::extract(bytes).or_else(|_| text::extract(bytes, filename)),
+        Reader::Text => text::extract(bytes, filename),
+    }
+}
+
+/// [`extract`] of bytes the caller gives up: plain UTF-8 text (the largest files) becomes the
+/// text without a copy.
+pub fn extract_owned(bytes: Vec<u8>, filename: &str) -> Result<Extracted, ExtractError> {
+    match reader(&bytes, filename) {
+        Reader::Text => text::extract_owned(bytes, filename),
+        _ => extract(&bytes, filename),
+    }
 }
 
 /// Whether a file that begins with `prefix` is read as plain text, so its text is about as
 /// large as the file (at least half of it, for UTF-16). PDF, ZIP-based documents and markup
 /// can yield far less text than they have bytes; for them this is false.
 pub fn is_plain_text(prefix: &[u8], filename: &str) -> bool {
-    if pdf::sniff(prefix) || office::is_zip(prefix) {
-        return false;
-    }
-    if rtf::sniff(prefix) || html::sniff(prefix) || xml::sniff_declaration(prefix) {
-        return false;
-    }
-    let ext = text::extension(filename);
-    if matches!(ext.as_str(), "html" | "htm" | "xhtml" | "shtml" | "rtf") || is_xml_name(&ext) {
-        return false;
-    }
-    // Text that starts with a tag may be read as XML (decided by its end): not plain.
+    // Whether one root element spans the file is known only from its end: a text-named file
+    // that starts with a tag may be XML.
     let start = prefix.strip_prefix(b"\xef\xbb\xbf").unwrap_or(prefix);
-    !(text::format_for(filename) == "text" && start.trim_ascii_start().starts_with(b"<"))
-}
-
-/// [`extract`] of bytes the caller gives up: plain UTF-8 text (the largest files) becomes the
-/// text without a copy.
-pub fn extract_owned(bytes: Vec<u8>, filename: &str) -> Result<Extracted, ExtractError> {
-    if is_plain_text(&bytes, filename) {
-        return text::extract_owned(bytes, filename);
-    }
-    extract(&bytes, filename)
+    let may_be_xml =
+        text::format_for(filename) == "text" && start.trim_ascii_start().starts_with(b"<");
+    reader(prefix, filename) == Reader::Text && !may_be_xml
 }
 
 fn is_xml_name(ext: &str) -> bool {
@@ -105,36 +144,6 @@ fn is_xml_name(ext: &str) -> bool {
             | "csproj"
             | "pom"
     )
-}
-
-/// HTML, RTF and XML: by content first (whatever the name), by extension second.
-fn extract_markup(bytes: &[u8], filename: &str) -> Option<Result<Extracted, ExtractError>> {
-    if rtf::sniff(bytes) {
-        return Some(rtf::extract(bytes));
-    }
-    if html::sniff(bytes) {
-        return Some(html::extract(bytes));
-    }
-    if xml::sniff_declaration(bytes) {
-        return Some(xml::extract(bytes));
-    }
-    let ext = text::extension(filename);
-    match ext.as_str() {
-        "html" | "htm" | "xhtml" | "shtml" => return Some(html::extract(bytes)),
-        "rtf" => return Some(rtf::extract(bytes)),
-        _ => {}
-    }
-    // A bare root element is XML only for XML-ish or text names: Markdown, code and data keep
-    // their own reading, and text that merely starts with a tag falls back to text.
-    let xml_name = is_xml_name(&ext);
-    if xml_name || (text::format_for(filename) == "text" && xml::sniff_root(bytes)) {
-        match xml::extract(bytes) {
-            Ok(extracted) => return Some(Ok(extracted)),
-            Err(e) if xml_name => return Some(Err(e)),
-            Err(_) => {}
-        }
-    }
-    None
 }
 
 #[cfg(test)]

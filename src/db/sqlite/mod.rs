@@ -78,6 +78,12 @@ impl SqliteMetadata {
 /// A database error, classified: what may pass (I/O, a busy or locked database, an exhausted
 /// pool) is transient; the rest (a broken constraint, an unexpected row) would happen again.
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    // SQLITE_FULL: the database's disk is full.
+    if let sqlx::Error::Database(d) = &e {
+        if d.code().as_deref() == Some("13") {
+            return Error::out_of_space(format!("metadata database: {e}"));
+        }
+    }
     let transient = match &e {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
