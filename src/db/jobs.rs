@@ -9,7 +9,10 @@ use crate::domain::{Job, JobEnd, Result, VsFileOutcome};
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
     /// Claims the oldest runnable job (queued, `run_after <= now`) for `worker` until
-    /// `now + lease_secs`. Two claimers never get the same job.
+    /// `now + lease_secs`. Two claimers never get the same job. A job that
+    /// [`crate::domain::JobKind::waits_for`] a leased job (running, or cancelled and not yet
+    /// stopped) is not runnable until that job has stopped or its lease has ended: a purge
+    /// never runs while a job that writes what it removes may still write.
     async fn claim(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>>;
 
     /// Extends the lease to `until`; `false` if the job is no longer this claim's (cancelled,
@@ -27,8 +30,14 @@ pub trait JobQueue: Send + Sync + 'static {
         now: i64,
     ) -> Result<bool>;
 
+    /// Acknowledges that a cancelled job has stopped (its claim's last act, after any
+    /// compensation): the purges that waited for it may run. `false` if the job is not this
+    /// claim's or was not cancelled.
+    async fn release(&self, job: &Job, now: i64) -> Result<bool>;
+
     /// Puts running jobs whose lease ended before `before` back in the queue; returns how many.
-    /// The claim of a requeued job is void: its heartbeat and finish are refused.
+    /// The claim of a requeued job is void: its heartbeat and finish are refused. Cancelled
+    /// jobs whose lease ended are taken as stopped.
     async fn requeue_expired(&self, before: i64) -> Result<u64>;
 }
 

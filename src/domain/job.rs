@@ -27,16 +27,31 @@ impl JobKind {
         }
     }
 
+    /// The kinds of job this one waits for: it is not run while a job of one of these kinds
+    /// holds a lease (running, or cancelled and not yet stopped) on every id this job carries
+    /// (the same file, the same store, or both). A purge waits for the jobs that write what
+    /// it removes, so it is the last word even when they were cancelled mid-write; an ingest
+    /// waits for a running purge of its store link, which a detach and re-attach could
+    /// otherwise race.
+    pub fn waits_for(self) -> &'static [JobKind] {
+        match self {
+            JobKind::PurgeFile => &[JobKind::Extract, JobKind::Ingest],
+            JobKind::PurgeVsFile | JobKind::PurgeStore => &[JobKind::Ingest],
+            JobKind::Ingest => &[JobKind::PurgeVsFile],
+            JobKind::Extract => &[],
+        }
+    }
+
+    pub const ALL: [JobKind; 5] = [
+        JobKind::Extract,
+        JobKind::Ingest,
+        JobKind::PurgeFile,
+        JobKind::PurgeVsFile,
+        JobKind::PurgeStore,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            JobKind::Extract,
-            JobKind::Ingest,
-            JobKind::PurgeFile,
-            JobKind::PurgeVsFile,
-            JobKind::PurgeStore,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -79,7 +94,9 @@ pub enum JobEnd {
 }
 
 /// Which live (queued or running) jobs a change cancels: those of one of `kinds` that match
-/// every id given.
+/// every id given. A queued job is cancelled at once; a running one is *stopping* until its
+/// worker sees the cancellation and releases it (or its lease ends), and the purges that wait
+/// for it ([`JobKind::waits_for`]) wait until then.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobFilter {
     pub kinds: Vec<JobKind>,

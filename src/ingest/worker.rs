@@ -163,7 +163,7 @@ impl Worker {
         let end = match outcome {
             Ok(usage) => {
                 if !self.finish(&job, &JobEnd::Done, usage, now).await? {
-                    self.compensate(&job).await?;
+                    self.stop(&job).await?;
                 }
                 return Ok(true);
             }
@@ -206,7 +206,7 @@ impl Worker {
             }
         };
         if !self.finish(&job, &end, 0, now).await? {
-            self.compensate(&job).await?;
+            self.stop(&job).await?;
         }
         Ok(true)
     }
@@ -221,6 +221,16 @@ impl Worker {
             usage,
         );
         self.st.queue.finish(job, end, outcome.as_ref(), now).await
+    }
+
+    /// The job is no longer ours (cancelled, or its lease lost): undo what it may have written,
+    /// then tell the queue it has stopped, so the purges waiting for it may run. A crash before
+    /// the release leaves the job leased until its lease ends, and those purges wait until then:
+    /// whatever it wrote, they remove.
+    async fn stop(&self, job: &Job) -> Result<()> {
+        self.compensate(job).await?;
+        self.st.queue.release(job, self.st.clock.now()).await?;
+        Ok(())
     }
 
     /// An ingest job that lost its lease or was cancelled may have written points: remove them
@@ -674,8 +684,10 @@ impl Worker {
             .as_ref()
             .ok_or_else(|| missing("vector_store_id"))?;
         let file = job.file_id.as_ref().ok_or_else(|| missing("file_id"))?;
-        // Re-attached since: its own ingest job replaces the points.
-        if st.meta.get_vs_file(store, file).await?.is_none() {
+        // Re-attached since: its own ingest job replaces the points. (A file whose batch was
+        // cancelled keeps its row, as `cancelled`, but not its points.)
+        let live = st.meta.get_vs_file(store, file).await?;
+        if !matches!(live, Some(f) if f.status != VsFileStatus::Cancelled) {
             st.index.delete_file(Some(store), file).await?;
         }
         Ok(())

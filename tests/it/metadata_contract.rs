@@ -727,6 +727,10 @@ pub async fn detaching_and_deleting_a_store_apply_their_cascades(b: Backend) {
         .finish(ingest, &JobEnd::Done, None, T0)
         .await
         .unwrap());
+    // The purge waits until the stopping ingest is released.
+    assert!(claim_all(&b, T0).await.is_empty());
+    assert!(b.queue.release(ingest, T0).await.unwrap());
+    assert!(!b.queue.release(ingest, T0).await.unwrap());
     let jobs = claim_all(&b, T0).await;
     assert_eq!(
         kinds(&jobs),
@@ -809,6 +813,24 @@ pub async fn cancelling_a_batch_stops_only_its_unfinished_files(b: Backend) {
         let want = j.file_id.as_ref() == Some(&outside.id);
         assert_eq!(live, want, "{:?}", j.file_id);
     }
+    // Each cancelled file gets a purge of what its job indexed, run once that job has stopped.
+    assert!(claim_all(&b, T0).await.is_empty());
+    for j in &jobs {
+        b.queue.release(j, T0).await.unwrap();
+    }
+    let purges = claim_all(&b, T0).await;
+    let mut want: Vec<_> = files[1..]
+        .iter()
+        .map(|f| {
+            (
+                JobKind::PurgeVsFile,
+                Some(f.id.to_string()),
+                Some(s.id.to_string()),
+            )
+        })
+        .collect();
+    want.sort_by_key(|(_, f, _)| f.clone());
+    assert_eq!(kinds(&purges), want);
     let outside_row = b
         .meta
         .get_vs_file(&s.id, &outside.id)
@@ -818,6 +840,102 @@ pub async fn cancelling_a_batch_stops_only_its_unfinished_files(b: Backend) {
     assert_eq!(
         (outside_row.status, outside_row.batch_id),
         (VsFileStatus::InProgress, None)
+    );
+}
+
+/// A purge runs only once the jobs whose writes it removes have stopped: released by their
+/// worker, or their lease over (a crash). Other jobs are not held up meanwhile.
+pub async fn a_purge_waits_until_the_jobs_it_undoes_have_stopped(b: Backend) {
+    let s = new_store(&b, T0).await;
+    let (f, g, other) = (
+        new_file(&b, T0).await,
+        new_file(&b, T0).await,
+        new_file(&b, T0).await,
+    );
+    attach(&b, &s, &f.id, T0).await;
+    attach(&b, &s, &g.id, T0).await;
+    let running = claim_all(&b, T0).await;
+    assert_eq!(running.len(), 2);
+    let job_of = |file: &FileId| running.iter().find(|j| j.file_id.as_ref() == Some(file));
+    for file in [&f, &g] {
+        b.meta
+            .delete_file(&project(), &file.id, &Cascade::file_deleted(file), T0)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // Both ingests are stopping: refused, but still holding their purges back.
+    let fi = job_of(&f.id).unwrap();
+    assert!(!b.queue.heartbeat(fi, T0 + LEASE).await.unwrap());
+    assert!(!b.queue.finish(fi, &JobEnd::Done, None, T0).await.unwrap());
+    attach(&b, &s, &other.id, T0).await;
+    let unrelated = claim_all(&b, T0).await;
+    assert_eq!(
+        kinds(&unrelated),
+        vec![(
+            JobKind::Ingest,
+            Some(other.id.to_string()),
+            Some(s.id.to_string())
+        )],
+        "the waiting purges hold up no other job"
+    );
+    // g's worker releases its job: g's purge runs, f's still waits, to the end of f's lease.
+    assert!(b.queue.release(job_of(&g.id).unwrap(), T0).await.unwrap());
+    let purged = claim_all(&b, T0).await;
+    assert_eq!(
+        kinds(&purged),
+        vec![(JobKind::PurgeFile, Some(g.id.to_string()), None)]
+    );
+    assert!(claim_all(&b, T0 + LEASE).await.is_empty());
+    for j in unrelated.iter().chain(&purged) {
+        assert!(b.queue.finish(j, &JobEnd::Done, None, T0).await.unwrap());
+    }
+    // f's worker died: once its lease is over, the job counts as stopped.
+    assert_eq!(b.queue.requeue_expired(T0 + LEASE + 1).await.unwrap(), 0);
+    assert!(!b.queue.release(fi, T0 + LEASE + 1).await.unwrap());
+    let purged = claim_all(&b, T0 + LEASE + 1).await;
+    assert_eq!(
+        kinds(&purged),
+        vec![(JobKind::PurgeFile, Some(f.id.to_string()), None)]
+    );
+
+    // A detached then re-attached file: its new ingest waits for the running purge of the link.
+    let h = new_file(&b, T0).await;
+    let t = T0 + 1000;
+    attach(&b, &s, &h.id, t).await;
+    let ingest = b.queue.claim("w", t, LEASE).await.unwrap().unwrap();
+    assert!(b
+        .queue
+        .finish(&ingest, &JobEnd::Done, None, t)
+        .await
+        .unwrap());
+    b.meta
+        .detach_file(
+            &s.id,
+            &h.id,
+            &Cascade::file_detached(&project(), &s.id, &h.id),
+            t,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let purge = b.queue.claim("w", t, LEASE).await.unwrap().unwrap();
+    assert_eq!(purge.kind, JobKind::PurgeVsFile);
+    attach(&b, &s, &h.id, t).await;
+    assert!(claim_all(&b, t).await.is_empty());
+    assert!(b
+        .queue
+        .finish(&purge, &JobEnd::Done, None, t)
+        .await
+        .unwrap());
+    let again = claim_all(&b, t).await;
+    assert_eq!(
+        kinds(&again),
+        vec![(
+            JobKind::Ingest,
+            Some(h.id.to_string()),
+            Some(s.id.to_string())
+        )]
     );
 }
 
@@ -1251,6 +1369,7 @@ macro_rules! all_contract_tests {
                 an_attach_racing_a_delete_leaves_no_link,
                 detaching_and_deleting_a_store_apply_their_cascades,
                 cancelling_a_batch_stops_only_its_unfinished_files,
+                a_purge_waits_until_the_jobs_it_undoes_have_stopped,
                 store_lists_filter_by_batch_and_status,
                 two_claimers_never_get_the_same_job,
                 a_stale_claim_cannot_heartbeat_or_finish,

@@ -1,11 +1,12 @@
 //! Vector stores end to end: ingestion through the durable queue, search with filters, cascades,
 //! batches, expiry, restart-resume, bad input.
 
-use crate::{assert_error, TestApp};
+use crate::{assert_error, files_under, TestApp};
 use async_trait::async_trait;
 use ragstore::domain::{FileId, VectorStoreId};
+use ragstore::index::VectorIndex;
 use ragstore::ingest::embed::Embedder;
-use ragstore::ingest::worker::Stage;
+use ragstore::ingest::worker::{Stage, Worker, WorkerDeps, LEASE_SECS};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -1776,9 +1777,9 @@ async fn huge_and_small() -> tempfile::TempDir {
     app.stop().await
 }
 
-/// A file deleted while its text is being extracted: the purge runs (on another worker) before
-/// the extraction ends, and the extraction's writes are refused, so neither its text blob nor
-/// its cache rows outlive the delete.
+/// A file deleted while its text is being extracted: the extraction's writes are refused, and
+/// the purge waits until the extraction has stopped, so neither its text blob nor its cache
+/// rows outlive the delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_deleted_during_its_extraction_leaves_no_text_behind() {
     let app = TestApp::spawn().await;
@@ -1791,7 +1792,7 @@ async fn a_file_deleted_during_its_extraction_leaves_no_text_behind() {
     let id = FileId::parse(&fid).unwrap();
     let extractor = app.state.worker("extractor");
     let extraction = tokio::spawn(async move { extractor.try_run_one().await.unwrap() });
-    // Let the extraction get going, then delete the file and purge it at once.
+    // Let the extraction get going, then delete the file.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(
         !extraction.is_finished(),
@@ -1804,13 +1805,13 @@ async fn a_file_deleted_during_its_extraction_leaves_no_text_behind() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(app.drain().await, 1, "the purge ran");
+    assert_eq!(app.drain().await, 0, "the purge waits for the extraction");
     assert!(
         !extraction.is_finished(),
-        "the purge ran before the extraction ended"
+        "the extraction was still running"
     );
     assert!(extraction.await.unwrap());
-    app.drain().await;
+    assert_eq!(app.drain().await, 1, "the purge ran once it had stopped");
     assert_eq!(app.state.meta.get_file_text(&id).await.unwrap(), None);
     let leftovers: Vec<_> = crate::files_under(&app.data_dir().join("blobs"))
         .into_iter()
@@ -1819,4 +1820,148 @@ async fn a_file_deleted_during_its_extraction_leaves_no_text_behind() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let (status, _) = app.get_json(&format!("/v1/files/{fid}")).await;
     assert_eq!(status, 404);
+}
+
+/// Wraps the real index. Each upsert announces itself on `arrived` and waits for a permit of
+/// `gate`: a test acts between a job's last liveness check and its write.
+struct GatedIndex {
+    inner: Arc<dyn VectorIndex>,
+    arrived: Arc<tokio::sync::Semaphore>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl VectorIndex for GatedIndex {
+    async fn upsert(&self, points: Vec<ragstore::index::Point>) -> ragstore::domain::Result<()> {
+        self.arrived.add_permits(1);
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+        self.inner.upsert(points).await
+    }
+    async fn search(
+        &self,
+        query: &ragstore::index::SearchQuery,
+    ) -> ragstore::domain::Result<Vec<ragstore::index::Hit>> {
+        self.inner.search(query).await
+    }
+    async fn delete_file(
+        &self,
+        store: Option<&VectorStoreId>,
+        file: &FileId,
+    ) -> ragstore::domain::Result<()> {
+        self.inner.delete_file(store, file).await
+    }
+    async fn delete_store(&self, store: &VectorStoreId) -> ragstore::domain::Result<()> {
+        self.inner.delete_store(store).await
+    }
+    async fn set_attributes(
+        &self,
+        store: &VectorStoreId,
+        file: &FileId,
+        attributes: &ragstore::domain::Attributes,
+    ) -> ragstore::domain::Result<()> {
+        self.inner.set_attributes(store, file, attributes).await
+    }
+    async fn count(
+        &self,
+        store: Option<&VectorStoreId>,
+        file: Option<&FileId>,
+    ) -> ragstore::domain::Result<u64> {
+        self.inner.count(store, file).await
+    }
+    async fn maintain(&self) -> ragstore::domain::Result<()> {
+        self.inner.maintain().await
+    }
+}
+
+/// A file deleted while its ingest job is about to write leaves none of its content, whether
+/// that job goes on (it sees the cancellation after its write) or dies right after the write,
+/// before it can undo anything (`crash`): the purge waits for the job to stop, or for its lease
+/// to end, and runs last.
+async fn delete_during_an_index_write(crash: bool) {
+    let app = TestApp::spawn().await;
+    let text: String = (0..300)
+        .map(|i| {
+            format!(
+                "Sentence number {i} talks about topic {} at length. ",
+                i * 7
+            )
+        })
+        .collect();
+    let f = app
+        .upload("long.txt", text.into_bytes(), "assistants")
+        .await;
+    let file_id = f["id"].as_str().unwrap().to_owned();
+    let vs = create_store(&app, json!({"file_ids": [file_id]})).await;
+    let vs_id = vs["id"].as_str().unwrap().to_owned();
+
+    let gated = Arc::new(GatedIndex {
+        inner: app.state.index.clone(),
+        arrived: Arc::new(tokio::sync::Semaphore::new(0)),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+    });
+    let s = &app.state;
+    let deps = WorkerDeps {
+        meta: s.meta.clone(),
+        queue: s.queue.clone(),
+        storage: s.storage.clone(),
+        staging: s.staging.clone(),
+        index: gated.clone(),
+        pipeline: s.pipeline.clone(),
+        clock: s.clock.clone(),
+        max_file_tokens: s.max_file_tokens,
+    };
+    let worker = Worker::new(deps, "gated");
+    // A crash right after the first batch is written: nothing after it runs.
+    let stop = crash.then_some(Stage::FirstBatch);
+    let run = tokio::spawn(async move { while worker.run_one_until(stop).await.unwrap() {} });
+    gated.arrived.acquire().await.unwrap().forget();
+
+    let res = app
+        .client
+        .delete(app.url(&format!("/v1/files/{file_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Another worker runs whatever may run now.
+    app.drain().await;
+    gated.gate.add_permits(1_000);
+    run.await.unwrap();
+    if crash {
+        assert!(
+            points(&app, Some(&vs_id), Some(&file_id)).await > 0,
+            "the dead job's write landed after the delete"
+        );
+        // The process that ran it is gone: its lease runs out.
+        app.clock.advance(LEASE_SECS + 1);
+        s.queue.requeue_expired(s.clock.now()).await.unwrap();
+    }
+    app.drain().await;
+
+    assert_eq!(
+        points(&app, None, Some(&file_id)).await,
+        0,
+        "points survived"
+    );
+    assert_eq!(
+        files_under(&app.data_dir().join("blobs")),
+        Vec::<std::path::PathBuf>::new(),
+        "blobs survived"
+    );
+    let fid = FileId::parse(&file_id).unwrap();
+    assert!(s.meta.get_file_text(&fid).await.unwrap().is_none());
+    let res = search(&app, &vs_id, json!({"query": "topic"})).await;
+    assert_eq!(res["data"].as_array().unwrap().len(), 0, "{res}");
+}
+
+#[tokio::test]
+async fn a_file_deleted_during_an_index_write_leaves_no_points() {
+    delete_during_an_index_write(false).await;
+}
+
+#[tokio::test]
+async fn a_job_that_dies_after_writing_a_deleted_files_points_leaves_none() {
+    delete_during_an_index_write(true).await;
 }

@@ -28,6 +28,33 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
     })
 }
 
+/// The claim: the oldest queued job due by now that waits for no leased job (see
+/// [`JobKind::waits_for`]; one clause per kind that waits, bound in [`JobKind::ALL`] order).
+fn claim_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let mut waits = String::new();
+        for kind in JobKind::ALL {
+            let on = kind.waits_for();
+            if on.is_empty() {
+                continue;
+            }
+            let list = vec!["?"; on.len()].join(", ");
+            waits.push_str(&format!(
+                " AND NOT (j.kind = ? AND EXISTS (SELECT 1 FROM jobs k WHERE k.status IN ('running', 'stopping') \
+                 AND k.locked_until >= ? AND k.kind IN ({list}) \
+                 AND (j.file_id IS NULL OR k.file_id = j.file_id) \
+                 AND (j.vector_store_id IS NULL OR k.vector_store_id = j.vector_store_id)))"
+            ));
+        }
+        format!(
+            "UPDATE jobs SET status = 'running', locked_by = ?, locked_until = ?, attempts = attempts + 1, \
+             updated_at = ? WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_after <= ?{waits} \
+             ORDER BY j.run_after, j.id LIMIT 1) RETURNING *"
+        )
+    })
+}
+
 #[async_trait]
 impl JobQueue for SqliteMetadata {
     async fn claim(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>> {
@@ -39,18 +66,20 @@ impl JobQueue for SqliteMetadata {
                 .as_str()
                 .trim_start_matches("part_")
         );
-        let row = sqlx::query(
-            "UPDATE jobs SET status = 'running', locked_by = ?, locked_until = ?, attempts = attempts + 1, \
-             updated_at = ? WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= ? \
-             ORDER BY run_after, id LIMIT 1) RETURNING *",
-        )
-        .bind(&holder)
-        .bind(now + lease_secs)
-        .bind(now)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
+        let mut q = sqlx::query(claim_sql())
+            .bind(&holder)
+            .bind(now + lease_secs)
+            .bind(now)
+            .bind(now);
+        for kind in JobKind::ALL {
+            if !kind.waits_for().is_empty() {
+                q = q.bind(kind.as_str()).bind(now);
+                for w in kind.waits_for() {
+                    q = q.bind(w.as_str());
+                }
+            }
+        }
+        let row = q.fetch_optional(&self.pool).await.map_err(db_err)?;
         row.as_ref().map(job_from_row).transpose()
     }
 
@@ -122,7 +151,30 @@ impl JobQueue for SqliteMetadata {
         Ok(true)
     }
 
+    async fn release(&self, job: &Job, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', locked_by = NULL, locked_until = NULL, updated_at = ? \
+             WHERE id = ? AND locked_by = ? AND status = 'stopping'",
+        )
+        .bind(now)
+        .bind(job.id)
+        .bind(&job.locked_by)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn requeue_expired(&self, before: i64) -> Result<u64> {
+        sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', locked_by = NULL, locked_until = NULL, updated_at = ? \
+             WHERE status = 'stopping' AND locked_until < ?",
+        )
+        .bind(before)
+        .bind(before)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
         let done = sqlx::query(
             "UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, updated_at = ? \
              WHERE status = 'running' AND locked_until < ?",

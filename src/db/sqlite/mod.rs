@@ -126,6 +126,10 @@ async fn insert_job(tx: &mut Tx<'_>, job: &NewJob, now: i64) -> Result<i64> {
     row.try_get("id").map_err(db_err)
 }
 
+/// A cancelled job: a queued one is done with, a running one is stopping (still leased) until
+/// its worker releases it.
+const CANCEL_STATUS: &str = "CASE status WHEN 'running' THEN 'stopping' ELSE 'cancelled' END";
+
 /// Cancels the live jobs `filter` selects.
 async fn cancel_jobs(tx: &mut Tx<'_>, filter: &JobFilter, now: i64) -> Result<()> {
     if filter.kinds.is_empty() {
@@ -133,7 +137,7 @@ async fn cancel_jobs(tx: &mut Tx<'_>, filter: &JobFilter, now: i64) -> Result<()
     }
     let kinds = vec!["?"; filter.kinds.len()].join(", ");
     let mut sql = format!(
-        "UPDATE jobs SET status = 'cancelled', updated_at = ? \
+        "UPDATE jobs SET status = {CANCEL_STATUS}, updated_at = ? \
          WHERE status IN ('queued', 'running') AND kind IN ({kinds})"
     );
     if filter.file_id.is_some() {

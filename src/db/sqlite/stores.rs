@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{
     bind_window, cancel_jobs, corrupt, db_err, insert_job, json_text, window_sql, SqliteMetadata,
-    Tx,
+    Tx, CANCEL_STATUS,
 };
 use crate::db::{Attached, ListWindow, Position, StoreMetadata};
 use crate::domain::{
@@ -532,7 +532,7 @@ impl StoreMetadata for SqliteMetadata {
         if !kinds.is_empty() {
             let list = vec!["?"; kinds.len()].join(", ");
             let sql = format!(
-                "UPDATE jobs SET status = 'cancelled', updated_at = ? WHERE kind IN ({list}) \
+                "UPDATE jobs SET status = {CANCEL_STATUS}, updated_at = ? WHERE kind IN ({list}) \
                  AND status IN ('queued', 'running') \
                  AND EXISTS (SELECT 1 FROM vector_store_files f WHERE f.batch_id = ? AND f.status = 'in_progress' \
                              AND f.file_id = jobs.file_id AND f.vector_store_id = jobs.vector_store_id)"
@@ -546,6 +546,20 @@ impl StoreMetadata for SqliteMetadata {
                 .await
                 .map_err(db_err)?;
         }
+        // What their stopped jobs indexed is removed by a purge each, which waits for them.
+        sqlx::query(
+            "INSERT INTO jobs (kind, project_id, file_id, vector_store_id, status, run_after, created_at, updated_at) \
+             SELECT ?, project_id, file_id, vector_store_id, 'queued', ?, ?, ? FROM vector_store_files \
+             WHERE batch_id = ? AND status = 'in_progress'",
+        )
+        .bind(JobKind::PurgeVsFile.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         sqlx::query(
             "UPDATE vector_store_files SET status = 'cancelled' WHERE batch_id = ? AND status = 'in_progress'",
         )
