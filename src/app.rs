@@ -60,6 +60,7 @@ impl Backends {
             pipeline: self.pipeline.clone(),
             clock: self.clock.clone(),
             max_file_tokens: self.max_file_tokens,
+            lease_secs: crate::ingest::worker::LEASE_SECS,
         }
     }
 

@@ -97,6 +97,9 @@ pub struct WorkerDeps {
     pub clock: Arc<dyn Clock>,
     /// The most tokens one file may hold (OpenAI's limit for `file_search` is 2,000,000).
     pub max_file_tokens: usize,
+    /// How long a claim lasts without a heartbeat ([`LEASE_SECS`]; tests shorten it). Long
+    /// stages renew it every quarter of it.
+    pub lease_secs: i64,
 }
 
 #[derive(Clone)]
@@ -125,7 +128,12 @@ impl Worker {
     /// after `stop_after` — what a crash at that point leaves behind.
     pub async fn run_one_until(&self, stop_after: Option<Stage>) -> Result<bool> {
         let now = self.st.clock.now();
-        let Some(job) = self.st.queue.claim(&self.id, now, LEASE_SECS).await? else {
+        let Some(job) = self
+            .st
+            .queue
+            .claim(&self.id, now, self.st.lease_secs)
+            .await?
+        else {
             return Ok(false);
         };
         let span = tracing::info_span!("job", id = job.id, kind = job.kind.as_str());
@@ -248,7 +256,7 @@ impl Worker {
     }
 
     async fn still_ours(&self, job: &Job) -> StageResult<()> {
-        let until = self.st.clock.now() + LEASE_SECS;
+        let until = self.st.clock.now() + self.st.lease_secs;
         if self.st.queue.heartbeat(job, until).await? {
             Ok(())
         } else {
@@ -264,7 +272,9 @@ impl Worker {
 
     async fn run_extract(&self, job: &Job) -> StageResult<()> {
         let file = job.file_id.as_ref().ok_or_else(|| missing("file_id"))?;
-        self.ensure_text(&job.project_id, file).await.map(|_| ())
+        self.with_lease(job, self.ensure_text(&job.project_id, file))
+            .await
+            .map(|_| ())
     }
 
     /// The file's extracted text, extracting it once if needed.
@@ -439,8 +449,11 @@ impl Worker {
         // Three batches are in flight at once: while batch N is embedded, batch N-1's vectors,
         // points and progress are written and batch N+1 is cut and cached, so the model never
         // waits for the database or the index. The last round only writes.
-        let mut next = source
-            .next_batch(st, file, &chunking, &model, FIRST_BATCH_TOKENS)
+        let mut next = self
+            .with_lease(
+                job,
+                source.next_batch(st, file, &chunking, &model, FIRST_BATCH_TOKENS),
+            )
             .await?;
         if next.is_some() {
             stop(Stage::Chunk)?;
@@ -475,7 +488,9 @@ impl Worker {
                     Ok(None)
                 }
             };
-            let ((), fresh, fetched) = tokio::try_join!(write, embed, fetch)?;
+            let ((), fresh, fetched) = self
+                .with_lease(job, async { tokio::try_join!(write, embed, fetch) })
+                .await?;
             if !wrote {
                 stop(Stage::Embed)?;
             } else {
@@ -647,19 +662,29 @@ impl Worker {
         Ok(())
     }
 
-    /// Runs `work` while renewing the job's lease; stops it if the job is no longer ours.
+    /// Runs `work` to its end while renewing the job's lease every quarter of it; `Cancelled`
+    /// if the job stopped being ours meanwhile. The work is never dropped half-way: a write it
+    /// has started (an index upsert on a blocking thread, a blob being stored) lands before the
+    /// job undoes its writes and releases its claim, never after the purge that waits for it.
     async fn with_lease<T>(
         &self,
         job: &Job,
         work: impl std::future::Future<Output = StageResult<T>>,
     ) -> StageResult<T> {
         tokio::pin!(work);
-        let mut tick = tokio::time::interval(Duration::from_secs((LEASE_SECS / 4).max(1) as u64));
+        let period = Duration::from_millis((self.st.lease_secs.max(1) * 250) as u64);
+        let mut tick = tokio::time::interval(period);
         tick.tick().await;
         loop {
             tokio::select! {
                 out = &mut work => return out,
-                _ = tick.tick() => self.still_ours(job).await?,
+                _ = tick.tick() => {
+                    if let Err(stop) = self.still_ours(job).await {
+                        // Ours no longer (or unknown): let the work end, then stop.
+                        let _ = work.await;
+                        return Err(stop);
+                    }
+                }
             }
         }
     }

@@ -1911,6 +1911,7 @@ async fn delete_during_an_index_write(crash: bool) {
         pipeline: s.pipeline.clone(),
         clock: s.clock.clone(),
         max_file_tokens: s.max_file_tokens,
+        lease_secs: LEASE_SECS,
     };
     let worker = Worker::new(deps, "gated");
     // A crash right after the first batch is written: nothing after it runs.
@@ -1964,4 +1965,47 @@ async fn a_file_deleted_during_an_index_write_leaves_no_points() {
 #[tokio::test]
 async fn a_job_that_dies_after_writing_a_deleted_files_points_leaves_none() {
     delete_during_an_index_write(true).await;
+}
+
+/// A long extraction renews its job's lease: it is not taken for abandoned (and run a second
+/// time by another worker) while it is still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_extraction_keeps_its_lease() {
+    let app = TestApp::spawn().await;
+    // HTML is parsed into a tree first: slow enough in a debug build.
+    let html: String = (0..200_000)
+        .map(|i| format!("<p>Line {i}: <b>{}</b></p>\n", DOCS[i % DOCS.len()].1))
+        .collect();
+    app.upload("big.html", html.into_bytes(), "assistants")
+        .await;
+    let s = &app.state;
+    let lease = 2;
+    let deps = WorkerDeps {
+        meta: s.meta.clone(),
+        queue: s.queue.clone(),
+        storage: s.storage.clone(),
+        staging: s.staging.clone(),
+        index: s.index.clone(),
+        pipeline: s.pipeline.clone(),
+        clock: s.clock.clone(),
+        max_file_tokens: s.max_file_tokens,
+        lease_secs: lease,
+    };
+    let worker = Worker::new(deps, "extractor");
+    let started = std::time::Instant::now();
+    let extraction = tokio::spawn(async move { worker.try_run_one().await.unwrap() });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Well past the lease as first claimed; the extraction renews it every lease / 4.
+    app.clock.advance(3 * lease);
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    let running = !extraction.is_finished();
+    let requeued = s.queue.requeue_expired(s.clock.now()).await.unwrap();
+    assert!(extraction.await.unwrap());
+    assert!(
+        running,
+        "the extraction took only {:?}: too short to test",
+        started.elapsed()
+    );
+    assert_eq!(requeued, 0, "the running extraction's lease ran out");
+    assert_eq!(app.drain().await, 0, "the extraction was done once");
 }
