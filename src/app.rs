@@ -114,6 +114,7 @@ impl Backends {
                 self.clock.clone(),
                 self.wakeup.clone(),
                 self.pipeline.auto_chunk_tokens(),
+                embedder.clone(),
             ),
             search: SearchService::new(
                 self.meta.clone(),

@@ -15,6 +15,7 @@ use crate::domain::{
     page, ChunkingStrategy, Error, FileBatchId, FileId, ProjectId, Resource, Result, VectorStoreId,
     VsFileRecord, VsFileStatus,
 };
+use crate::index::point_id;
 use crate::service::vs_files::AttachFile;
 use crate::service::{Services, StoreService};
 
@@ -108,18 +109,44 @@ pub struct VectorStoreFileContentResponse {
     pub next_page: Option<String>,
 }
 
-/// `{type: "text", text}`
+/// `{type: "text", text}`, and with llama-stack's `include_embeddings` / `include_metadata`
+/// the chunk's `embedding`, `chunk_metadata` and `metadata`.
 #[derive(Debug, Serialize)]
 pub struct ContentText {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk_metadata: Option<ChunkMetadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, Value>>,
 }
 
 impl ContentText {
     pub fn new(text: String) -> Self {
-        Self { kind: "text", text }
+        Self {
+            kind: "text",
+            text,
+            embedding: None,
+            chunk_metadata: None,
+            metadata: None,
+        }
     }
+}
+
+/// llama-stack's `ChunkMetadata`, as far as ragstore knows it.
+#[derive(Debug, Serialize)]
+pub struct ChunkMetadata {
+    /// The chunk's point id in the index.
+    pub chunk_id: String,
+    /// The file.
+    pub document_id: String,
+    /// The file's name.
+    pub source: String,
+    pub chunk_embedding_model: String,
+    pub chunk_embedding_dimension: usize,
 }
 
 /// The `{vs}` and `{file}` of a vector-store-file route.
@@ -231,8 +258,26 @@ async fn detach(
 struct ContentQuery {
     page: Option<String>,
     limit: Option<String>,
+    include_embeddings: Option<String>,
+    include_metadata: Option<String>,
 }
 
+/// A boolean query flag: `true`/`false` (as the SDKs send them), `1`/`0`.
+fn flag(value: Option<&str>, param: &'static str) -> ApiResult<bool> {
+    match value.map(str::trim) {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => Ok(false),
+        Some(v) => Err(Error::invalid(
+            format!("Invalid value for '{param}': '{v}'. It must be true or false."),
+            param,
+        )
+        .into()),
+    }
+}
+
+/// A page of the file's chunks, as many as fit in several MB (all of an ordinary document),
+/// or `limit` chunks; `next_page` continues.
 async fn content(
     State(stores): State<StoreService>,
     Project(p): Project,
@@ -240,7 +285,12 @@ async fn content(
     ApiQuery(q): ApiQuery<ContentQuery>,
 ) -> ApiResult<Json<VectorStoreFileContentResponse>> {
     let (vs, file) = ids(&vs, &file)?;
-    let limit = page::parse_limit(q.limit.as_deref(), 100, 1000)?;
+    let limit = match q.limit.as_deref() {
+        None => None,
+        Some(l) => Some(page::parse_limit(Some(l), 0, 100_000)?),
+    };
+    let embeddings = flag(q.include_embeddings.as_deref(), "include_embeddings")?;
+    let metadata = flag(q.include_metadata.as_deref(), "include_metadata")?;
     let offset: u32 = match q.page.as_deref() {
         None => 0,
         Some(p) => p.parse().map_err(|_| {
@@ -250,10 +300,48 @@ async fn content(
             )
         })?,
     };
-    let page = stores.content(&p, &vs, &file, offset, limit).await?;
+    let page = stores
+        .content(&p, &vs, &file, offset, limit, embeddings)
+        .await?;
+    let attributes = match attributes_to_json(&page.attributes) {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    let data = page
+        .chunks
+        .into_iter()
+        .map(|c| {
+            let (chunk_metadata, metadata) = if metadata {
+                let mut m = serde_json::Map::new();
+                m.insert("file_id".into(), Value::from(file.as_str()));
+                m.insert("filename".into(), Value::from(page.filename.as_str()));
+                m.insert("chunk_index".into(), Value::from(c.index));
+                m.extend(c.location);
+                m.extend(attributes.clone());
+                (
+                    Some(ChunkMetadata {
+                        chunk_id: point_id(&file, &vs, c.index).to_string(),
+                        document_id: file.to_string(),
+                        source: page.filename.clone(),
+                        chunk_embedding_model: page.model.clone(),
+                        chunk_embedding_dimension: page.dims,
+                    }),
+                    Some(m),
+                )
+            } else {
+                (None, None)
+            };
+            ContentText {
+                embedding: c.embedding,
+                chunk_metadata,
+                metadata,
+                ..ContentText::new(c.text)
+            }
+        })
+        .collect();
     Ok(Json(VectorStoreFileContentResponse {
         object: "vector_store.file_content.page",
-        data: page.texts.into_iter().map(ContentText::new).collect(),
+        data,
         has_more: page.has_more,
         next_page: page.next_page,
     }))

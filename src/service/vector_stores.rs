@@ -22,6 +22,8 @@ pub struct StoreService {
     pub(super) wakeup: Wakeup,
     /// The chunk size `auto` means: the embedding model's window.
     auto_chunk_tokens: u32,
+    /// The model whose vectors a file's content shows (`include_embeddings`).
+    pub(super) embedder: Arc<dyn crate::ingest::embed::Embedder>,
 }
 
 /// A store with what its object shows.
@@ -82,6 +84,7 @@ impl StoreService {
         clock: Arc<dyn Clock>,
         wakeup: Wakeup,
         auto_chunk_tokens: u32,
+        embedder: Arc<dyn crate::ingest::embed::Embedder>,
     ) -> Self {
         Self {
             meta,
@@ -89,6 +92,7 @@ impl StoreService {
             clock,
             wakeup,
             auto_chunk_tokens,
+            embedder,
         }
     }
 

@@ -15,12 +15,76 @@ pub struct AttachFile {
     pub chunking: ChunkingStrategy,
 }
 
-/// One page of a file's parsed content.
+/// One page of a file's parsed content: its chunks in order, from a chunk index on.
 #[derive(Debug, Clone)]
 pub struct ContentPage {
-    pub texts: Vec<String>,
+    pub chunks: Vec<ContentChunk>,
     pub has_more: bool,
     pub next_page: Option<String>,
+    /// What `include_metadata` shows: the file's name and its attributes in this store.
+    pub filename: String,
+    pub attributes: Attributes,
+    /// The model and dimensions of `embedding` (and of the chunks in the index).
+    pub model: String,
+    pub dims: usize,
+}
+
+/// One chunk of a file's content.
+#[derive(Debug, Clone)]
+pub struct ContentChunk {
+    pub index: u32,
+    pub text: String,
+    /// Where it is in the document (page, section), when known.
+    pub location: serde_json::Map<String, serde_json::Value>,
+    /// Its vector from the server's model, when asked for and embedded.
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// What a content page holds at most, by default: this much text (and vectors, when asked for,
+/// counted as their JSON). An ordinary document fits in one page, which is all the SDKs read.
+pub const CONTENT_PAGE_BYTES: usize = 8 << 20;
+/// Chunks read from the database at a time while filling a page.
+const CONTENT_READ_BATCH: u32 = 256;
+
+/// A content page being filled: chunks are taken while they fit in the byte budget (the first
+/// always fits) and the chunk limit.
+struct PageFill {
+    budget: usize,
+    max: usize,
+    /// Bytes each chunk's vector adds.
+    per_chunk: usize,
+    bytes: usize,
+    chunks: Vec<ContentChunk>,
+}
+
+impl PageFill {
+    fn new(budget: usize, limit: Option<u32>, per_chunk: usize) -> Self {
+        Self {
+            budget,
+            max: limit.map_or(usize::MAX, |l| l as usize),
+            per_chunk,
+            bytes: 0,
+            chunks: Vec::new(),
+        }
+    }
+
+    /// Takes the chunk if the page has room for it; `false` (not taken) once it is full.
+    fn offer(&mut self, r: crate::db::ChunkRow) -> bool {
+        let size = r.text.len() + self.per_chunk;
+        let full = self.chunks.len() >= self.max
+            || (!self.chunks.is_empty() && self.bytes + size > self.budget);
+        if full {
+            return false;
+        }
+        self.bytes += size;
+        self.chunks.push(ContentChunk {
+            index: r.idx,
+            text: r.text,
+            location: r.extra,
+            embedding: r.embedding,
+        });
+        true
+    }
 }
 
 impl StoreService {
@@ -139,30 +203,104 @@ impl StoreService {
         Ok(row.file_id)
     }
 
-    /// One page of a file's parsed chunks, from chunk `offset`.
+    /// One page of a file's parsed chunks, from chunk `offset`: as many as fit in
+    /// [`CONTENT_PAGE_BYTES`] (at least one), and at most `limit` when one is given.
     pub async fn content(
         &self,
         project: &ProjectId,
         store_id: &VectorStoreId,
         file_id: &FileId,
         offset: u32,
-        limit: u32,
+        limit: Option<u32>,
+        embeddings: bool,
     ) -> Result<ContentPage> {
         let (_, row) = self.row(project, store_id, file_id).await?;
-        let rows = self
+        let file = self
             .meta
-            .get_chunks(&row.file_id, &row.chunking, offset, limit + 1, None)
-            .await?;
-        let has_more = rows.len() > limit as usize;
-        let texts = rows
-            .into_iter()
-            .take(limit as usize)
-            .map(|r| r.text)
-            .collect();
+            .get_file(project, file_id, self.clock.now())
+            .await?
+            .ok_or_else(|| Error::not_found(Resource::VectorStoreFile, file_id.as_str()))?;
+        let vectors_of = embeddings.then(|| self.embedder.vectors_id());
+        // A vector costs about 12 bytes of JSON a dimension.
+        let vector_bytes = if embeddings {
+            self.embedder.dims() * 12
+        } else {
+            0
+        };
+        let mut fill = PageFill::new(CONTENT_PAGE_BYTES, limit, vector_bytes);
+        let mut next = offset;
+        let has_more = 'fill: loop {
+            let rows = self
+                .meta
+                .get_chunks(
+                    &row.file_id,
+                    &row.chunking,
+                    next,
+                    CONTENT_READ_BATCH,
+                    vectors_of,
+                )
+                .await?;
+            let last_batch = rows.len() < CONTENT_READ_BATCH as usize;
+            for r in rows {
+                next = r.idx;
+                if !fill.offer(r) {
+                    break 'fill true;
+                }
+                next += 1;
+            }
+            if last_batch {
+                break false;
+            }
+        };
+        let chunks = fill.chunks;
         Ok(ContentPage {
-            texts,
+            chunks,
             has_more,
-            next_page: has_more.then(|| (offset + limit).to_string()),
+            next_page: has_more.then(|| next.to_string()),
+            filename: file.filename,
+            attributes: row.attributes,
+            model: self.embedder.model().to_owned(),
+            dims: self.embedder.dims(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::ChunkRow;
+
+    fn row(idx: u32, len: usize) -> ChunkRow {
+        ChunkRow {
+            idx,
+            text: "x".repeat(len),
+            extra: serde_json::Map::new(),
+            embedding: None,
+        }
+    }
+
+    #[test]
+    fn a_page_holds_what_fits_in_its_bytes_and_limit() {
+        let mut fill = PageFill::new(100, None, 0);
+        assert!(fill.offer(row(0, 60)));
+        assert!(fill.offer(row(1, 40)));
+        assert!(!fill.offer(row(2, 1)), "100 bytes are full");
+        assert_eq!(fill.chunks.len(), 2);
+
+        // The first chunk is taken whatever its size, so paging always moves on.
+        let mut fill = PageFill::new(100, None, 0);
+        assert!(fill.offer(row(0, 500)));
+        assert!(!fill.offer(row(1, 1)));
+
+        // Vectors count towards the page.
+        let mut fill = PageFill::new(100, None, 30);
+        assert!(fill.offer(row(0, 10)));
+        assert!(fill.offer(row(1, 10)));
+        assert!(!fill.offer(row(2, 10)), "3 x 40 bytes is over 100");
+
+        let mut fill = PageFill::new(1 << 20, Some(2), 0);
+        assert!(fill.offer(row(0, 1)));
+        assert!(fill.offer(row(1, 1)));
+        assert!(!fill.offer(row(2, 1)), "the limit is 2 chunks");
     }
 }

@@ -2009,3 +2009,95 @@ async fn a_long_extraction_keeps_its_lease() {
     assert_eq!(requeued, 0, "the running extraction's lease ran out");
     assert_eq!(app.drain().await, 0, "the extraction was done once");
 }
+
+/// The SDK reads one content page: it holds the whole of an ordinary document, not the first
+/// 100 chunks; llama-stack's flags add each chunk's vector and metadata.
+#[tokio::test]
+async fn one_content_page_holds_a_whole_document_with_its_vectors_and_metadata() {
+    let app = TestApp::spawn().await;
+    let text: String = (0..1200)
+        .map(|i| {
+            format!(
+                "Sentence number {i} talks about topic {} at length. ",
+                i * 7
+            )
+        })
+        .collect();
+    let f = app
+        .upload("long.txt", text.into_bytes(), "assistants")
+        .await;
+    let fid = f["id"].as_str().unwrap().to_owned();
+    let vs = create_store(&app, json!({})).await;
+    let vs_id = vs["id"].as_str().unwrap().to_owned();
+    let (status, vf) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs_id}/files"),
+            json!({"file_id": fid, "attributes": {"team": "docs"},
+                   "chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{vf}");
+    app.drain().await;
+    let chunks = points(&app, Some(&vs_id), Some(&fid)).await as usize;
+    assert!(chunks > 100, "{chunks} chunks");
+
+    let path = format!("/v1/vector_stores/{vs_id}/files/{fid}/content");
+    let (status, page) = app.get_json(&path).await;
+    assert_eq!(status, 200, "{page}");
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), chunks, "one call returns every chunk");
+    assert_eq!(page["has_more"], false);
+    assert!(page["next_page"].is_null());
+    assert!(data[0].get("embedding").is_none() && data[0].get("metadata").is_none());
+    let joined: String = data.iter().map(|d| d["text"].as_str().unwrap()).collect();
+    assert!(joined.contains("Sentence number 1199"));
+
+    let (status, page) = app
+        .get_json(&format!(
+            "{path}?include_embeddings=true&include_metadata=true"
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), chunks);
+    // The vector is the one the index holds: searching with it finds that very chunk first.
+    let v = data[7]["embedding"].as_array().unwrap();
+    assert_eq!(v.len(), 384);
+    let (_, emb) = app
+        .post_json(
+            "/v1/embeddings",
+            json!({"model": "all-MiniLM-L6-v2", "input": data[7]["text"]}),
+        )
+        .await;
+    let cos: f64 = v
+        .iter()
+        .zip(emb["data"][0]["embedding"].as_array().unwrap())
+        .map(|(a, b)| a.as_f64().unwrap() * b.as_f64().unwrap())
+        .sum();
+    assert!(cos > 0.99, "{cos}");
+    let meta = &data[7]["chunk_metadata"];
+    assert_eq!(meta["document_id"], fid.as_str());
+    assert_eq!(meta["source"], "long.txt");
+    assert_eq!(meta["chunk_embedding_dimension"], 384);
+    assert_eq!(data[7]["metadata"]["team"], "docs");
+    assert_eq!(data[7]["metadata"]["chunk_index"], 7);
+
+    // A limit still pages, and the pages join up.
+    let (_, first) = app.get_json(&format!("{path}?limit=40")).await;
+    assert_eq!(first["data"].as_array().unwrap().len(), 40);
+    assert_eq!(first["has_more"], true);
+    let (_, rest) = app
+        .get_json(&format!(
+            "{path}?page={}",
+            first["next_page"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(rest["data"].as_array().unwrap().len(), chunks - 40);
+    assert_eq!(rest["data"][0]["text"], data[40]["text"]);
+
+    let (status, err) = app
+        .get_json(&format!("{path}?include_embeddings=maybe"))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["param"], "include_embeddings");
+}
