@@ -122,7 +122,7 @@ impl Backends {
                 embedder.clone(),
                 self.clock.clone(),
             ),
-            embeddings: EmbeddingService::new(embedder),
+            embeddings: EmbeddingService::new(embedder, self.clock.now()),
         }
     }
 }

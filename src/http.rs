@@ -134,15 +134,17 @@ pub async fn serve(
 /// the SDKs honour) and closes it, without reading its request.
 async fn refuse(mut stream: TcpStream, cap: usize) {
     tracing::warn!(cap, "connection refused: at the connection limit");
+    let message = format!("The server is serving its limit of {cap} connections; retry shortly.");
     let body = serde_json::json!({
         "error": {
-            "message": format!(
-                "The server is serving its limit of {cap} connections; retry shortly."
-            ),
+            "message": message,
             "type": "server_error",
             "param": null,
             "code": "server_busy",
-        }
+        },
+        "status": 503,
+        "title": "Service Unavailable",
+        "detail": message,
     })
     .to_string();
     let response = format!(

@@ -115,7 +115,8 @@ async fn create(
         )
         .into());
     }
-    req.model.ok_or_else(|| Error::missing("model"))?;
+    let model = req.model.ok_or_else(|| Error::missing("model"))?;
+    embeddings.check_model(&model)?;
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,

@@ -60,6 +60,7 @@ impl IntoResponse for ApiError {
                     Resource::VectorStore => "vector_store_not_found",
                     Resource::VectorStoreFile => "vector_store_file_not_found",
                     Resource::FileBatch => "file_batch_not_found",
+                    Resource::Model => "model_not_found",
                 }),
             ),
             Error::Conflict { param, .. } => body(

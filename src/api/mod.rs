@@ -8,6 +8,7 @@ pub mod error;
 pub mod file_batches;
 pub mod files;
 pub mod form;
+pub mod models;
 pub mod search;
 pub mod uploads;
 pub mod vector_stores;
@@ -22,6 +23,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+use tower::util::MapRequestLayer;
+use tower::Layer;
 
 use crate::domain::{page, Order, ProjectId, Result};
 use crate::service::{
@@ -47,15 +50,52 @@ pub fn router(services: Services, limits: BodyLimits) -> Router {
         .merge(file_batches::router())
         .merge(search::router())
         .merge(embeddings::router())
+        .merge(models::router())
         .method_not_allowed_fallback(method_not_allowed);
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health))
         .nest("/v1", v1.clone())
-        .nest("/v1/openai/v1", v1)
+        .nest(LLAMA_STACK_PREFIX, v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(problem_details))
         .layer(middleware::from_fn(log_request))
-        .with_state(services)
+        .with_state(services);
+    // Routing matches paths exactly, so the prefix's spelling is fixed before it.
+    Router::new().fallback_service(MapRequestLayer::new(llama_stack_prefix).layer(routes))
+}
+
+/// Where llama-stack clients find the OpenAI routes.
+const LLAMA_STACK_PREFIX: &str = "/v1/openai/v1";
+
+/// `/v1/openAi/v1/…` (as llama-stack's Files docs spell it), `/v1/OpenAI/v1/…`: the `openai`
+/// segment of the llama-stack prefix is matched whatever its case.
+fn llama_stack_prefix(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let Some(segment) = path
+        .strip_prefix("/v1/")
+        .and_then(|rest| rest.get(..6))
+        .filter(|s| s.eq_ignore_ascii_case("openai") && *s != "openai")
+    else {
+        return req;
+    };
+    let rest = &path["/v1/".len() + segment.len()..];
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return req;
+    }
+    let mut fixed = format!("/v1/openai{rest}");
+    if let Some(q) = req.uri().query() {
+        fixed.push('?');
+        fixed.push_str(q);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = fixed.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }
 
 macro_rules! substate {
@@ -110,6 +150,74 @@ async fn method_not_allowed(req: Request) -> Response {
         Some("method_not_allowed"),
     )
 }
+
+/// Error bodies as both OpenAI and RFC 7807 (llama-stack's spec) describe them: OpenAI's
+/// `{"error": {...}}` with the problem's `status`, `title`, `detail` and `instance` beside it
+/// (the SDKs ignore extra keys); a client that accepts `application/problem+json` gets the
+/// problem alone, with that content type (`code` and `param` kept as extension members).
+async fn problem_details(req: Request, next: Next) -> Response {
+    let pure = req
+        .headers()
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/problem+json"));
+    let instance = original_path(&req).to_owned();
+    let response = next.run(req).await;
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status().as_u16() < 400 || !is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
+        return error::body(
+            parts.status,
+            "The server could not complete the error response.",
+            "server_error",
+            None,
+            None,
+        );
+    };
+    let Ok(serde_json::Value::Object(mut problem)) = serde_json::from_slice(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let Some(serde_json::Value::Object(error)) = problem.get("error").cloned() else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let title = parts.status.canonical_reason().unwrap_or("Error");
+    let detail = error.get("message").cloned().unwrap_or_default();
+    let fields = [
+        ("status", serde_json::Value::from(parts.status.as_u16())),
+        ("title", serde_json::Value::from(title)),
+        ("detail", detail),
+        ("instance", serde_json::Value::from(instance)),
+    ];
+    if pure {
+        problem = serde_json::Map::new();
+        problem.insert("type".into(), "about:blank".into());
+        for key in ["code", "param"] {
+            if let Some(v) = error.get(key) {
+                problem.insert(key.into(), v.clone());
+            }
+        }
+        parts.headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+    }
+    for (k, v) in fields {
+        problem.insert(k.into(), v);
+    }
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// Error bodies are a few hundred bytes; this bounds reading one back.
+const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// One line per request: method, path, status, latency.
 async fn log_request(req: Request, next: Next) -> Response {

@@ -9,6 +9,7 @@ pub enum Resource {
     VectorStore,
     VectorStoreFile,
     FileBatch,
+    Model,
 }
 
 impl Resource {
@@ -20,6 +21,7 @@ impl Resource {
             Resource::VectorStore => "VectorStore",
             Resource::VectorStoreFile => "VectorStoreFile",
             Resource::FileBatch => "VectorStoreFileBatch",
+            Resource::Model => "Model",
         }
     }
 }
@@ -36,7 +38,7 @@ pub enum Error {
         code: Option<&'static str>,
     },
     /// Unknown id, or an id of another project (HTTP 404).
-    #[error("No such {} object: {id}", kind.object_name())]
+    #[error("{}", not_found_message(*kind, id))]
     NotFound { kind: Resource, id: String },
     /// The object exists but its state forbids the operation (HTTP 409).
     #[error("{message}")]
@@ -62,12 +64,30 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// OpenAI's wording: `No such File object: file-…`, and for models `The model `…` does not
+/// exist or you do not have access to it.`
+fn not_found_message(kind: Resource, id: &str) -> String {
+    match kind {
+        Resource::Model => {
+            format!("The model `{id}` does not exist or you do not have access to it.")
+        }
+        _ => format!("No such {} object: {id}", kind.object_name()),
+    }
+}
+
 impl Error {
     pub fn invalid(message: impl fmt::Display, param: impl Into<Option<&'static str>>) -> Self {
         Error::Invalid {
             message: message.to_string(),
             param: param.into().map(str::to_owned),
             code: None,
+        }
+    }
+
+    pub fn model_not_found(name: impl Into<String>) -> Self {
+        Error::NotFound {
+            kind: Resource::Model,
+            id: name.into(),
         }
     }
 

@@ -2,12 +2,14 @@
 
 use std::sync::Arc;
 
-use crate::domain::Result;
+use crate::domain::{Error, Result};
 use crate::ingest::embed::Embedder;
 
 #[derive(Clone)]
 pub struct EmbeddingService {
     embedder: Arc<dyn Embedder>,
+    /// When this server started serving the model (the model list's `created`).
+    created_at: i64,
 }
 
 /// Vectors in input order, and the tokens the model read.
@@ -18,12 +20,36 @@ pub struct Embeddings {
 }
 
 impl EmbeddingService {
-    pub fn new(embedder: Arc<dyn Embedder>) -> Self {
-        Self { embedder }
+    pub fn new(embedder: Arc<dyn Embedder>, created_at: i64) -> Self {
+        Self {
+            embedder,
+            created_at,
+        }
     }
 
     pub fn model(&self) -> &str {
         self.embedder.model()
+    }
+
+    pub fn created_at(&self) -> i64 {
+        self.created_at
+    }
+
+    pub fn max_input_tokens(&self) -> usize {
+        self.embedder.max_input_tokens()
+    }
+
+    /// The model is this server's: its id, or the id under its publisher's name as Hugging Face
+    /// and llama-stack spell it (`sentence-transformers/all-MiniLM-L6-v2`). Any other name is a
+    /// model this server does not have.
+    pub fn check_model(&self, name: &str) -> Result<()> {
+        let ours = self.embedder.model();
+        let bare = name.rsplit_once('/').map_or(name, |(_, n)| n);
+        if name == ours || (bare == ours && name.starts_with("sentence-transformers/")) {
+            Ok(())
+        } else {
+            Err(Error::model_not_found(name))
+        }
     }
 
     pub fn dims(&self) -> usize {

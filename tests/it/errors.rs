@@ -211,6 +211,52 @@ async fn list_and_lookup_bad_inputs() {
     }
 }
 
+/// Error bodies carry RFC 7807's fields beside OpenAI's `error`; a client asking for
+/// `application/problem+json` gets the problem alone, with that content type.
+#[tokio::test]
+async fn errors_are_problem_details_too() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.get_json("/v1/files/file-doesnotexist").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["status"], 404);
+    assert_eq!(body["title"], "Not Found");
+    assert_eq!(body["detail"], body["error"]["message"]);
+    assert_eq!(body["instance"], "/v1/files/file-doesnotexist");
+
+    for path in ["/v1/files/file-doesnotexist", "/v1/no/such/route"] {
+        let res = app
+            .client
+            .get(app.url(path))
+            .header("accept", "application/problem+json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404);
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let problem: Value = res.json().await.unwrap();
+        assert!(problem.get("error").is_none(), "{problem}");
+        assert_eq!(problem["status"], 404);
+        assert_eq!(problem["title"], "Not Found");
+        assert_eq!(problem["type"], "about:blank");
+        assert_eq!(problem["instance"], path);
+        assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+    // Success is untouched by the header.
+    let res = app
+        .client
+        .get(app.url("/v1/files"))
+        .header("accept", "application/problem+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/json");
+}
+
 #[tokio::test]
 async fn upload_bad_inputs() {
     let app = TestApp::spawn_with(|c| c.max_upload_bytes = 1 << 20).await;

@@ -98,6 +98,29 @@ async fn llama_stack_prefix_serves_the_same_routes() {
     let (status, list) = app.get_json("/v1/openai/v1/files").await;
     assert_eq!(status, 200);
     assert_eq!(list["data"][0]["id"], id);
+    // The `openai` segment in any case, as llama-stack's Files docs spell it; queries kept.
+    for prefix in ["/v1/openAi/v1", "/v1/OpenAI/v1", "/v1/OPENAI/v1"] {
+        let (status, got) = app.get_json(&format!("{prefix}/files/{id}")).await;
+        assert_eq!((status, got["id"].as_str()), (200, Some(id)), "{prefix}");
+        let (status, list) = app
+            .get_json(&format!("{prefix}/files?purpose=assistants"))
+            .await;
+        assert_eq!(status, 200, "{prefix}");
+        assert_eq!(
+            list["data"].as_array().unwrap().len(),
+            0,
+            "{prefix}: {list}"
+        );
+    }
+    // Only that segment: other spellings of the rest stay unknown.
+    for path in [
+        "/v1/openaix/v1/files",
+        "/V1/openai/v1/files",
+        "/v1/openAi/V1/files",
+    ] {
+        let (status, err) = app.get_json(path).await;
+        assert_eq!(status, 404, "{path}: {err}");
+    }
     let (status, health) = app.get_json("/health").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
 }

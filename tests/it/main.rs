@@ -163,6 +163,13 @@ pub fn assert_error(body: &Value, kind: &str) -> Value {
     for k in ["param", "code"] {
         assert!(e.get(k).is_some(), "missing {k} in {body}");
     }
+    // RFC 7807's fields beside it, as llama-stack's spec describes error bodies.
+    assert!(body["status"].as_u64().is_some_and(|s| s >= 400), "{body}");
+    assert!(
+        body["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["detail"], e["message"], "{body}");
     e.clone()
 }
 

@@ -1080,7 +1080,7 @@ async fn embeddings_endpoint_and_remote_embedder_agree() {
     let (_, b64) = a
         .post_json(
             "/v1/embeddings",
-            json!({"model": "m", "input": "a cat on a mat", "encoding_format": "base64"}),
+            json!({"model": "all-MiniLM-L6-v2", "input": "a cat on a mat", "encoding_format": "base64"}),
         )
         .await;
     use base64::Engine;
@@ -1096,7 +1096,10 @@ async fn embeddings_endpoint_and_remote_embedder_agree() {
         .zip(&v0)
         .all(|(x, y)| (f64::from(*x) - y).abs() < 1e-6));
     let (status, _) = a
-        .post_json("/v1/embeddings", json!({"model": "m", "input": [1, 2, 3]}))
+        .post_json(
+            "/v1/embeddings",
+            json!({"model": "all-MiniLM-L6-v2", "input": [1, 2, 3]}),
+        )
         .await;
     assert_eq!(status, 400);
     // Oversized inputs are refused before any tokenising: one too long, or too many in all.
@@ -1104,7 +1107,7 @@ async fn embeddings_endpoint_and_remote_embedder_agree() {
     let (status, res) = a
         .post_json(
             "/v1/embeddings",
-            json!({"model": "m", "input": ["ok", long]}),
+            json!({"model": "all-MiniLM-L6-v2", "input": ["ok", long]}),
         )
         .await;
     assert_eq!(
@@ -1115,7 +1118,7 @@ async fn embeddings_endpoint_and_remote_embedder_agree() {
     let (status, res) = a
         .post_json(
             "/v1/embeddings",
-            json!({"model": "m", "input": vec!["w ".repeat(15_000); 41]}),
+            json!({"model": "all-MiniLM-L6-v2", "input": vec!["w ".repeat(15_000); 41]}),
         )
         .await;
     assert_eq!(
@@ -1126,7 +1129,7 @@ async fn embeddings_endpoint_and_remote_embedder_agree() {
     let (status, _) = a
         .post_json(
             "/v1/embeddings",
-            json!({"model": "m", "input": "w ".repeat(16_384)}),
+            json!({"model": "all-MiniLM-L6-v2", "input": "w ".repeat(16_384)}),
         )
         .await;
     assert_eq!(status, 200, "an input at the cap is served");
@@ -1137,7 +1140,7 @@ async fn embeddings_endpoint_and_remote_embedder_agree() {
     let (_, res_b) = b
         .post_json(
             "/v1/embeddings",
-            json!({"model": "x", "input": "a cat on a mat"}),
+            json!({"model": "all-MiniLM-L6-v2", "input": "a cat on a mat"}),
         )
         .await;
     let vb: Vec<f64> = res_b["data"][0]["embedding"]
@@ -2100,4 +2103,47 @@ async fn one_content_page_holds_a_whole_document_with_its_vectors_and_metadata()
         .await;
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error"]["param"], "include_embeddings");
+}
+
+/// The model list shows the embedding model (what clients discover); an unknown model is a
+/// 404 `model_not_found`, on `/models/{id}` and on `/embeddings`.
+#[tokio::test]
+async fn the_model_list_shows_the_embedding_model_and_unknown_models_are_404() {
+    let app = TestApp::spawn().await;
+    for prefix in ["/v1", "/v1/openai/v1"] {
+        let (status, list) = app.get_json(&format!("{prefix}/models")).await;
+        assert_eq!(status, 200, "{list}");
+        assert_eq!(list["object"], "list");
+        let data = list["data"].as_array().unwrap();
+        assert_eq!(data.len(), 1);
+        let m = &data[0];
+        assert_eq!(m["id"], "all-MiniLM-L6-v2");
+        assert_eq!(m["object"], "model");
+        assert!(m["created"].as_i64().is_some());
+        assert!(m["owned_by"].is_string());
+        assert_eq!(m["model_type"], "embedding");
+        assert_eq!(m["metadata"]["embedding_dimension"], 384);
+    }
+    for id in ["all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"] {
+        let (status, m) = app.get_json(&format!("/v1/models/{id}")).await;
+        assert_eq!((status, m["id"].as_str()), (200, Some("all-MiniLM-L6-v2")));
+        let (status, e) = app
+            .post_json("/v1/embeddings", json!({"model": id, "input": "hello"}))
+            .await;
+        assert_eq!(status, 200, "{id}: {e}");
+    }
+    for id in ["text-embedding-3-small", "other/all-MiniLM-L6-v2"] {
+        let (status, err) = app.get_json(&format!("/v1/models/{id}")).await;
+        assert_eq!(status, 404, "{err}");
+        assert_eq!(err["error"]["code"], "model_not_found");
+        assert_eq!(
+            err["error"]["message"],
+            format!("The model `{id}` does not exist or you do not have access to it.")
+        );
+        let (status, err) = app
+            .post_json("/v1/embeddings", json!({"model": id, "input": "hello"}))
+            .await;
+        assert_eq!(status, 404, "{err}");
+        assert_eq!(err["error"]["code"], "model_not_found");
+    }
 }

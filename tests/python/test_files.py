@@ -403,8 +403,11 @@ def _assert_error_envelope(resp, status: int) -> dict:
     assert resp.status_code == status
     assert resp.headers["content-type"].startswith("application/json")
     body = resp.json()
-    assert set(body) == {"error"}
+    # OpenAI's envelope, with RFC 7807's fields beside it (llama-stack's error spec).
+    assert set(body) == {"error", "status", "title", "detail", "instance"}
+    assert body["status"] == status and body["title"]
     err = body["error"]
+    assert body["detail"] == err["message"]
     assert set(err) == {"message", "type", "param", "code"}
     assert isinstance(err["message"], str) and err["message"]
     assert isinstance(err["type"], str) and err["type"]

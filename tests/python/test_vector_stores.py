@@ -175,3 +175,32 @@ def test_embeddings_endpoint(client: openai.OpenAI):
     dot = lambda x, y: sum(p * q for p, q in zip(x, y))
     assert dot(a, b) > dot(a, c)
     assert res.usage.prompt_tokens > 0
+
+
+def test_models_list_the_embedding_model(client: openai.OpenAI):
+    models = list(client.models.list())
+    assert [m.id for m in models] == ["all-MiniLM-L6-v2"]
+    assert models[0].object == "model" and isinstance(models[0].created, int)
+    assert client.models.retrieve("all-MiniLM-L6-v2").id == "all-MiniLM-L6-v2"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("text-embedding-3-small")
+    assert e.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.embeddings.create(model="text-embedding-3-small", input="hello")
+    assert e.value.code == "model_not_found"
+
+
+def test_one_content_call_returns_the_whole_document(client: openai.OpenAI):
+    text = "".join(f"Sentence number {i} is about topic {i * 7} at some length. " for i in range(1200))
+    f = client.files.create(file=("long.txt", text.encode()), purpose="assistants")
+    vs = client.vector_stores.create(name="content")
+    vf = client.vector_stores.files.create_and_poll(
+        vector_store_id=vs.id,
+        file_id=f.id,
+        chunking_strategy={"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}},
+    )
+    assert vf.status == "completed", vf.last_error
+    page = client.vector_stores.files.content(file_id=f.id, vector_store_id=vs.id)
+    items = list(page)
+    assert len(items) > 100
+    assert "Sentence number 1199" in "".join(i.text for i in items)
