@@ -139,6 +139,19 @@ impl Chunker {
     }
 
     /// Tokens in `text`, special tokens not counted.
+    /// The text's tokens, counted a segment at a time: `Err(n)` as soon as more than `max`
+    /// (`n` counted so far), so a huge text is refused after a bounded amount of work.
+    pub fn count_up_to(&self, text: &str, max: usize) -> Result<usize, usize> {
+        let mut sum = 0;
+        for (start, end) in segments(text, SEGMENT_BYTES) {
+            sum += self.count_tokens(&text[start..end]);
+            if sum > max {
+                return Err(sum);
+            }
+        }
+        Ok(sum)
+    }
+
     pub fn count_tokens(&self, text: &str) -> usize {
         self.tokens.count(text)
     }

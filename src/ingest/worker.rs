@@ -15,8 +15,8 @@ use crate::clock::Clock;
 use crate::db::{ChunkRow, FileText, JobQueue, Metadata, Wakeup};
 use crate::domain::cascade::ingest_outcome;
 use crate::domain::{
-    Chunking, Error, FileId, FileStatus, IngestErrorCode, Job, JobEnd, JobKind, ProjectId, Result,
-    VsFileRecord, VsFileStatus,
+    Chunking, Error, FileId, FileRecord, FileStatus, IngestErrorCode, Job, JobEnd, JobKind,
+    ProjectId, Purpose, Result, VsFileRecord, VsFileStatus,
 };
 use crate::index::{point_id, Point, VectorIndex};
 use crate::ingest::Pipeline;
@@ -272,9 +272,49 @@ impl Worker {
 
     async fn run_extract(&self, job: &Job) -> StageResult<()> {
         let file = job.file_id.as_ref().ok_or_else(|| missing("file_id"))?;
+        let now = self.st.clock.now();
+        if let Some(f) = self.st.meta.get_file(&job.project_id, file, now).await? {
+            if f.purpose == Purpose::FineTune {
+                return self.with_lease(job, self.validate_fine_tune(&f)).await;
+            }
+        }
         self.with_lease(job, self.ensure_text(&job.project_id, file))
             .await
             .map(|_| ())
+    }
+
+    /// Checks a fine-tuning file as OpenAI does after upload: `processed`, or `error` with
+    /// the first bad line and why in `status_details`.
+    async fn validate_fine_tune(&self, file: &FileRecord) -> StageResult<()> {
+        let st = &self.st;
+        let blob = st.storage.get(&file.storage_key).await?.ok_or_else(|| {
+            Failure::Transient(Error::Internal(anyhow::anyhow!(
+                "missing blob {}",
+                file.storage_key
+            )))
+        })?;
+        let reader = tokio_util::io::StreamReader::new(blob.stream);
+        let verdict = tokio::task::spawn_blocking(move || {
+            let sync = tokio_util::io::SyncIoBridge::new(reader);
+            crate::service::fine_tune::validate(std::io::BufReader::with_capacity(1 << 20, sync))
+        })
+        .await
+        .map_err(Error::from)?;
+        let (status, details) = match verdict {
+            Ok((format, examples)) => {
+                tracing::info!(file_id = %file.id, ?format, examples, "fine-tuning file is valid");
+                (FileStatus::Processed, None)
+            }
+            Err(why) => (
+                FileStatus::Error,
+                Some(format!("Invalid file format for fine-tuning: {why}.")),
+            ),
+        };
+        // A file deleted meanwhile has no row to set: nothing is written.
+        st.meta
+            .set_file_status(&file.id, status, details.as_deref())
+            .await?;
+        Ok(())
     }
 
     /// The file's extracted text, extracting it once if needed.
@@ -324,7 +364,22 @@ impl Worker {
         } else {
             let bytes = read_all(&*st.storage, &file.storage_key).await?;
             let filename = file.filename.clone();
-            tokio::task::spawn_blocking(move || extract_owned(bytes, &filename))
+            let chunker = st.pipeline.chunker.clone();
+            let max_tokens = st.max_file_tokens;
+            tokio::task::spawn_blocking(move || {
+                let e = extract_owned(bytes, &filename)?;
+                // Text that cannot fit in a vector store fails here, once for the file and
+                // every store, before any of it is chunked or embedded. (Shorter text than
+                // the limit in bytes cannot hold more tokens than it.)
+                if e.text.len() > max_tokens {
+                    if let Err(n) = chunker.count_up_to(&e.text, max_tokens) {
+                        return Err(ExtractError::Invalid(format!(
+                            "The file's text is {n} tokens or more; a file may hold at most {max_tokens} tokens for file_search."
+                        )));
+                    }
+                }
+                Ok(e)
+            })
                 .instrument(tracing::info_span!("ingest.extract", file_id = %file_id))
                 .await
                 .map_err(Error::from)?

@@ -300,7 +300,12 @@ pub fn check_filename(filename: &str, param: &'static str) -> Result<()> {
 /// Files meant for retrieval have their text extracted right after upload, so a later attach
 /// only chunks and embeds; other purposes are extracted at first attach.
 fn extract_job(file: &FileRecord) -> Option<NewJob> {
-    matches!(file.purpose, Purpose::Assistants | Purpose::UserData).then(|| NewJob {
+    // Files for file_search have their text extracted; fine-tuning files are validated.
+    matches!(
+        file.purpose,
+        Purpose::Assistants | Purpose::UserData | Purpose::FineTune
+    )
+    .then(|| NewJob {
         kind: JobKind::Extract,
         project_id: file.project_id.clone(),
         file_id: Some(file.id.clone()),

@@ -6,6 +6,7 @@
 pub mod embeddings;
 pub mod file_batches;
 pub mod files;
+pub mod fine_tune;
 pub mod jsonl;
 pub mod maintenance;
 pub mod search;

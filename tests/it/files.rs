@@ -370,3 +370,57 @@ async fn one_server_per_data_dir() {
         .expect("a second server on the same data dir must be refused");
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+/// Fine-tuning files are checked after upload as OpenAI does: `processed`, or `error` naming
+/// the first bad line and why.
+#[tokio::test]
+async fn fine_tuning_files_are_validated_after_upload() {
+    let app = TestApp::spawn().await;
+    let good = "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"},{\"role\":\"assistant\",\"content\":\"Hello\"}]}\n"
+        .repeat(3);
+    let bad = format!(
+        "{good}{{\"messages\":[{{\"role\":\"user\",\"content\":\"Hi\"}},{{\"role\":\"bot\",\"content\":\"x\"}}]}}\n"
+    );
+    let mut ids = Vec::new();
+    for (name, body) in [
+        ("good.jsonl", good),
+        ("bad.jsonl", bad),
+        ("text.jsonl", "just some text".to_owned()),
+    ] {
+        let f = app.upload(name, body.into_bytes(), "fine-tune").await;
+        assert_eq!(f["status"], "uploaded", "{f}");
+        ids.push(f["id"].as_str().unwrap().to_owned());
+    }
+    app.drain().await;
+    let status = |i: usize| {
+        let (app, id) = (&app, ids[i].clone());
+        async move { app.get_json(&format!("/v1/files/{id}")).await.1 }
+    };
+    let good = status(0).await;
+    assert_eq!(
+        (good["status"].as_str(), &good["status_details"]),
+        (Some("processed"), &Value::Null),
+        "{good}"
+    );
+    let bad = status(1).await;
+    assert_eq!(bad["status"], "error", "{bad}");
+    let why = bad["status_details"].as_str().unwrap();
+    assert!(
+        why.contains("line 4") && why.contains("'messages[1].role'"),
+        "{why}"
+    );
+    let text = status(2).await;
+    assert_eq!(text["status"], "error");
+    assert!(text["status_details"]
+        .as_str()
+        .unwrap()
+        .contains("line 1 is not valid JSON"));
+    // The bytes are kept as uploaded either way.
+    let res = app
+        .client
+        .get(app.url(&format!("/v1/files/{}/content", ids[2])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.bytes().await.unwrap().as_ref(), b"just some text");
+}

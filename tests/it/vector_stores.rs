@@ -2147,3 +2147,56 @@ async fn the_model_list_shows_the_embedding_model_and_unknown_models_are_404() {
         assert_eq!(err["error"]["code"], "model_not_found");
     }
 }
+
+/// A file whose text is over the token limit ends `error` at its extraction, and a store it is
+/// attached to fails it with the same reason, without embedding any of it.
+#[tokio::test]
+async fn a_file_over_the_token_limit_fails_before_any_embedding() {
+    let counting = Counting::new();
+    let app = TestApp::spawn_custom(
+        tempfile::tempdir().unwrap(),
+        |c| c.max_file_tokens = 1_000,
+        Some(counting.clone()),
+    )
+    .await;
+    let text: String = (0..400)
+        .map(|i| format!("Sentence number {i} talks about topic {}. ", i * 7))
+        .collect();
+    let f = app
+        .upload("long.txt", text.into_bytes(), "assistants")
+        .await;
+    let fid = f["id"].as_str().unwrap().to_owned();
+    app.drain().await;
+    let (_, got) = app.get_json(&format!("/v1/files/{fid}")).await;
+    assert_eq!(got["status"], "error", "{got}");
+    let details = got["status_details"].as_str().unwrap();
+    assert!(
+        details.contains("tokens") && details.contains("at most 1000"),
+        "{details}"
+    );
+    let vs = create_store(&app, json!({"file_ids": [fid]})).await;
+    app.drain().await;
+    let (_, vf) = app
+        .get_json(&format!(
+            "/v1/vector_stores/{}/files/{fid}",
+            vs["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(vf["status"], "failed", "{vf}");
+    assert_eq!(vf["last_error"]["code"], "invalid_file");
+    assert_eq!(vf["last_error"]["message"], details);
+    assert_eq!(counting.texts(), 0, "nothing was embedded");
+    // A file under the limit is unaffected.
+    let small = app
+        .upload(
+            "small.txt",
+            b"A short note about volcanoes.".to_vec(),
+            "assistants",
+        )
+        .await;
+    app.drain().await;
+    let (_, got) = app
+        .get_json(&format!("/v1/files/{}", small["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(got["status"], "processed", "{got}");
+}

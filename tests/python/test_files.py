@@ -449,3 +449,15 @@ def test_no_authorization_header_needed(api_base: str):
     resp = httpx.get(f"{api_base}/files", params={"limit": 1})
     assert resp.status_code == 200
     assert resp.json()["object"] == "list"
+
+
+def test_fine_tuning_files_are_validated(client: openai.OpenAI):
+    example = '{"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello"}]}\n'
+    good = client.files.create(file=("train.jsonl", (example * 10).encode()), purpose="fine-tune")
+    bad = client.files.create(
+        file=("bad.jsonl", (example + '{"prompt":"a","completion":"b"}\n').encode()), purpose="fine-tune"
+    )
+    assert client.files.wait_for_processing(good.id, poll_interval=0.1).status == "processed"
+    got = client.files.wait_for_processing(bad.id, poll_interval=0.1)
+    assert got.status == "error"
+    assert "line 2" in got.status_details
