@@ -61,6 +61,7 @@ impl IntoResponse for ApiError {
                     Resource::VectorStoreFile => "vector_store_file_not_found",
                     Resource::FileBatch => "file_batch_not_found",
                     Resource::Model => "model_not_found",
+                    Resource::Bucket => "bucket_not_found",
                 }),
             ),
             Error::Conflict { param, .. } => body(

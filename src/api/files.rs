@@ -2,8 +2,8 @@
 
 use axum::body::Body;
 use axum::extract::multipart::Field;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderValue};
+use axum::extract::{DefaultBodyLimit, FromRequest, OriginalUri, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,22 +13,151 @@ use serde::Serialize;
 use serde::Deserialize;
 
 use super::error::{multipart_error, path_id, ApiMultipart, ApiQuery, ApiResult};
-use super::{body_limit, BodyLimits, DeletedResponse, ListResponse, Project};
+use super::{body_limit, sessions, BodyLimits, DeletedResponse, ListResponse, Project};
 use crate::domain::{page, Error, FileExpiry, FileId, FileRecord, Order, Purpose, Resource};
 use crate::service::files::{ListFiles, NewFile, LIST_DEFAULT_LIMIT};
-use crate::service::{FileService, Services};
+use crate::service::{FileService, Services, UploadService};
 use crate::storage::{StagedFile, Staging};
 
 pub fn router(limits: BodyLimits) -> Router<Services> {
     Router::new()
         .route(
             "/files",
-            post(create)
+            post(create_or_open)
                 .layer(DefaultBodyLimit::max(body_limit(limits.file)))
                 .get(list),
         )
-        .route("/files/{file_id}", get(retrieve).delete(delete))
-        .route("/files/{file_id}/content", get(content))
+        // `{id}` is a file id (`file-…`), a session (`session:…`) or a bucket name.
+        .route(
+            "/files/{id}",
+            get(retrieve_any).delete(delete).post(post_to),
+        )
+        .route("/files/{id}/{*rest}", get(get_nested).delete(delete_nested))
+        .route("/buckets", get(sessions::list_buckets))
+}
+
+/// `POST /files`: a multipart upload (OpenAI), or with a JSON body an upload session.
+async fn create_or_open(
+    State(files): State<FileService>,
+    State(uploads): State<UploadService>,
+    Project(project): Project,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    req: Request,
+) -> ApiResult<Response> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        let base = sessions::Base::of(&headers, &uri);
+        return Ok(sessions::open(uploads, &project, base, req)
+            .await?
+            .into_response());
+    }
+    let form = ApiMultipart::from_request(req, &()).await?;
+    Ok(create(State(files), Project(project), form)
+        .await?
+        .into_response())
+}
+
+/// `GET /files/{id}`: a file, a session's offset, or a bucket's files.
+async fn retrieve_any(
+    State(files): State<FileService>,
+    State(uploads): State<UploadService>,
+    Project(project): Project,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: OriginalUri,
+) -> ApiResult<Response> {
+    let base = sessions::Base::of(&headers, &uri);
+    if let Some(session) = sessions::session_id(&id) {
+        return Ok(sessions::info(&uploads, &project, base, session?)
+            .await?
+            .into_response());
+    }
+    if id.starts_with("file-") {
+        return Ok(retrieve(State(files), Project(project), Path(id))
+            .await?
+            .into_response());
+    }
+    Ok(sessions::list_bucket(&uploads, &project, base, &id)
+        .await?
+        .into_response())
+}
+
+/// `POST /files/session:{id}` appends to a session; files take no `POST`.
+async fn post_to(
+    State(uploads): State<UploadService>,
+    Project(project): Project,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: OriginalUri,
+    body: Body,
+) -> ApiResult<Response> {
+    let Some(session) = sessions::session_id(&id) else {
+        return Ok(super::error::body(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            &format!("Method POST is not allowed for {}", uri.0.path()),
+            "invalid_request_error",
+            None,
+            Some("method_not_allowed"),
+        ));
+    };
+    let base = sessions::Base::of(&headers, &uri);
+    Ok(
+        sessions::append(&uploads, &project, base, session?, &headers, body)
+            .await?
+            .into_response(),
+    )
+}
+
+/// `GET /files/{file_id}/content`, or `GET /files/{bucket}/{key}`.
+async fn get_nested(
+    State(files): State<FileService>,
+    State(uploads): State<UploadService>,
+    Project(project): Project,
+    Path((id, rest)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: OriginalUri,
+) -> ApiResult<Response> {
+    if id.starts_with("file-") {
+        if rest == "content" {
+            return content(State(files), Project(project), Path(id)).await;
+        }
+        return Ok(super::error::body(
+            axum::http::StatusCode::NOT_FOUND,
+            &format!("Invalid URL (GET {})", uri.0.path()),
+            "invalid_request_error",
+            None,
+            Some("not_found"),
+        ));
+    }
+    let base = sessions::Base::of(&headers, &uri);
+    let (object, file) = uploads.bucket_object(&project, &id, &rest).await?;
+    Ok(Json(sessions::file_response(&base, &object, &file)).into_response())
+}
+
+/// `DELETE /files/{bucket}/{key}`: the file, from every store too.
+async fn delete_nested(
+    State(uploads): State<UploadService>,
+    Project(project): Project,
+    Path((id, rest)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: OriginalUri,
+) -> ApiResult<Response> {
+    if id.starts_with("file-") {
+        return Ok(super::error::body(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            &format!("Method DELETE is not allowed for {}", uri.0.path()),
+            "invalid_request_error",
+            None,
+            Some("method_not_allowed"),
+        ));
+    }
+    let base = sessions::Base::of(&headers, &uri);
+    let (object, file) = uploads.delete_object(&project, &id, &rest).await?;
+    Ok(Json(sessions::file_response(&base, &object, &file)).into_response())
 }
 
 /// OpenAI's `OpenAIFile`.

@@ -10,6 +10,7 @@ pub mod files;
 pub mod form;
 pub mod models;
 pub mod search;
+pub mod sessions;
 pub mod uploads;
 pub mod vector_stores;
 pub mod vs_files;

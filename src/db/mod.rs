@@ -15,10 +15,10 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::domain::{
-    Attributes, Cascade, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId, FileRecord,
-    FileStatus, IngestErrorCode, JobKind, NewJob, Order, PartId, PartRecord, ProjectId, Purpose,
-    Result, UploadId, UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord,
-    VsFileStatus,
+    Attributes, BucketObject, Cascade, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId,
+    FileRecord, FileStatus, IngestErrorCode, JobKind, NewJob, Order, PartId, PartRecord, ProjectId,
+    Purpose, Result, UploadId, UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord,
+    VsFileRecord, VsFileStatus,
 };
 pub use jobs::{JobQueue, Wakeup};
 
@@ -158,6 +158,7 @@ pub trait FileMetadata: Send + Sync + 'static {
     /// store more than `max_total` together. `false` (nothing written) if refused.
     async fn insert_part(&self, part: &PartRecord, now: i64, max_total: i64) -> Result<bool>;
 
+    /// The upload's parts, in the order they were stored.
     async fn parts_of(&self, upload: &UploadId) -> Result<Vec<PartRecord>>;
 
     async fn part_exists(&self, id: &PartId) -> Result<bool>;
@@ -182,6 +183,50 @@ pub trait FileMetadata: Send + Sync + 'static {
     async fn finished_uploads_with_parts(&self, limit: u32) -> Result<Vec<UploadId>>;
 
     async fn delete_parts(&self, upload: &UploadId) -> Result<()>;
+
+    // --- upload sessions (llama-stack's buckets and keys) ---------------------------------------
+
+    /// In one transaction: inserts the session's upload and names it `bucket`/`key`, unless that
+    /// key already holds an object (a completed upload whose file is visible at `now`) or a live
+    /// session (pending, unexpired); what a dead one left under the key is replaced. `false`
+    /// (nothing written) if the key is taken.
+    async fn insert_session(
+        &self,
+        upload: &UploadRecord,
+        bucket: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<bool>;
+
+    /// The bucket and key a session's upload writes.
+    async fn get_session(
+        &self,
+        project: &ProjectId,
+        upload: &UploadId,
+    ) -> Result<Option<BucketObject>>;
+
+    /// The object under `bucket`/`key`, with its file, if it exists (visible at `now`).
+    async fn get_bucket_object(
+        &self,
+        project: &ProjectId,
+        bucket: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<(BucketObject, FileRecord)>>;
+
+    /// The objects of a bucket, by key.
+    async fn list_bucket(
+        &self,
+        project: &ProjectId,
+        bucket: &str,
+        now: i64,
+    ) -> Result<Vec<(BucketObject, FileRecord)>>;
+
+    /// The buckets that hold at least one object, by name.
+    async fn list_buckets(&self, project: &ProjectId, now: i64) -> Result<Vec<String>>;
+
+    /// Forgets the name of a session's upload (after its file was deleted).
+    async fn delete_bucket_object(&self, upload: &UploadId) -> Result<()>;
 
     /// Closes connections cleanly (checkpoints the SQLite WAL).
     async fn close(&self);

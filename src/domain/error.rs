@@ -10,6 +10,8 @@ pub enum Resource {
     VectorStoreFile,
     FileBatch,
     Model,
+    /// A bucket of upload-session files (llama-stack's early Files design).
+    Bucket,
 }
 
 impl Resource {
@@ -22,6 +24,7 @@ impl Resource {
             Resource::VectorStoreFile => "VectorStoreFile",
             Resource::FileBatch => "VectorStoreFileBatch",
             Resource::Model => "Model",
+            Resource::Bucket => "Bucket",
         }
     }
 }

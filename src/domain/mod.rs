@@ -21,7 +21,7 @@ pub use filter::{CompareOp, Filter, Scalar};
 pub use ids::{FileBatchId, FileId, PartId, ProjectId, UploadId, VectorStoreId};
 pub use job::{Job, JobEnd, JobFilter, JobKind, NewJob};
 pub use page::{Order, Page};
-pub use upload::{PartRecord, UploadRecord, UploadStatus};
+pub use upload::{BucketObject, PartRecord, UploadRecord, UploadStatus};
 pub use vector_store::{
     FileBatchRecord, FileCounts, IngestErrorCode, VectorStoreRecord, VsFileOutcome, VsFileRecord,
     VsFileStatus,

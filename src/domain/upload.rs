@@ -79,3 +79,14 @@ impl PartRecord {
         format!("parts/{upload}/{part}")
     }
 }
+
+/// A file named by a bucket and a key (llama-stack's upload sessions), written through the
+/// upload `upload_id`: it exists once that upload is completed, as that upload's file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketObject {
+    pub bucket: String,
+    pub key: String,
+    pub upload_id: UploadId,
+    pub mime_type: String,
+    pub created_at: i64,
+}

@@ -366,11 +366,15 @@ impl Worker {
             let filename = file.filename.clone();
             let chunker = st.pipeline.chunker.clone();
             let max_tokens = st.max_file_tokens;
+            let too_long = too_much_text(max_text, max_tokens);
             tokio::task::spawn_blocking(move || {
                 let e = extract_owned(bytes, &filename)?;
+                if e.text.len() > max_text {
+                    return Err(ExtractError::Invalid(too_long));
+                }
                 // Text that cannot fit in a vector store fails here, once for the file and
-                // every store, before any of it is chunked or embedded. (Shorter text than
-                // the limit in bytes cannot hold more tokens than it.)
+                // every store, before any of it is chunked or embedded. (Text shorter in bytes
+                // than the limit in tokens cannot hold more tokens than that.)
                 if e.text.len() > max_tokens {
                     if let Err(n) = chunker.count_up_to(&e.text, max_tokens) {
                         return Err(ExtractError::Invalid(format!(
@@ -380,16 +384,9 @@ impl Worker {
                 }
                 Ok(e)
             })
-                .instrument(tracing::info_span!("ingest.extract", file_id = %file_id))
-                .await
-                .map_err(Error::from)?
-                .and_then(|e| {
-                    if e.text.len() > max_text {
-                        Err(too_much())
-                    } else {
-                        Ok(e)
-                    }
-                })
+            .instrument(tracing::info_span!("ingest.extract", file_id = %file_id))
+            .await
+            .map_err(Error::from)?
         };
         let now = st.clock.now();
         match extracted {

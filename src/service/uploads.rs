@@ -8,8 +8,8 @@ use super::files::{check_filename, FileService};
 use crate::clock::Clock;
 use crate::db::Metadata;
 use crate::domain::{
-    Error, FileExpiry, FileId, FileRecord, FileStatus, PartId, PartRecord, ProjectId, Purpose,
-    Resource, Result, UploadId, UploadRecord, UploadStatus,
+    BucketObject, Error, FileExpiry, FileId, FileRecord, FileStatus, PartId, PartRecord, ProjectId,
+    Purpose, Resource, Result, UploadId, UploadRecord, UploadStatus,
 };
 use crate::storage::{FileStorage, StagedFile, Staging};
 
@@ -49,17 +49,30 @@ impl UploadService {
     }
 
     pub async fn create(&self, project: &ProjectId, new: NewUpload) -> Result<UploadRecord> {
+        let upload = self.new_upload(project, new, "bytes")?;
+        self.meta.insert_upload(&upload).await?;
+        tracing::info!(upload_id = %upload.id, bytes = upload.bytes, "upload created");
+        Ok(upload)
+    }
+
+    /// A pending upload for `new`, checked (`size_param` names its size in the request).
+    fn new_upload(
+        &self,
+        project: &ProjectId,
+        new: NewUpload,
+        size_param: &'static str,
+    ) -> Result<UploadRecord> {
         check_filename(&new.filename, "filename")?;
         let limits = self.files.limits();
         let max = limits.max_bytes(new.purpose, true);
         if new.bytes < 0 || new.bytes as u64 > max {
             return Err(Error::invalid(
                 format!(
-                    "Invalid value for 'bytes': {}. An upload with purpose '{}' may hold 0 to {max} bytes.",
+                    "Invalid value for '{size_param}': {}. An upload with purpose '{}' may hold 0 to {max} bytes.",
                     new.bytes,
                     new.purpose.as_str()
                 ),
-                "bytes",
+                size_param,
             ));
         }
         if new.mime_type.trim().is_empty() || new.mime_type.len() > 255 {
@@ -82,8 +95,6 @@ impl UploadService {
             file_id: None,
             file_expires_after: new.expiry.map(|e| e.seconds),
         };
-        self.meta.insert_upload(&upload).await?;
-        tracing::info!(upload_id = %upload.id, bytes = upload.bytes, "upload created");
         Ok(upload)
     }
 
@@ -362,4 +373,247 @@ pub fn parse_md5(s: &str) -> Result<[u8; 16]> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An upload session (llama-stack's early Files design): an upload named by a bucket and a key,
+/// written by appending request bodies at its offset; complete once `size` bytes are in.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub upload: UploadRecord,
+    pub object: BucketObject,
+    /// Bytes received so far (where the next body is appended).
+    pub offset: i64,
+}
+
+/// Bucket names: letters, digits, `_` and `-` (as that design says), and never like a file id.
+pub fn check_bucket(bucket: &str) -> Result<()> {
+    let ok = !bucket.is_empty()
+        && bucket.len() <= 63
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !bucket.starts_with("file-");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            format!("Invalid value for 'bucket': '{bucket}'. A bucket name is 1 to 63 letters, digits, '_' or '-', and does not start with 'file-'."),
+            "bucket",
+        ))
+    }
+}
+
+/// Keys: letters, digits, `_`, `-`, `/` and `.`, as path segments (none empty, `.` or `..`).
+pub fn check_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && key.len() <= 1024
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'/' | b'.'))
+        && key
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            format!("Invalid value for 'key': '{key}'. A key is up to 1024 letters, digits, '_', '-', '.' and '/', in path segments that are not empty, '.' or '..'."),
+            "key",
+        ))
+    }
+}
+
+impl UploadService {
+    /// Opens a session for `bucket`/`key`. The file it becomes has purpose `assistants` (so it
+    /// can be attached to vector stores) and the key's last segment as its name.
+    pub async fn open_session(
+        &self,
+        project: &ProjectId,
+        bucket: &str,
+        key: &str,
+        mime_type: String,
+        size: i64,
+    ) -> Result<Session> {
+        check_bucket(bucket)?;
+        check_key(key)?;
+        let filename = key.rsplit('/').next().unwrap_or(key).to_owned();
+        let upload = self.new_upload(
+            project,
+            NewUpload {
+                filename,
+                purpose: Purpose::Assistants,
+                bytes: size,
+                mime_type,
+                expiry: None,
+            },
+            "size",
+        )?;
+        if !self
+            .meta
+            .insert_session(&upload, bucket, key, self.clock.now())
+            .await?
+        {
+            return Err(Error::conflict(
+                format!("'{bucket}/{key}' already holds a file or an open upload session; delete the file or let the session expire first."),
+                "key",
+            ));
+        }
+        tracing::info!(upload_id = %upload.id, bucket, key, bytes = upload.bytes, "upload session opened");
+        let object = BucketObject {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            upload_id: upload.id.clone(),
+            mime_type: upload.mime_type.clone(),
+            created_at: upload.created_at,
+        };
+        Ok(Session {
+            upload,
+            object,
+            offset: 0,
+        })
+    }
+
+    /// The session and how many bytes it holds.
+    pub async fn session(&self, project: &ProjectId, id: &UploadId) -> Result<Session> {
+        let object = self
+            .meta
+            .get_session(project, id)
+            .await?
+            .ok_or_else(|| Error::not_found(Resource::Upload, id.as_str()))?;
+        let upload = self.get(project, id).await?;
+        let offset = if upload.status == UploadStatus::Completed {
+            upload.bytes
+        } else {
+            self.meta.parts_of(id).await?.iter().map(|p| p.bytes).sum()
+        };
+        Ok(Session {
+            upload,
+            object,
+            offset,
+        })
+    }
+
+    /// The session, if it still takes bytes; refused before its body is read otherwise.
+    pub async fn open_for_append(&self, project: &ProjectId, id: &UploadId) -> Result<Session> {
+        let session = self.session(project, id).await?;
+        match session.upload.effective_status(self.clock.now()) {
+            UploadStatus::Pending => Ok(session),
+            s => Err(not_pending(
+                &session.upload,
+                s,
+                "no more bytes can be appended",
+            )),
+        }
+    }
+
+    /// Appends `staged` at the session's offset. Once its size is reached the session becomes
+    /// a file, returned with the session. A body that would overrun the size is refused and
+    /// nothing of it is kept.
+    pub async fn append(
+        &self,
+        project: &ProjectId,
+        id: &UploadId,
+        staged: StagedFile,
+    ) -> Result<(Session, Option<FileRecord>)> {
+        let session = self.open_for_append(project, id).await?;
+        let upload = &session.upload;
+        let part = PartRecord {
+            storage_key: String::new(),
+            id: PartId::generate(),
+            upload_id: upload.id.clone(),
+            project_id: upload.project_id.clone(),
+            created_at: self.clock.now(),
+            bytes: staged.len as i64,
+        };
+        let part = PartRecord {
+            storage_key: PartRecord::storage_key_for(&upload.id, &part.id),
+            ..part
+        };
+        self.storage.put(&part.storage_key, staged).await?;
+        // The parts may add up to the declared size and no more: a body that would overrun it
+        // (or race another past it) is refused whole.
+        let inserted = self
+            .meta
+            .insert_part(&part, self.clock.now(), upload.bytes)
+            .await;
+        if !matches!(inserted, Ok(true)) {
+            self.files.discard_blob(&part.storage_key).await;
+        }
+        if !inserted? {
+            let now = self.session(project, id).await?;
+            return match now.upload.effective_status(self.clock.now()) {
+                UploadStatus::Pending => Err(Error::invalid(
+                    format!(
+                        "The body is {} bytes, but session {} holds {} of its {} bytes: it would overrun the size.",
+                        part.bytes, upload.id, now.offset, upload.bytes
+                    ),
+                    None,
+                )),
+                s => Err(not_pending(&now.upload, s, "no more bytes can be appended")),
+            };
+        }
+        let parts = self.meta.parts_of(id).await?;
+        let offset: i64 = parts.iter().map(|p| p.bytes).sum();
+        if offset < upload.bytes {
+            return Ok((Session { offset, ..session }, None));
+        }
+        let ids: Vec<PartId> = parts.into_iter().map(|p| p.id).collect();
+        let (upload, file) = self.complete(project, id, &ids, None).await?;
+        Ok((
+            Session {
+                upload,
+                offset,
+                ..session
+            },
+            Some(file),
+        ))
+    }
+
+    /// The file under `bucket`/`key`.
+    pub async fn bucket_object(
+        &self,
+        project: &ProjectId,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(BucketObject, FileRecord)> {
+        check_bucket(bucket).map_err(|_| Error::not_found(Resource::File, bucket))?;
+        self.meta
+            .get_bucket_object(project, bucket, key, self.clock.now())
+            .await?
+            .ok_or_else(|| Error::not_found(Resource::File, format!("{bucket}/{key}")))
+    }
+
+    /// The files of a bucket, by key. A bucket exists while it holds a file.
+    pub async fn list_bucket(
+        &self,
+        project: &ProjectId,
+        bucket: &str,
+    ) -> Result<Vec<(BucketObject, FileRecord)>> {
+        check_bucket(bucket).map_err(|_| Error::not_found(Resource::Bucket, bucket))?;
+        let objects = self
+            .meta
+            .list_bucket(project, bucket, self.clock.now())
+            .await?;
+        if objects.is_empty() {
+            return Err(Error::not_found(Resource::Bucket, bucket));
+        }
+        Ok(objects)
+    }
+
+    pub async fn list_buckets(&self, project: &ProjectId) -> Result<Vec<String>> {
+        self.meta.list_buckets(project, self.clock.now()).await
+    }
+
+    /// Deletes the file under `bucket`/`key` (from every vector store too) and frees the key.
+    pub async fn delete_object(
+        &self,
+        project: &ProjectId,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(BucketObject, FileRecord)> {
+        let (object, file) = self.bucket_object(project, bucket, key).await?;
+        self.files.delete(project, &file.id).await?;
+        self.meta.delete_bucket_object(&object.upload_id).await?;
+        Ok((object, file))
+    }
 }

@@ -177,9 +177,15 @@ async fn list_and_lookup_bad_inputs() {
             "{query}"
         );
     }
+    // Not a file id: a bucket of upload-session files, which does not exist.
+    let (status, body) = app.get_json("/v1/files/not-an-id").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        assert_error(&body, "invalid_request_error")["code"],
+        "bucket_not_found"
+    );
     for path in [
         "/v1/files/file-doesnotexist",
-        "/v1/files/not-an-id",
         "/v1/files/file-doesnotexist/content",
         "/v1/openai/v1/files/file-x",
     ] {

@@ -318,3 +318,208 @@ async fn an_empty_upload_makes_an_empty_file() {
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["file"]["bytes"], 0);
 }
+
+/// llama-stack's upload sessions: open with a JSON `POST /files`, append bodies at the offset
+/// (asking for it to resume), and the finished file is named by its bucket and key, is an
+/// ordinary file too (attachable to vector stores), and can be deleted by its key.
+#[tokio::test]
+async fn upload_sessions_append_resume_and_name_files_by_bucket_and_key() {
+    let app = TestApp::spawn().await;
+    let text = "Basalt forms when lava cools quickly at the surface. ".repeat(40);
+    let bytes = text.as_bytes().to_vec();
+    let half = bytes.len() / 2;
+    let (status, s) = app
+        .post_json(
+            "/v1/files",
+            json!({"bucket": "docs", "key": "geology/basalt.txt", "mime_type": "text/plain", "size": bytes.len()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{s}");
+    let id = s["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (s["offset"].as_i64(), s["size"].as_u64()),
+        (Some(0), Some(bytes.len() as u64))
+    );
+    let url = s["url"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("{}/v1/files/session:{id}", app.base));
+    let post = |body: Vec<u8>| {
+        let (app, url) = (&app, url.clone());
+        async move {
+            let res = app.client.post(&url).body(body).send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, done) = post(bytes[..half].to_vec()).await;
+    assert_eq!((status, &done), (200, &Value::Null), "not complete yet");
+    // A client that lost its connection asks where to go on.
+    let (_, info) = app.get_json(&format!("/v1/files/session:{id}")).await;
+    assert_eq!(info["offset"].as_u64(), Some(half as u64));
+    // A body that would overrun the size is refused whole.
+    let mut over = bytes[half..].to_vec();
+    over.push(b'!');
+    let (status, err) = post(over).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(assert_error(&err, "invalid_request_error")["message"]
+        .as_str()
+        .unwrap()
+        .contains("overrun"));
+    let (_, info) = app.get_json(&format!("/v1/files/session:{id}")).await;
+    assert_eq!(
+        info["offset"].as_u64(),
+        Some(half as u64),
+        "nothing of it was kept"
+    );
+
+    let (status, file) = post(bytes[half..].to_vec()).await;
+    assert_eq!(status, 200, "{file}");
+    assert_eq!(file["bucket"], "docs");
+    assert_eq!(file["key"], "geology/basalt.txt");
+    assert_eq!(file["mime_type"], "text/plain");
+    assert_eq!(file["bytes"].as_u64(), Some(bytes.len() as u64));
+    let fid = file["id"].as_str().unwrap().to_owned();
+    assert!(fid.starts_with("file-"));
+    assert_eq!(file["url"], format!("{}/v1/files/{fid}/content", app.base));
+    let got = app
+        .client
+        .get(file["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.as_ref(), bytes.as_slice());
+    let (status, more) = post(b"x".to_vec()).await;
+    assert_eq!(status, 409, "the session is complete: {more}");
+
+    // Named by bucket and key; listed; an ordinary file too.
+    let (_, by_key) = app.get_json("/v1/files/docs/geology/basalt.txt").await;
+    assert_eq!(by_key["id"], fid.as_str());
+    let (_, bucket) = app.get_json("/v1/files/docs").await;
+    assert_eq!(bucket["data"].as_array().unwrap().len(), 1);
+    assert_eq!(bucket["data"][0]["key"], "geology/basalt.txt");
+    let (_, buckets) = app.get_json("/v1/buckets").await;
+    assert_eq!(buckets, json!({"data": [{"name": "docs"}]}));
+    let (_, f) = app.get_json(&format!("/v1/files/{fid}")).await;
+    assert_eq!(
+        (f["filename"].as_str(), f["purpose"].as_str()),
+        (Some("basalt.txt"), Some("assistants"))
+    );
+    let (status, vs) = app
+        .post_json("/v1/vector_stores", json!({"file_ids": [fid]}))
+        .await;
+    assert_eq!(status, 200, "{vs}");
+    app.drain().await;
+    let (_, res) = app
+        .post_json(
+            &format!("/v1/vector_stores/{}/search", vs["id"].as_str().unwrap()),
+            json!({"query": "how does basalt form"}),
+        )
+        .await;
+    assert_eq!(res["data"][0]["file_id"], fid.as_str(), "{res}");
+
+    // The key is taken while it holds a file.
+    let (status, err) = app
+        .post_json(
+            "/v1/files",
+            json!({"bucket": "docs", "key": "geology/basalt.txt", "mime_type": "text/plain", "size": 3}),
+        )
+        .await;
+    assert_eq!(status, 409, "{err}");
+    // Deleting by key deletes the file everywhere and frees the key.
+    let res = app
+        .client
+        .delete(app.url("/v1/files/docs/geology/basalt.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (status, _) = app.get_json("/v1/files/docs/geology/basalt.txt").await;
+    assert_eq!(status, 404);
+    let (status, _) = app.get_json(&format!("/v1/files/{fid}")).await;
+    assert_eq!(status, 404);
+    let (status, _) = app.get_json("/v1/files/docs").await;
+    assert_eq!(status, 404, "an empty bucket does not exist");
+    let (_, buckets) = app.get_json("/v1/buckets").await;
+    assert_eq!(buckets, json!({"data": []}));
+    let (status, s) = app
+        .post_json(
+            "/v1/openai/v1/files",
+            json!({"bucket": "docs", "key": "geology/basalt.txt", "mime_type": "text/plain", "size": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{s}");
+    assert!(
+        s["url"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/openai/v1/files/session:"),
+        "{s}"
+    );
+}
+
+#[tokio::test]
+async fn upload_sessions_refuse_bad_names_and_expire() {
+    let app = TestApp::spawn().await;
+    for (body, param) in [
+        (
+            json!({"bucket": "file-abc", "key": "k", "mime_type": "text/plain", "size": 1}),
+            "bucket",
+        ),
+        (
+            json!({"bucket": "a b", "key": "k", "mime_type": "text/plain", "size": 1}),
+            "bucket",
+        ),
+        (
+            json!({"bucket": "b", "key": "../etc/passwd", "mime_type": "text/plain", "size": 1}),
+            "key",
+        ),
+        (
+            json!({"bucket": "b", "key": "a//b", "mime_type": "text/plain", "size": 1}),
+            "key",
+        ),
+        (
+            json!({"bucket": "b", "key": "k", "mime_type": "text/plain"}),
+            "size",
+        ),
+        (
+            json!({"bucket": "b", "key": "k", "mime_type": "text/plain", "size": -1}),
+            "size",
+        ),
+    ] {
+        let (status, err) = app.post_json("/v1/files", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {err}");
+        assert_eq!(
+            assert_error(&err, "invalid_request_error")["param"],
+            param,
+            "{body}"
+        );
+    }
+    let (status, _) = app.get_json("/v1/files/session:upload_doesnotexist").await;
+    assert_eq!(status, 404);
+    let (_, s) = app
+        .post_json(
+            "/v1/files",
+            json!({"bucket": "b", "key": "k.txt", "mime_type": "text/plain", "size": 10}),
+        )
+        .await;
+    let url = s["url"].as_str().unwrap().to_owned();
+    // Sessions expire like uploads, after an hour; the key is free again then.
+    app.clock.advance(3601);
+    let res = app
+        .client
+        .post(&url)
+        .body("0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let (status, s) = app
+        .post_json(
+            "/v1/files",
+            json!({"bucket": "b", "key": "k.txt", "mime_type": "text/plain", "size": 10}),
+        )
+        .await;
+    assert_eq!(status, 200, "{s}");
+}

@@ -7,8 +7,8 @@ use sqlx::Row;
 use super::{bind_window, cancel_jobs, db_err, insert_job, window_sql, SqliteMetadata};
 use crate::db::{FileListQuery, FileMetadata, ListWindow};
 use crate::domain::{
-    Cascade, Error, FileId, FileRecord, FileStatus, NewJob, PartId, PartRecord, ProjectId, Purpose,
-    Result, UploadId, UploadRecord, UploadStatus,
+    BucketObject, Cascade, Error, FileId, FileRecord, FileStatus, NewJob, PartId, PartRecord,
+    ProjectId, Purpose, Result, UploadId, UploadRecord, UploadStatus,
 };
 
 fn corrupt_value(what: &str, value: &str) -> Error {
@@ -62,6 +62,40 @@ fn part_from_row(row: &SqliteRow) -> Result<PartRecord> {
         storage_key: row.try_get("storage_key").map_err(db_err)?,
     })
 }
+
+const INSERT_UPLOAD: &str =
+    "INSERT INTO uploads (id, project_id, filename, purpose, bytes, mime_type, created_at, \
+     expires_at, status, file_id, file_expires_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+fn bind_upload<'q>(q: super::Query<'q>, u: &'q UploadRecord) -> super::Query<'q> {
+    q.bind(u.id.as_str())
+        .bind(u.project_id.as_str())
+        .bind(&u.filename)
+        .bind(u.purpose.as_str())
+        .bind(u.bytes)
+        .bind(&u.mime_type)
+        .bind(u.created_at)
+        .bind(u.expires_at)
+        .bind(u.status.as_str())
+        .bind(u.file_id.as_ref().map(|f| f.as_str()))
+        .bind(u.file_expires_after)
+}
+
+fn bucket_object_from_row(row: &SqliteRow) -> Result<BucketObject> {
+    Ok(BucketObject {
+        bucket: row.try_get("bucket").map_err(db_err)?,
+        key: row.try_get("key").map_err(db_err)?,
+        upload_id: UploadId::from_db(row.try_get("upload_id").map_err(db_err)?),
+        mime_type: row.try_get("mime_type").map_err(db_err)?,
+        created_at: row.try_get("object_created_at").map_err(db_err)?,
+    })
+}
+
+/// Objects with their files: those whose upload completed into a file visible at `?`.
+const LIVE_OBJECTS: &str = "SELECT f.*, o.bucket, o.key, o.upload_id, o.mime_type, o.created_at AS object_created_at \
+     FROM bucket_objects o JOIN uploads u ON u.id = o.upload_id AND u.status = 'completed' \
+     JOIN files f ON f.id = u.file_id AND f.deleted_at IS NULL AND (f.expires_at IS NULL OR f.expires_at > ?) \
+     WHERE o.project_id = ?";
 
 const INSERT_FILE: &str =
     "INSERT INTO files (id, project_id, filename, purpose, bytes, created_at, \
@@ -228,24 +262,10 @@ impl FileMetadata for SqliteMetadata {
     }
 
     async fn insert_upload(&self, u: &UploadRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO uploads (id, project_id, filename, purpose, bytes, mime_type, created_at, \
-             expires_at, status, file_id, file_expires_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(u.id.as_str())
-        .bind(u.project_id.as_str())
-        .bind(&u.filename)
-        .bind(u.purpose.as_str())
-        .bind(u.bytes)
-        .bind(&u.mime_type)
-        .bind(u.created_at)
-        .bind(u.expires_at)
-        .bind(u.status.as_str())
-        .bind(u.file_id.as_ref().map(|f| f.as_str()))
-        .bind(u.file_expires_after)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
+        bind_upload(sqlx::query(INSERT_UPLOAD), u)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -287,8 +307,8 @@ impl FileMetadata for SqliteMetadata {
             return Ok(false);
         }
         sqlx::query(
-            "INSERT INTO upload_parts (id, upload_id, project_id, created_at, bytes, storage_key) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO upload_parts (id, upload_id, project_id, created_at, bytes, storage_key, position) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(p.id.as_str())
         .bind(p.upload_id.as_str())
@@ -296,6 +316,7 @@ impl FileMetadata for SqliteMetadata {
         .bind(p.created_at)
         .bind(p.bytes)
         .bind(&p.storage_key)
+        .bind(stored)
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -304,11 +325,13 @@ impl FileMetadata for SqliteMetadata {
     }
 
     async fn parts_of(&self, upload: &UploadId) -> Result<Vec<PartRecord>> {
-        let rows = sqlx::query("SELECT * FROM upload_parts WHERE upload_id = ?")
-            .bind(upload.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_err)?;
+        let rows = sqlx::query(
+            "SELECT * FROM upload_parts WHERE upload_id = ? ORDER BY position, created_at, id",
+        )
+        .bind(upload.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
         rows.iter().map(part_from_row).collect()
     }
 
@@ -427,6 +450,140 @@ impl FileMetadata for SqliteMetadata {
             }
         }
         Ok(out)
+    }
+
+    async fn insert_session(
+        &self,
+        upload: &UploadRecord,
+        bucket: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // A live object or session keeps the key.
+        let taken = sqlx::query(
+            "SELECT 1 FROM bucket_objects o JOIN uploads u ON u.id = o.upload_id \
+             LEFT JOIN files f ON f.id = u.file_id \
+             WHERE o.project_id = ? AND o.bucket = ? AND o.key = ? AND ( \
+               (u.status = 'pending' AND u.expires_at > ?) OR \
+               (u.status = 'completed' AND f.id IS NOT NULL AND f.deleted_at IS NULL AND (f.expires_at IS NULL OR f.expires_at > ?)))",
+        )
+        .bind(upload.project_id.as_str())
+        .bind(bucket)
+        .bind(key)
+        .bind(now)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if taken.is_some() {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM bucket_objects WHERE project_id = ? AND bucket = ? AND key = ?")
+            .bind(upload.project_id.as_str())
+            .bind(bucket)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        bind_upload(sqlx::query(INSERT_UPLOAD), upload)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO bucket_objects (project_id, bucket, key, upload_id, mime_type, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(upload.project_id.as_str())
+        .bind(bucket)
+        .bind(key)
+        .bind(upload.id.as_str())
+        .bind(&upload.mime_type)
+        .bind(upload.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn get_session(
+        &self,
+        project: &ProjectId,
+        upload: &UploadId,
+    ) -> Result<Option<BucketObject>> {
+        let row = sqlx::query(
+            "SELECT bucket, key, upload_id, mime_type, created_at AS object_created_at \
+             FROM bucket_objects WHERE upload_id = ? AND project_id = ?",
+        )
+        .bind(upload.as_str())
+        .bind(project.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(bucket_object_from_row).transpose()
+    }
+
+    async fn get_bucket_object(
+        &self,
+        project: &ProjectId,
+        bucket: &str,
+        key: &str,
+        now: i64,
+    ) -> Result<Option<(BucketObject, FileRecord)>> {
+        let row = sqlx::query(&format!("{LIVE_OBJECTS} AND o.bucket = ? AND o.key = ?"))
+            .bind(now)
+            .bind(project.as_str())
+            .bind(bucket)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref()
+            .map(|r| Ok((bucket_object_from_row(r)?, file_from_row(r)?)))
+            .transpose()
+    }
+
+    async fn list_bucket(
+        &self,
+        project: &ProjectId,
+        bucket: &str,
+        now: i64,
+    ) -> Result<Vec<(BucketObject, FileRecord)>> {
+        let rows = sqlx::query(&format!("{LIVE_OBJECTS} AND o.bucket = ? ORDER BY o.key"))
+            .bind(now)
+            .bind(project.as_str())
+            .bind(bucket)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| Ok((bucket_object_from_row(r)?, file_from_row(r)?)))
+            .collect()
+    }
+
+    async fn list_buckets(&self, project: &ProjectId, now: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(&format!(
+            "SELECT DISTINCT bucket FROM ({LIVE_OBJECTS}) ORDER BY bucket"
+        ))
+        .bind(now)
+        .bind(project.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| r.try_get("bucket").map_err(db_err))
+            .collect()
+    }
+
+    async fn delete_bucket_object(&self, upload: &UploadId) -> Result<()> {
+        sqlx::query("DELETE FROM bucket_objects WHERE upload_id = ?")
+            .bind(upload.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 
     async fn close(&self) {

@@ -160,7 +160,7 @@ async fn cancel_jobs(tx: &mut Tx<'_>, filter: &JobFilter, now: i64) -> Result<()
     Ok(())
 }
 
-type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+pub(super) type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 /// Binds what [`window_sql`] asked for: the cursors, then the limit.
 fn bind_window<'q>(mut q: Query<'q>, binds: &'q [(i64, String)], limit: u32) -> Query<'q> {
