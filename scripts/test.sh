@@ -3,7 +3,8 @@
 # (debug profile, shared by every test), runs the Rust tests of the whole workspace (unit tests of
 # the server and of crates/extract, and the integration binary that drives the real app over
 # HTTP), then the Python suite that drives a running `ragstore serve` with the official `openai`
-# SDK.
+# SDK, then the other clients' suites (the `openai` npm SDK, llama-stack-client;
+# scripts/test-clients.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +32,6 @@ cargo nextest run --locked --workspace --no-fail-fast
 echo "==> Python openai SDK tests"
 RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" \
     RAGSTORE_CORPUS_DIR="$PWD/tests/corpus" python3 -m pytest tests/python -q -p no:cacheprovider
+
+echo "==> other clients (openai for Node, llama-stack-client)"
+RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" ./scripts/test-clients.sh

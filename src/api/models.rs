@@ -24,11 +24,25 @@ pub struct Model {
     pub object: &'static str,
     pub created: i64,
     pub owned_by: &'static str,
-    /// llama-stack: the same id, what kind of model, and its shape.
+    /// llama-stack (0.2): the same id, what kind of model, and its shape.
     pub identifier: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
     pub model_type: &'static str,
     pub provider_id: &'static str,
+    pub provider_resource_id: String,
     pub metadata: ModelMetadata,
+    /// llama-stack (0.3 on) reads them from here.
+    pub custom_metadata: CustomMetadata,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CustomMetadata {
+    pub model_type: &'static str,
+    pub provider_id: &'static str,
+    pub provider_resource_id: String,
+    pub embedding_dimension: usize,
+    pub context_length: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,9 +65,18 @@ fn model(embeddings: &EmbeddingService) -> Model {
         created: embeddings.created_at(),
         owned_by: "ragstore",
         identifier: embeddings.model().to_owned(),
+        kind: "model",
         model_type: "embedding",
         provider_id: "ragstore",
+        provider_resource_id: embeddings.model().to_owned(),
         metadata: ModelMetadata {
+            embedding_dimension: embeddings.dims(),
+            context_length: embeddings.max_input_tokens(),
+        },
+        custom_metadata: CustomMetadata {
+            model_type: "embedding",
+            provider_id: "ragstore",
+            provider_resource_id: embeddings.model().to_owned(),
             embedding_dimension: embeddings.dims(),
             context_length: embeddings.max_input_tokens(),
         },

@@ -33,6 +33,10 @@ pub struct CreateVectorStoreRequest {
     pub chunking_strategy: Option<ChunkingStrategy>,
     pub expires_after: Option<VectorStoreExpirationAfter>,
     pub metadata: Option<MetadataParam>,
+    /// llama-stack's: the model and dimension the store is for. This server embeds with one
+    /// model; naming another is refused, not ignored.
+    pub embedding_model: Option<String>,
+    pub embedding_dimension: Option<i64>,
 }
 
 /// OpenAI's `UpdateVectorStoreRequest`: absent fields stay, `null` clears.
@@ -185,6 +189,7 @@ async fn create(
     Project(p): Project,
     ApiJson(req): ApiJson<CreateVectorStoreRequest>,
 ) -> ApiResult<Response> {
+    stores.check_embedding(req.embedding_model.as_deref(), req.embedding_dimension)?;
     let cmd = CreateStore {
         name: check_len(req.name, "name", 256)?,
         description: check_len(req.description, "description", 512)?,

@@ -43,13 +43,7 @@ impl EmbeddingService {
     /// and llama-stack spell it (`sentence-transformers/all-MiniLM-L6-v2`). Any other name is a
     /// model this server does not have.
     pub fn check_model(&self, name: &str) -> Result<()> {
-        let ours = self.embedder.model();
-        let bare = name.rsplit_once('/').map_or(name, |(_, n)| n);
-        if name == ours || (bare == ours && name.starts_with("sentence-transformers/")) {
-            Ok(())
-        } else {
-            Err(Error::model_not_found(name))
-        }
+        check_model(self.embedder.model(), name)
     }
 
     pub fn dims(&self) -> usize {
@@ -70,5 +64,15 @@ impl EmbeddingService {
             vectors,
             prompt_tokens,
         })
+    }
+}
+
+/// `name` names the model `ours`: its id, or that id under `sentence-transformers/`.
+pub fn check_model(ours: &str, name: &str) -> Result<()> {
+    let bare = name.rsplit_once('/').map_or(name, |(_, n)| n);
+    if name == ours || (bare == ours && name.starts_with("sentence-transformers/")) {
+        Ok(())
+    } else {
+        Err(Error::model_not_found(name))
     }
 }

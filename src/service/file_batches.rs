@@ -106,6 +106,11 @@ impl StoreService {
     ) -> Result<(FileBatchRecord, FileCounts)> {
         let store = self.record(project, store_id).await?;
         let batch = self.batch_record(&store, id).await?;
+        // A batch with nothing left to do has nothing to cancel: it keeps its status.
+        let before = self.meta.batch_counts(&batch.id).await?;
+        if before.in_progress == 0 && !batch.cancelled {
+            return Ok((batch, before));
+        }
         self.meta
             .cancel_batch(&batch.id, BATCH_CANCEL_KINDS, self.clock.now())
             .await?;

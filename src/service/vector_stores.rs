@@ -96,6 +96,25 @@ impl StoreService {
         }
     }
 
+    /// llama-stack's `embedding_model` / `embedding_dimension` on a new store: this server's
+    /// model (and its dimension) or a clear refusal.
+    pub fn check_embedding(&self, model: Option<&str>, dims: Option<i64>) -> Result<()> {
+        if let Some(m) = model {
+            super::embeddings::check_model(self.embedder.model(), m)?;
+        }
+        match dims {
+            Some(d) if d != self.embedder.dims() as i64 => Err(crate::domain::Error::invalid(
+                format!(
+                    "Invalid value for 'embedding_dimension': {d}. This server's model, {}, makes {}-dimensional vectors.",
+                    self.embedder.model(),
+                    self.embedder.dims()
+                ),
+                "embedding_dimension",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn chunking(&self, strategy: ChunkingStrategy) -> Chunking {
         strategy.resolve(self.auto_chunk_tokens)
     }

@@ -2132,6 +2132,42 @@ async fn the_model_list_shows_the_embedding_model_and_unknown_models_are_404() {
             .await;
         assert_eq!(status, 200, "{id}: {e}");
     }
+    // llama-stack's store fields: this server's model, or a refusal (never ignored).
+    let (status, vs) = app
+        .post_json(
+            "/v1/vector_stores",
+            json!({"name": "ok", "embedding_model": "sentence-transformers/all-MiniLM-L6-v2", "embedding_dimension": 384}),
+        )
+        .await;
+    assert_eq!(status, 200, "{vs}");
+    let (status, err) = app
+        .post_json(
+            "/v1/vector_stores",
+            json!({"name": "no", "embedding_model": "nomic-embed-text-v1.5"}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("model_not_found")),
+        "{err}"
+    );
+    let (status, err) = app
+        .post_json(
+            "/v1/vector_stores",
+            json!({"name": "no", "embedding_dimension": 768}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["param"].as_str()),
+        (400, Some("embedding_dimension")),
+        "{err}"
+    );
+    let (_, list) = app.get_json("/v1/vector_stores").await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "nothing was created when refused"
+    );
     for id in ["text-embedding-3-small", "other/all-MiniLM-L6-v2"] {
         let (status, err) = app.get_json(&format!("/v1/models/{id}")).await;
         assert_eq!(status, 404, "{err}");
