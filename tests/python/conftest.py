@@ -185,7 +185,28 @@ def api_base(request: pytest.FixtureRequest, server: str) -> str:
 
 @pytest.fixture
 def client(api_base: str):
-    """An SDK client against one of the two route prefixes; no retries, so errors surface."""
+    """An SDK client against one of the two route prefixes; no retries, so errors surface.
+    Strict: every response is validated against the SDK's own pydantic model for its route, so a
+    missing required field or a wrong type fails the test (users' default parsing would accept
+    it silently)."""
+    c = openai.OpenAI(
+        base_url=api_base,
+        api_key="anything",
+        max_retries=0,
+        timeout=30.0,
+        _strict_response_validation=True,
+    )
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def lenient_client(api_base: str):
+    """The SDK's default (lenient) parsing, for the two places where the SDK's own types are
+    narrower than OpenAI's API: `FileObject.purpose` has no `evals` (a purpose the API accepts),
+    and `embeddings.create` asks for base64 by default and decodes it after validation."""
     c = openai.OpenAI(base_url=api_base, api_key="anything", max_retries=0, timeout=30.0)
     try:
         yield c

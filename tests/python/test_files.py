@@ -95,7 +95,9 @@ def test_empty_file_is_accepted(client: openai.OpenAI):
 # --------------------------------------------------------------------------------------------
 
 
-def test_list_purpose_filter(client: openai.OpenAI):
+def test_list_purpose_filter(lenient_client: openai.OpenAI):
+    client = lenient_client  # the SDK's FileObject.purpose does not list 'evals'
+
     evals = client.files.create(file=(unique_name(".jsonl"), b'{"a": 1}\n'), purpose="evals")
     user = client.files.create(file=(unique_name(), b"u"), purpose="user_data")
 

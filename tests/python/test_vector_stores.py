@@ -168,8 +168,14 @@ def test_vector_store_lifecycle_and_errors(client: openai.OpenAI):
         client.vector_stores.retrieve(vs.id)
 
 
-def test_embeddings_endpoint(client: openai.OpenAI):
-    res = client.embeddings.create(model="all-MiniLM-L6-v2", input=["a cat sits on the mat", "a kitten on a rug", "tax law"])
+def test_embeddings_endpoint(client: openai.OpenAI, lenient_client: openai.OpenAI):
+    inputs = ["a cat sits on the mat", "a kitten on a rug", "tax law"]
+    res = client.embeddings.create(model="all-MiniLM-L6-v2", input=inputs, encoding_format="float")
+    # The SDK's default asks for base64 and decodes it (after validation, hence lenient).
+    b64 = lenient_client.embeddings.create(model="all-MiniLM-L6-v2", input=inputs)
+    assert all(
+        max(abs(x - y) for x, y in zip(a.embedding, b.embedding)) < 1e-6 for a, b in zip(res.data, b64.data)
+    )
     assert len(res.data) == 3 and len(res.data[0].embedding) == 384
     a, b, c = (d.embedding for d in res.data)
     dot = lambda x, y: sum(p * q for p, q in zip(x, y))
