@@ -122,7 +122,13 @@ impl Backends {
                 embedder.clone(),
                 self.clock.clone(),
             ),
-            embeddings: EmbeddingService::new(embedder, self.clock.now()),
+            embeddings: EmbeddingService::new(embedder.clone(), self.clock.now()),
+            readiness: crate::service::readiness::ReadinessService::new(
+                self.meta.clone(),
+                self.storage.clone(),
+                self.index.clone(),
+                embedder,
+            ),
         }
     }
 }

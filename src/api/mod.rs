@@ -55,6 +55,7 @@ pub fn router(services: Services, limits: BodyLimits) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     let routes = Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .nest("/v1", v1.clone())
         .nest(LLAMA_STACK_PREFIX, v1)
         .fallback(not_found)
@@ -115,10 +116,34 @@ substate!(
     StoreService => stores,
     SearchService => search,
     EmbeddingService => embeddings,
+    crate::service::readiness::ReadinessService => readiness,
 );
 
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// 200 when the database, the file storage, the index and the embedder all answer; 503 with
+/// the failed ones named otherwise.
+async fn ready(
+    axum::extract::State(readiness): axum::extract::State<
+        crate::service::readiness::ReadinessService,
+    >,
+) -> Response {
+    let checks = readiness.check().await;
+    let ok = checks.iter().all(|c| c.ok);
+    let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    let body = serde_json::json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "failed": failed,
+        "checks": checks,
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// The path as the client sent it (nesting strips the `/v1` prefix from `req.uri()`).

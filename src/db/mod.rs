@@ -228,6 +228,9 @@ pub trait FileMetadata: Send + Sync + 'static {
     /// Forgets the name of a session's upload (after its file was deleted).
     async fn delete_bucket_object(&self, upload: &UploadId) -> Result<()>;
 
+    /// A trivial query: the database answers.
+    async fn ping(&self) -> Result<()>;
+
     /// Closes connections cleanly (checkpoints the SQLite WAL).
     async fn close(&self);
 }

@@ -9,6 +9,7 @@ pub mod files;
 pub mod fine_tune;
 pub mod jsonl;
 pub mod maintenance;
+pub mod readiness;
 pub mod search;
 pub mod uploads;
 pub mod vector_stores;
@@ -28,4 +29,5 @@ pub struct Services {
     pub stores: StoreService,
     pub search: SearchService,
     pub embeddings: EmbeddingService,
+    pub readiness: readiness::ReadinessService,
 }

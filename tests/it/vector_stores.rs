@@ -2236,3 +2236,37 @@ async fn a_file_over_the_token_limit_fails_before_any_embedding() {
         .await;
     assert_eq!(got["status"], "processed", "{got}");
 }
+
+/// `/ready` answers 200 only when every backend answers, and names the one that does not.
+#[tokio::test]
+async fn ready_names_the_backend_that_does_not_answer() {
+    let counting = Counting::new();
+    let app =
+        TestApp::spawn_custom(tempfile::tempdir().unwrap(), |_| {}, Some(counting.clone())).await;
+    let (status, body) = app.get_json("/ready").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ready");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["database", "storage", "index", "embedder"]);
+    assert!(body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["ok"] == true));
+
+    counting.fail.store(1, Ordering::SeqCst);
+    let (status, body) = app.get_json("/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["failed"], json!(["embedder"]));
+    let (status, _) = app.get_json("/health").await;
+    assert_eq!(status, 200, "liveness is not readiness");
+    counting.fail.store(0, Ordering::SeqCst);
+    let (status, _) = app.get_json("/ready").await;
+    assert_eq!(status, 200);
+}

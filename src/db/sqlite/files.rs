@@ -586,6 +586,14 @@ impl FileMetadata for SqliteMetadata {
         Ok(())
     }
 
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
