@@ -96,12 +96,9 @@ async fn post_to(
     body: Body,
 ) -> ApiResult<Response> {
     let Some(session) = sessions::session_id(&id) else {
-        return Ok(super::error::body(
-            axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            &format!("Method POST is not allowed for {}", uri.0.path()),
-            "invalid_request_error",
-            None,
-            Some("method_not_allowed"),
+        return Ok(super::method_not_allowed_for(
+            &axum::http::Method::POST,
+            uri.0.path(),
         ));
     };
     let base = sessions::Base::of(&headers, &uri);
@@ -125,13 +122,7 @@ async fn get_nested(
         if rest == "content" {
             return content(State(files), Project(project), Path(id)).await;
         }
-        return Ok(super::error::body(
-            axum::http::StatusCode::NOT_FOUND,
-            &format!("Invalid URL (GET {})", uri.0.path()),
-            "invalid_request_error",
-            None,
-            Some("not_found"),
-        ));
+        return Ok(super::invalid_url(&axum::http::Method::GET, uri.0.path()));
     }
     let base = sessions::Base::of(&headers, &uri);
     let (object, file) = uploads.bucket_object(&project, &id, &rest).await?;
@@ -147,12 +138,9 @@ async fn delete_nested(
     uri: OriginalUri,
 ) -> ApiResult<Response> {
     if id.starts_with("file-") {
-        return Ok(super::error::body(
-            axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            &format!("Method DELETE is not allowed for {}", uri.0.path()),
-            "invalid_request_error",
-            None,
-            Some("method_not_allowed"),
+        return Ok(super::method_not_allowed_for(
+            &axum::http::Method::DELETE,
+            uri.0.path(),
         ));
     }
     let base = sessions::Base::of(&headers, &uri);

@@ -154,23 +154,29 @@ fn original_path(req: &Request) -> &str {
 }
 
 async fn not_found(req: Request) -> Response {
+    invalid_url(req.method(), original_path(&req))
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    method_not_allowed_for(req.method(), original_path(&req))
+}
+
+/// 404 for a path no route serves.
+pub(crate) fn invalid_url(method: &axum::http::Method, path: &str) -> Response {
     error::body(
         StatusCode::NOT_FOUND,
-        &format!("Invalid URL ({} {})", req.method(), original_path(&req)),
+        &format!("Invalid URL ({method} {path})"),
         "invalid_request_error",
         None,
         Some("not_found"),
     )
 }
 
-async fn method_not_allowed(req: Request) -> Response {
+/// 405 for a method the path does not take.
+pub(crate) fn method_not_allowed_for(method: &axum::http::Method, path: &str) -> Response {
     error::body(
         StatusCode::METHOD_NOT_ALLOWED,
-        &format!(
-            "Method {} is not allowed for {}",
-            req.method(),
-            original_path(&req)
-        ),
+        &format!("Method {method} is not allowed for {path}"),
         "invalid_request_error",
         None,
         Some("method_not_allowed"),

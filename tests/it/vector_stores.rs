@@ -1884,14 +1884,7 @@ impl VectorIndex for GatedIndex {
 /// to end, and runs last.
 async fn delete_during_an_index_write(crash: bool) {
     let app = TestApp::spawn().await;
-    let text: String = (0..300)
-        .map(|i| {
-            format!(
-                "Sentence number {i} talks about topic {} at length. ",
-                i * 7
-            )
-        })
-        .collect();
+    let text = sentences(300);
     let f = app
         .upload("long.txt", text.into_bytes(), "assistants")
         .await;
@@ -2018,14 +2011,7 @@ async fn a_long_extraction_keeps_its_lease() {
 #[tokio::test]
 async fn one_content_page_holds_a_whole_document_with_its_vectors_and_metadata() {
     let app = TestApp::spawn().await;
-    let text: String = (0..1200)
-        .map(|i| {
-            format!(
-                "Sentence number {i} talks about topic {} at length. ",
-                i * 7
-            )
-        })
-        .collect();
+    let text = sentences(1200);
     let f = app
         .upload("long.txt", text.into_bytes(), "assistants")
         .await;
@@ -2269,4 +2255,16 @@ async fn ready_names_the_backend_that_does_not_answer() {
     counting.fail.store(0, Ordering::SeqCst);
     let (status, _) = app.get_json("/ready").await;
     assert_eq!(status, 200);
+}
+
+/// `n` numbered sentences, each on its own topic: a long plain-text document.
+fn sentences(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "Sentence number {i} talks about topic {} at length. ",
+                i * 7
+            )
+        })
+        .collect()
 }
