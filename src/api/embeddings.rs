@@ -23,8 +23,9 @@ pub const MAX_INPUT_CHARS: usize = 32_768;
 pub const MAX_REQUEST_CHARS: usize = 1_200_000;
 
 /// OpenAI's `CreateEmbeddingRequest` (string inputs; token arrays are not supported).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateEmbeddingRequest {
+    #[schema(value_type = Object)]
     pub input: Option<Input>,
     pub model: Option<String>,
     pub encoding_format: Option<String>,
@@ -58,7 +59,7 @@ impl TryFrom<Value> for Input {
 }
 
 /// OpenAI's `CreateEmbeddingResponse`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreateEmbeddingResponse {
     pub object: &'static str,
     pub data: Vec<EmbeddingObject>,
@@ -67,7 +68,8 @@ pub struct CreateEmbeddingResponse {
 }
 
 /// OpenAI's `Embedding`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Embedding)]
 pub struct EmbeddingObject {
     pub object: &'static str,
     pub index: usize,
@@ -75,14 +77,15 @@ pub struct EmbeddingObject {
 }
 
 /// Floats, or base64 of little-endian f32s.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Vector {
     Float(Vec<f32>),
     Base64(String),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = EmbeddingUsage)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub total_tokens: usize,

@@ -32,25 +32,30 @@ pub fn router() -> Router<Services> {
 }
 
 /// OpenAI's `CreateVectorStoreFileBatchRequest`: `file_ids` or `files`, not both.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateVectorStoreFileBatchRequest {
     pub file_ids: Option<Vec<String>>,
     pub files: Option<Vec<BatchFileParam>>,
     /// For `file_ids`, and `files` entries without their own.
+    #[schema(value_type = Object)]
     pub attributes: Option<AttributesParam>,
+    #[schema(value_type = Object)]
     pub chunking_strategy: Option<ChunkingStrategy>,
 }
 
 /// One entry of `files`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct BatchFileParam {
     pub file_id: String,
+    #[schema(value_type = Object)]
     pub attributes: Option<AttributesParam>,
+    #[schema(value_type = Object)]
     pub chunking_strategy: Option<ChunkingStrategy>,
 }
 
 /// OpenAI's `VectorStoreFileBatchObject`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = VectorStoreFileBatchObject)]
 pub struct VectorStoreFileBatchObject {
     pub id: String,
     pub object: &'static str,

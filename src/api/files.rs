@@ -149,7 +149,8 @@ async fn delete_nested(
 }
 
 /// OpenAI's `OpenAIFile`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OpenAIFile)]
 pub struct FileObject {
     pub id: String,
     pub object: &'static str,

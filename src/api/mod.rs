@@ -9,6 +9,7 @@ pub mod file_batches;
 pub mod files;
 pub mod form;
 pub mod models;
+pub mod openapi;
 pub mod search;
 pub mod sessions;
 pub mod uploads;
@@ -56,6 +57,7 @@ pub fn router(services: Services, limits: BodyLimits) -> Router {
     let routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/openapi.json", get(openapi::document))
         .nest("/v1", v1.clone())
         .nest(LLAMA_STACK_PREFIX, v1)
         .fallback(not_found)
@@ -281,7 +283,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Project {
 }
 
 /// `{object: "list", data, first_id, last_id, has_more}`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListResponse<T: Serialize> {
     pub object: &'static str,
     pub data: Vec<T>,
@@ -303,7 +305,8 @@ impl<T: Serialize> ListResponse<T> {
 }
 
 /// `{id, object: "…deleted", deleted: true}`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = DeleteResponse)]
 pub struct DeletedResponse {
     pub id: String,
     pub object: &'static str,

@@ -18,7 +18,7 @@ pub fn router() -> Router<Services> {
 
 /// OpenAI's `Model`, with llama-stack's fields for an embedding model alongside (extra keys
 /// are ignored by OpenAI's SDKs).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Model {
     pub id: String,
     pub object: &'static str,
@@ -36,7 +36,7 @@ pub struct Model {
     pub custom_metadata: CustomMetadata,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CustomMetadata {
     pub model_type: &'static str,
     pub provider_id: &'static str,
@@ -45,14 +45,15 @@ pub struct CustomMetadata {
     pub context_length: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelMetadata {
     pub embedding_dimension: usize,
     pub context_length: usize,
 }
 
 /// `{object: "list", data}`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ListModelsResponse)]
 pub struct ModelList {
     pub object: &'static str,
     pub data: Vec<Model>,

@@ -20,9 +20,11 @@ pub fn router() -> Router<Services> {
 }
 
 /// OpenAI's `VectorStoreSearchRequest`, plus llama-stack's `search_mode`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct VectorStoreSearchRequest {
+    #[schema(value_type = Object)]
     pub query: Option<Query>,
+    #[schema(value_type = Object)]
     pub filters: Option<Filter>,
     pub max_num_results: Option<i64>,
     pub ranking_options: Option<RankingOptions>,
@@ -56,14 +58,14 @@ impl TryFrom<Value> for Query {
 }
 
 /// `ranking_options`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RankingOptions {
     pub ranker: Option<String>,
     pub score_threshold: Option<f64>,
 }
 
 /// OpenAI's `VectorStoreSearchResultsPage`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VectorStoreSearchResultsPage {
     pub object: &'static str,
     pub search_query: Vec<String>,
@@ -73,7 +75,7 @@ pub struct VectorStoreSearchResultsPage {
 }
 
 /// OpenAI's `VectorStoreSearchResultItem`, plus where the chunk came from (`extra`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VectorStoreSearchResultItem {
     pub file_id: String,
     pub filename: String,

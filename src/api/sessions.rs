@@ -18,7 +18,7 @@ use crate::service::uploads::Session;
 use crate::service::UploadService;
 
 /// `{bucket, key, mime_type, size}`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateSessionRequest {
     pub bucket: Option<String>,
     pub key: Option<String>,
@@ -27,7 +27,7 @@ pub struct CreateSessionRequest {
 }
 
 /// The design's `FileUploadResponse`: where to send the bytes, and how many have arrived.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FileUploadResponse {
     pub id: String,
     pub url: String,
@@ -36,7 +36,7 @@ pub struct FileUploadResponse {
 }
 
 /// The design's `FileResponse`, plus the file's `id` (to attach it to vector stores).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FileResponse {
     pub bucket: String,
     pub key: String,
@@ -47,17 +47,17 @@ pub struct FileResponse {
     pub id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListFileResponse {
     pub data: Vec<FileResponse>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BucketResponse {
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListBucketResponse {
     pub data: Vec<BucketResponse>,
 }

@@ -27,7 +27,7 @@ pub fn router(limits: BodyLimits) -> Router<Services> {
 }
 
 /// OpenAI's `CreateUploadRequest`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateUploadRequest {
     pub filename: Option<String>,
     pub purpose: Option<String>,
@@ -37,20 +37,21 @@ pub struct CreateUploadRequest {
 }
 
 /// `expires_after` of a file made by an upload: `{anchor: "created_at", seconds}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct FileExpiresAfter {
     pub anchor: Option<String>,
     pub seconds: Option<i64>,
 }
 
 /// OpenAI's `CompleteUploadRequest`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CompleteUploadRequest {
     pub part_ids: Option<Vec<String>>,
     pub md5: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Upload)]
 pub struct UploadObject {
     pub id: String,
     pub object: &'static str,
@@ -79,7 +80,8 @@ impl UploadObject {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = UploadPart)]
 pub struct PartObject {
     pub id: String,
     pub object: &'static str,

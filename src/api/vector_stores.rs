@@ -25,13 +25,16 @@ pub fn router() -> Router<Services> {
 }
 
 /// OpenAI's `CreateVectorStoreRequest`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateVectorStoreRequest {
     pub name: Option<String>,
     pub description: Option<String>,
     pub file_ids: Option<Vec<String>>,
+    #[schema(value_type = Object)]
     pub chunking_strategy: Option<ChunkingStrategy>,
+    #[schema(value_type = Object)]
     pub expires_after: Option<VectorStoreExpirationAfter>,
+    #[schema(value_type = Object)]
     pub metadata: Option<MetadataParam>,
     /// llama-stack's: the model and dimension the store is for. This server embeds with one
     /// model; naming another is refused, not ignored.
@@ -40,13 +43,15 @@ pub struct CreateVectorStoreRequest {
 }
 
 /// OpenAI's `UpdateVectorStoreRequest`: absent fields stay, `null` clears.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UpdateVectorStoreRequest {
     #[serde(default, deserialize_with = "nullable")]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Object)]
     pub expires_after: Option<Option<VectorStoreExpirationAfter>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Object)]
     pub metadata: Option<Option<MetadataParam>>,
 }
 
@@ -58,7 +63,8 @@ pub struct VectorStoreExpirationAfter {
 }
 
 /// `expires_after` as a store object shows it.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[schema(as = VectorStoreExpirationAfter)]
 pub struct ExpiresAfterObject {
     pub anchor: &'static str,
     pub days: i64,
@@ -83,7 +89,7 @@ impl TryFrom<Value> for VectorStoreExpirationAfter {
 }
 
 /// OpenAI's `VectorStoreObject`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VectorStoreObject {
     pub id: String,
     pub object: &'static str,
@@ -100,7 +106,8 @@ pub struct VectorStoreObject {
 }
 
 /// `file_counts` of a store or a batch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = VectorStoreFileCounts)]
 pub struct FileCountsObject {
     pub in_progress: i64,
     pub completed: i64,

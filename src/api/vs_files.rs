@@ -33,22 +33,25 @@ pub fn router() -> Router<Services> {
 }
 
 /// OpenAI's `CreateVectorStoreFileRequest`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateVectorStoreFileRequest {
     pub file_id: Option<String>,
+    #[schema(value_type = Object)]
     pub attributes: Option<AttributesParam>,
+    #[schema(value_type = Object)]
     pub chunking_strategy: Option<ChunkingStrategy>,
 }
 
 /// OpenAI's `UpdateVectorStoreFileAttributesRequest`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UpdateVectorStoreFileAttributesRequest {
     #[serde(default, deserialize_with = "super::nullable")]
+    #[schema(value_type = Object)]
     pub attributes: Option<Option<AttributesParam>>,
 }
 
 /// OpenAI's `VectorStoreFileObject`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VectorStoreFileObject {
     pub id: String,
     pub object: &'static str,
@@ -64,14 +67,15 @@ pub struct VectorStoreFileObject {
 }
 
 /// Chunks in the index so far, and how many the file has (`null` until its chunking is done).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Progress {
     pub chunks_indexed: u32,
     pub chunks_total: Option<u32>,
 }
 
 /// `last_error` of a failed vector-store file.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = VectorStoreFileLastError)]
 pub struct LastError {
     pub code: &'static str,
     pub message: String,
@@ -101,7 +105,7 @@ impl From<&VsFileRecord> for VectorStoreFileObject {
 }
 
 /// OpenAI's `VectorStoreFileContentResponse`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VectorStoreFileContentResponse {
     pub object: &'static str,
     pub data: Vec<ContentText>,
@@ -111,7 +115,8 @@ pub struct VectorStoreFileContentResponse {
 
 /// `{type: "text", text}`, and with llama-stack's `include_embeddings` / `include_metadata`
 /// the chunk's `embedding`, `chunk_metadata` and `metadata`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = VectorStoreFileContentItem)]
 pub struct ContentText {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -137,7 +142,7 @@ impl ContentText {
 }
 
 /// llama-stack's `ChunkMetadata`, as far as ragstore knows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChunkMetadata {
     /// The chunk's point id in the index.
     pub chunk_id: String,

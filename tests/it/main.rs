@@ -8,6 +8,7 @@ mod errors;
 mod files;
 mod http;
 mod metadata_contract;
+mod openapi;
 mod uploads;
 mod vector_stores;
 
