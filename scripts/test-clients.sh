@@ -35,7 +35,7 @@ echo "==> Python dependencies (tests/llamastack/requirements.txt)"
 failed=()
 
 echo "==> openai npm SDK suite (tests/node)"
-if ! (cd tests/node && node --test --test-reporter=spec test/ragstore.test.mjs); then
+if ! (cd tests/node && node --test --test-reporter=spec test/ragstore.test.mjs test/readme.test.mjs); then
     failed+=("tests/node")
 fi
 
