@@ -295,7 +295,7 @@ def run(server_box):
         "vector_store_files of a missing store": q("SELECT count(*) FROM vector_store_files WHERE vector_store_id NOT IN (SELECT id FROM vector_stores)"),
         "vector_store_files of a missing file": q("SELECT count(*) FROM vector_store_files WHERE file_id NOT IN (SELECT id FROM files)"),
         "deleted files not purged": q("SELECT count(*) FROM files WHERE deleted_at IS NOT NULL"),
-        "unfinished jobs": q("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"),
+        "unfinished jobs": q("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running', 'stopping')"),
     }
     for what, n in orphans.items():
         check(n == 0, f"no {what} ({n})")
