@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server until SIGINT or SIGTERM.
     Serve(Box<Config>),
+    /// Search a vector store of a running server; prints readable hits.
+    Search(crate::cli::SearchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

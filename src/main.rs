@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(config) => serve(*config),
+        Command::Search(args) => search(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -33,6 +34,11 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+#[tokio::main]
+async fn search(args: ragstore::cli::SearchArgs) -> anyhow::Result<()> {
+    ragstore::cli::search(args, &mut std::io::stdout().lock()).await
 }
 
 #[tokio::main]

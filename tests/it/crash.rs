@@ -346,3 +346,102 @@ fn a_session_resumes_after_kill_9_with_every_acknowledged_byte() {
 fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// `ragstore search` against a running server: the store by name, readable hits, filters, and
+/// a clear failure for an unknown store.
+#[test]
+fn the_search_command_prints_readable_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"));
+    let addr = server.addr.clone();
+    let json = |method: &str, path: &str, body: &str| -> Value {
+        let (status, text) = http_send(&addr, method, path, "application/json", body.as_bytes());
+        assert_eq!(status, 200, "{method} {path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let mut file_ids = Vec::new();
+    for (key, text) in [
+        (
+            "basalt.txt",
+            "Basalt forms when lava cools quickly at the surface of a volcano.",
+        ),
+        (
+            "tides.txt",
+            "Tides are caused by the gravity of the moon pulling on the oceans.",
+        ),
+    ] {
+        let s = json(
+            "POST",
+            "/v1/files",
+            &format!(
+                r#"{{"bucket":"notes","key":"{key}","mime_type":"text/plain","size":{}}}"#,
+                text.len()
+            ),
+        );
+        let path = format!("/v1/files/session:{}", s["id"].as_str().unwrap());
+        let (status, body) = http_send(&addr, "POST", &path, "text/plain", text.as_bytes());
+        assert_eq!(status, 200, "{body}");
+        let file: Value = serde_json::from_str(&body).unwrap();
+        file_ids.push(file["id"].as_str().unwrap().to_owned());
+    }
+    let vs = json("POST", "/v1/vector_stores", r#"{"name": "geo notes"}"#);
+    let vs_id = vs["id"].as_str().unwrap().to_owned();
+    for (fid, team) in file_ids.iter().zip(["rocks", "sea"]) {
+        json(
+            "POST",
+            &format!("/v1/vector_stores/{vs_id}/files"),
+            &format!(r#"{{"file_id": "{fid}", "attributes": {{"team": "{team}"}}}}"#),
+        );
+    }
+    for _ in 0..600 {
+        let (_, body) = http_get(&addr, &format!("/v1/vector_stores/{vs_id}")).unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["file_counts"]["completed"] == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let search = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ragstore"))
+            .arg("search")
+            .args(args)
+            .args(["--server", &format!("http://{addr}")])
+            .env_remove("RAGSTORE_SERVER")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = search(&["geo notes", "how does lava become rock", "-k", "1"]);
+    assert!(ok, "{err}");
+    let first = out.lines().next().unwrap();
+    assert!(first.contains("basalt.txt"), "{out}");
+    assert!(
+        first
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .is_ok(),
+        "{out}"
+    );
+    assert!(out.contains("Basalt forms when lava cools"), "{out}");
+    assert_eq!(out.lines().count(), 2, "one hit: {out}");
+
+    let (ok, out, err) = search(&[&vs_id, "how does lava become rock", "--filter", "team=sea"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("tides.txt") && !out.contains("basalt.txt"),
+        "{out}"
+    );
+
+    let (ok, _, err) = search(&["no such store", "lava"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no vector store is named \"no such store\""),
+        "{err}"
+    );
+}

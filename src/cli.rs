@@ -1,0 +1,202 @@
+//! Commands that talk to a running server over its HTTP API, as any client would.
+
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::{json, Value};
+
+/// `ragstore search STORE "query" [--filter key=value ...] [-k N]`
+#[derive(Debug, Clone, Args)]
+pub struct SearchArgs {
+    /// The vector store: its id (`vs_…`) or its name.
+    pub store: String,
+    /// What to search for.
+    pub query: String,
+    /// Only files whose attribute `key` equals `value` (true/false and numbers are typed;
+    /// repeat for several, all must hold).
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+    /// How many hits (1 to 50).
+    #[arg(short = 'k', default_value_t = 5)]
+    pub k: u32,
+    /// The server's address.
+    #[arg(long, env = "RAGSTORE_SERVER", default_value = "http://127.0.0.1:8321")]
+    pub server: String,
+    /// An API key, sent as `Authorization: Bearer`.
+    #[arg(long, env = "RAGSTORE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+/// `key=value` as an attribute filter, the value typed as the attribute would be.
+pub fn filter(spec: &str) -> anyhow::Result<Value> {
+    let (key, raw) = spec
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .with_context(|| format!("--filter {spec:?}: expected KEY=VALUE"))?;
+    let value = match raw {
+        "true" => json!(true),
+        "false" => json!(false),
+        _ => raw
+            .parse::<i64>()
+            .map(Value::from)
+            .or_else(|_| raw.parse::<f64>().map(Value::from))
+            .unwrap_or_else(|_| Value::from(raw)),
+    };
+    Ok(json!({"type": "eq", "key": key, "value": value}))
+}
+
+/// One readable hit: score, file name and where in it, then a snippet.
+pub fn format_hit(hit: &Value) -> String {
+    let score = hit["score"].as_f64().unwrap_or(0.0);
+    let name = hit["filename"].as_str().unwrap_or("?");
+    let extra = &hit["extra"];
+    let mut place = Vec::new();
+    for key in ["page", "slide", "sheet", "chapter", "section"] {
+        if let Some(v) = extra.get(key).filter(|v| !v.is_null()) {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            place.push(format!("{key} {v}"));
+        }
+    }
+    let text: String = hit["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["text"].as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut snippet = words.join(" ");
+    if let Some((cut, _)) = snippet.char_indices().nth(240) {
+        snippet.truncate(cut);
+        snippet.push('…');
+    }
+    let place = if place.is_empty() {
+        String::new()
+    } else {
+        format!("  ({})", place.join(", "))
+    };
+    format!("{score:.3}  {name}{place}\n       {snippet}")
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Api {
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let req = match &self.key {
+            Some(k) => req.bearer_auth(k),
+            None => req,
+        };
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = body["error"]["message"].as_str().unwrap_or("no message");
+            bail!("the server answered {status}: {message}");
+        }
+        Ok(body)
+    }
+
+    /// The id of the store named or identified by `store`.
+    async fn store_id(&self, store: &str) -> anyhow::Result<String> {
+        if store.starts_with("vs_") {
+            return Ok(store.to_owned());
+        }
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut url = format!("{}/v1/vector_stores?limit=100", self.base);
+            if let Some(a) = &after {
+                url.push_str(&format!("&after={a}"));
+            }
+            let page = self.send(self.http.get(&url)).await?;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            found.extend(
+                data.iter()
+                    .filter(|s| s["name"].as_str() == Some(store))
+                    .filter_map(|s| s["id"].as_str().map(str::to_owned)),
+            );
+            if page["has_more"] != true {
+                break;
+            }
+            after = page["last_id"].as_str().map(str::to_owned);
+        }
+        match found.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => bail!("no vector store is named {store:?}"),
+            many => bail!(
+                "{} vector stores are named {store:?}; give one of their ids: {}",
+                many.len(),
+                many.join(", ")
+            ),
+        }
+    }
+}
+
+/// Runs `ragstore search`, writing the hits to `out`.
+pub async fn search(args: SearchArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    if !(1..=50).contains(&args.k) {
+        bail!("-k must be between 1 and 50");
+    }
+    let filters = args
+        .filters
+        .iter()
+        .map(|f| filter(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: args.server.trim_end_matches('/').to_owned(),
+        key: args.api_key,
+    };
+    let id = api.store_id(&args.store).await?;
+    let mut body = json!({"query": args.query, "max_num_results": args.k});
+    match filters.len() {
+        0 => {}
+        1 => body["filters"] = filters[0].clone(),
+        _ => body["filters"] = json!({"type": "and", "filters": filters}),
+    }
+    let url = format!("{}/v1/vector_stores/{id}/search", api.base);
+    let res = api.send(api.http.post(&url).json(&body)).await?;
+    let hits = res["data"].as_array().cloned().unwrap_or_default();
+    if hits.is_empty() {
+        writeln!(out, "no hits")?;
+    }
+    for hit in &hits {
+        writeln!(out, "{}", format_hit(hit))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_typed_like_attributes() {
+        assert_eq!(filter("team=infra").unwrap()["value"], json!("infra"));
+        assert_eq!(filter("year=2024").unwrap()["value"], json!(2024));
+        assert_eq!(filter("w=1.5").unwrap()["value"], json!(1.5));
+        assert_eq!(filter("ok=true").unwrap()["value"], json!(true));
+        assert_eq!(filter("k=a=b").unwrap()["value"], json!("a=b"));
+        assert!(filter("novalue").is_err());
+        assert!(filter("=x").is_err());
+    }
+
+    #[test]
+    fn a_hit_reads_as_score_name_place_and_snippet() {
+        let hit = json!({"score": 0.8123, "filename": "guide.pdf", "extra": {"page": 3},
+                         "content": [{"type": "text", "text": "Rotate   the\ncertificates."}]});
+        assert_eq!(
+            format_hit(&hit),
+            "0.812  guide.pdf  (page 3)\n       Rotate the certificates."
+        );
+    }
+}
