@@ -70,7 +70,7 @@ pub fn router(services: Services, limits: BodyLimits) -> Router {
 }
 
 /// Where llama-stack clients find the OpenAI routes.
-const LLAMA_STACK_PREFIX: &str = "/v1/openai/v1";
+pub(crate) const LLAMA_STACK_PREFIX: &str = "/v1/openai/v1";
 
 /// `/v1/openAi/v1/…` (as llama-stack's Files docs spell it), `/v1/OpenAI/v1/…`: the `openai`
 /// segment of the llama-stack prefix is matched whatever its case.

@@ -76,13 +76,12 @@ impl Base {
             .and_then(|h| h.to_str().ok())
             .filter(|p| *p == "https")
             .unwrap_or("http");
-        let prefix = if uri
-            .0
-            .path()
-            .to_ascii_lowercase()
-            .starts_with("/v1/openai/v1/")
-        {
-            "/v1/openai/v1"
+        // The prefix's spelling was fixed before routing.
+        let path = uri.0.path();
+        let llama = path.starts_with(super::LLAMA_STACK_PREFIX)
+            && path[super::LLAMA_STACK_PREFIX.len()..].starts_with('/');
+        let prefix = if llama {
+            super::LLAMA_STACK_PREFIX
         } else {
             "/v1"
         };
@@ -188,7 +187,7 @@ pub async fn append(
         writer.write(chunk).await?;
     }
     let staged = writer.finish().await?;
-    let (session, file) = uploads.append(project, &id, staged).await?;
+    let (session, file) = uploads.append(session, staged).await?;
     Ok(Json(
         file.map(|f| file_response(&base, &session.object, &f)),
     ))

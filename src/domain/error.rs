@@ -87,13 +87,6 @@ impl Error {
         }
     }
 
-    pub fn model_not_found(name: impl Into<String>) -> Self {
-        Error::NotFound {
-            kind: Resource::Model,
-            id: name.into(),
-        }
-    }
-
     pub fn not_found(kind: Resource, id: impl Into<String>) -> Self {
         Error::NotFound {
             kind,

@@ -271,16 +271,17 @@ impl Worker {
     }
 
     async fn run_extract(&self, job: &Job) -> StageResult<()> {
-        let file = job.file_id.as_ref().ok_or_else(|| missing("file_id"))?;
-        let now = self.st.clock.now();
-        if let Some(f) = self.st.meta.get_file(&job.project_id, file, now).await? {
-            if f.purpose == Purpose::FineTune {
-                return self.with_lease(job, self.validate_fine_tune(&f)).await;
-            }
+        let file_id = job.file_id.as_ref().ok_or_else(|| missing("file_id"))?;
+        let file = self.live_file(&job.project_id, file_id).await?;
+        if file.purpose == Purpose::FineTune {
+            return self.with_lease(job, self.validate_fine_tune(&file)).await;
         }
-        self.with_lease(job, self.ensure_text(&job.project_id, file))
-            .await
-            .map(|_| ())
+        // Extracted already (an ingest got there first): nothing to read again.
+        match self.st.meta.get_file_text(file_id).await? {
+            Some(FileText::Ok { .. }) => Ok(()),
+            Some(FileText::Failed { code, message }) => Err(Failure::Permanent(code, message)),
+            None => self.with_lease(job, self.extract(&file)).await.map(|_| ()),
+        }
     }
 
     /// Checks a fine-tuning file as OpenAI does after upload: `processed`, or `error` with
@@ -344,13 +345,29 @@ impl Worker {
                 FileText::Failed { code, message } => Err(Failure::Permanent(code, message)),
             };
         }
-        let Some(file) = st.meta.get_file(project, file_id, st.clock.now()).await? else {
-            // Expired a moment ago: the reaper's cascade removes it from every store.
-            return Err(Failure::Permanent(
-                IngestErrorCode::InvalidFile,
-                "The file no longer exists.".to_owned(),
-            ));
-        };
+        let file = self.live_file(project, file_id).await?;
+        self.extract(&file).await
+    }
+
+    /// The file's row; a file gone since its job was queued fails the job.
+    async fn live_file(&self, project: &ProjectId, file_id: &FileId) -> StageResult<FileRecord> {
+        let st = &self.st;
+        st.meta
+            .get_file(project, file_id, st.clock.now())
+            .await?
+            .ok_or_else(|| {
+                // Expired a moment ago: the reaper's cascade removes it from every store.
+                Failure::Permanent(
+                    IngestErrorCode::InvalidFile,
+                    "The file no longer exists.".to_owned(),
+                )
+            })
+    }
+
+    /// Extracts the file's text and records it (or why it has none) once for every store.
+    async fn extract(&self, file: &FileRecord) -> StageResult<ExtractedText> {
+        let st = &self.st;
+        let file_id = &file.id;
         let max_text = self.max_text_bytes();
         let too_much = || ExtractError::Invalid(too_much_text(max_text, st.max_file_tokens));
         let extracted = if file.bytes as u64 > 2 * max_text as u64
@@ -377,9 +394,7 @@ impl Worker {
                 // than the limit in tokens cannot hold more tokens than that.)
                 if e.text.len() > max_tokens {
                     if let Err(n) = chunker.count_up_to(&e.text, max_tokens) {
-                        return Err(ExtractError::Invalid(format!(
-                            "The file's text is {n} tokens or more; a file may hold at most {max_tokens} tokens for file_search."
-                        )));
+                        return Err(ExtractError::Invalid(too_many_tokens(n, max_tokens)));
                     }
                 }
                 Ok(e)
@@ -951,9 +966,7 @@ fn take_produced(
         }
         Some(Produced::TooLong(n)) => Err(Failure::Permanent(
             IngestErrorCode::InvalidFile,
-            format!(
-                "The file's text is {n} tokens or more; a vector store file may hold at most {max_tokens} tokens."
-            ),
+            too_many_tokens(n, max_tokens),
         )),
         None => Err(Failure::Transient(Error::Internal(anyhow::anyhow!(
             "the chunking thread stopped"
@@ -991,6 +1004,14 @@ fn too_much_text(max_text: usize, max_tokens: usize) -> String {
     };
     format!(
         "The file's text is larger than {size}, more than a vector store file may hold (at most {max_tokens} tokens)."
+    )
+}
+
+/// Why a text over the token limit is refused (at extraction, or by chunking a text extracted
+/// before that check).
+fn too_many_tokens(n: usize, max_tokens: usize) -> String {
+    format!(
+        "The file's text is {n} tokens or more; a file may hold at most {max_tokens} tokens for file_search."
     )
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Error, Result};
+use crate::domain::{Error, Resource, Result};
 use crate::ingest::embed::Embedder;
 
 #[derive(Clone)]
@@ -73,6 +73,6 @@ pub fn check_model(ours: &str, name: &str) -> Result<()> {
     if name == ours || (bare == ours && name.starts_with("sentence-transformers/")) {
         Ok(())
     } else {
-        Err(Error::model_not_found(name))
+        Err(Error::not_found(Resource::Model, name))
     }
 }

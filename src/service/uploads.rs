@@ -141,25 +141,8 @@ impl UploadService {
     }
 
     pub async fn add_part(&self, upload: &UploadRecord, staged: StagedFile) -> Result<PartRecord> {
-        let id = PartId::generate();
-        let part = PartRecord {
-            storage_key: PartRecord::storage_key_for(&upload.id, &id),
-            id,
-            upload_id: upload.id.clone(),
-            project_id: upload.project_id.clone(),
-            created_at: self.clock.now(),
-            bytes: staged.len as i64,
-        };
-        self.storage.put(&part.storage_key, staged).await?;
         let max_total = self.max_stored_part_bytes(upload);
-        let inserted = self
-            .meta
-            .insert_part(&part, self.clock.now(), max_total)
-            .await;
-        if !matches!(inserted, Ok(true)) {
-            self.files.discard_blob(&part.storage_key).await;
-        }
-        if inserted? {
+        if let Some(part) = self.store_part(upload, staged, max_total).await? {
             return Ok(part);
         }
         // Refused: say why, from the upload as it is now.
@@ -174,6 +157,35 @@ impl UploadService {
             )),
             s => Err(not_pending(&now_upload, s, "no more parts can be added")),
         }
+    }
+
+    /// Stores `staged` as a part of `upload` if the upload is still pending and its parts stay
+    /// within `max_total` bytes (atomically against other parts); `None`, with nothing kept,
+    /// if refused.
+    async fn store_part(
+        &self,
+        upload: &UploadRecord,
+        staged: StagedFile,
+        max_total: i64,
+    ) -> Result<Option<PartRecord>> {
+        let id = PartId::generate();
+        let part = PartRecord {
+            storage_key: PartRecord::storage_key_for(&upload.id, &id),
+            id,
+            upload_id: upload.id.clone(),
+            project_id: upload.project_id.clone(),
+            created_at: self.clock.now(),
+            bytes: staged.len as i64,
+        };
+        self.storage.put(&part.storage_key, staged).await?;
+        let inserted = self
+            .meta
+            .insert_part(&part, self.clock.now(), max_total)
+            .await;
+        if !matches!(inserted, Ok(true)) {
+            self.files.discard_blob(&part.storage_key).await;
+        }
+        Ok(inserted?.then_some(part))
     }
 
     /// Assembles the named parts, in order, into a file; the upload becomes `completed`.
@@ -506,46 +518,31 @@ impl UploadService {
         }
     }
 
-    /// Appends `staged` at the session's offset. Once its size is reached the session becomes
-    /// a file, returned with the session. A body that would overrun the size is refused and
+    /// Appends `staged` at the offset of `session` (as [`UploadService::open_for_append`]
+    /// found it, before its body was read). Once its size is reached the session becomes a
+    /// file, returned with the session. A body that would overrun the size is refused and
     /// nothing of it is kept.
     pub async fn append(
         &self,
-        project: &ProjectId,
-        id: &UploadId,
+        session: Session,
         staged: StagedFile,
     ) -> Result<(Session, Option<FileRecord>)> {
-        let session = self.open_for_append(project, id).await?;
         let upload = &session.upload;
-        let part = PartRecord {
-            storage_key: String::new(),
-            id: PartId::generate(),
-            upload_id: upload.id.clone(),
-            project_id: upload.project_id.clone(),
-            created_at: self.clock.now(),
-            bytes: staged.len as i64,
-        };
-        let part = PartRecord {
-            storage_key: PartRecord::storage_key_for(&upload.id, &part.id),
-            ..part
-        };
-        self.storage.put(&part.storage_key, staged).await?;
+        let (project, id) = (&upload.project_id, &upload.id);
+        let len = staged.len;
         // The parts may add up to the declared size and no more: a body that would overrun it
         // (or race another past it) is refused whole.
-        let inserted = self
-            .meta
-            .insert_part(&part, self.clock.now(), upload.bytes)
-            .await;
-        if !matches!(inserted, Ok(true)) {
-            self.files.discard_blob(&part.storage_key).await;
-        }
-        if !inserted? {
+        if self
+            .store_part(upload, staged, upload.bytes)
+            .await?
+            .is_none()
+        {
             let now = self.session(project, id).await?;
             return match now.upload.effective_status(self.clock.now()) {
                 UploadStatus::Pending => Err(Error::invalid(
                     format!(
-                        "The body is {} bytes, but session {} holds {} of its {} bytes: it would overrun the size.",
-                        part.bytes, upload.id, now.offset, upload.bytes
+                        "The body is {len} bytes, but session {id} holds {} of its {} bytes: it would overrun the size.",
+                        now.offset, upload.bytes
                     ),
                     None,
                 )),

@@ -461,18 +461,19 @@ impl FileMetadata for SqliteMetadata {
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         // A live object or session keeps the key.
-        let taken = sqlx::query(
+        let taken = sqlx::query(&format!(
             "SELECT 1 FROM bucket_objects o JOIN uploads u ON u.id = o.upload_id \
-             LEFT JOIN files f ON f.id = u.file_id \
-             WHERE o.project_id = ? AND o.bucket = ? AND o.key = ? AND ( \
-               (u.status = 'pending' AND u.expires_at > ?) OR \
-               (u.status = 'completed' AND f.id IS NOT NULL AND f.deleted_at IS NULL AND (f.expires_at IS NULL OR f.expires_at > ?)))",
-        )
+             WHERE o.project_id = ? AND o.bucket = ? AND o.key = ? AND u.status = 'pending' AND u.expires_at > ? \
+             UNION ALL SELECT 1 FROM ({LIVE_OBJECTS}) WHERE bucket = ? AND key = ?"
+        ))
         .bind(upload.project_id.as_str())
         .bind(bucket)
         .bind(key)
         .bind(now)
         .bind(now)
+        .bind(upload.project_id.as_str())
+        .bind(bucket)
+        .bind(key)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_err)?;

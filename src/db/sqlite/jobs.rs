@@ -166,24 +166,23 @@ impl JobQueue for SqliteMetadata {
     }
 
     async fn requeue_expired(&self, before: i64) -> Result<u64> {
-        sqlx::query(
-            "UPDATE jobs SET status = 'cancelled', locked_by = NULL, locked_until = NULL, updated_at = ? \
-             WHERE status = 'stopping' AND locked_until < ?",
+        // A running job goes back in the queue; a stopping one counts as stopped.
+        let rows = sqlx::query(
+            "UPDATE jobs SET status = CASE status WHEN 'stopping' THEN 'cancelled' ELSE 'queued' END, \
+             locked_by = NULL, locked_until = NULL, updated_at = ? \
+             WHERE status IN ('running', 'stopping') AND locked_until < ? RETURNING status",
         )
         .bind(before)
         .bind(before)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, updated_at = ? \
-             WHERE status = 'running' AND locked_until < ?",
-        )
-        .bind(before)
-        .bind(before)
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(done.rows_affected())
+        let mut requeued = 0;
+        for r in &rows {
+            if r.try_get::<String, _>("status").map_err(db_err)? == "queued" {
+                requeued += 1;
+            }
+        }
+        Ok(requeued)
     }
 }
