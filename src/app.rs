@@ -22,6 +22,7 @@ use crate::ingest::local::{LocalEmbedder, LocalOptions};
 use crate::ingest::remote::{RemoteConfig, RemoteEmbedder};
 use crate::ingest::worker::{spawn_workers, Worker, WorkerDeps};
 use crate::ingest::Pipeline;
+use crate::service::auth::AuthService;
 use crate::service::files::FileLimits;
 use crate::service::maintenance::Housekeeper;
 use crate::service::{
@@ -83,6 +84,12 @@ impl Backends {
     }
 
     fn services(&self, config: &Config) -> Services {
+        let auth = AuthService::new(
+            self.meta.clone(),
+            self.clock.clone(),
+            config.open_allowed(),
+            config.quotas.quotas(),
+        );
         let files = FileService::new(
             self.meta.clone(),
             self.storage.clone(),
@@ -97,6 +104,7 @@ impl Backends {
                 batch_file_ttl_secs: config.batch_file_ttl_secs,
                 upload_ttl_secs: config.upload_ttl_secs,
             },
+            auth.clone(),
         );
         let embedder = self.pipeline.embedder.clone();
         Services {
@@ -115,6 +123,7 @@ impl Backends {
                 self.wakeup.clone(),
                 self.pipeline.auto_chunk_tokens(),
                 embedder.clone(),
+                auth.clone(),
             ),
             search: SearchService::new(
                 self.meta.clone(),
@@ -129,6 +138,7 @@ impl Backends {
                 self.index.clone(),
                 embedder,
             ),
+            auth,
         }
     }
 }
@@ -137,6 +147,7 @@ pub struct App {
     config: Arc<Config>,
     backends: Backends,
     services: Services,
+    rate_limits: Arc<api::gate::RateLimits>,
     /// Held for the life of the process: one server per data dir.
     _lock: File,
 }
@@ -202,10 +213,27 @@ impl App {
             .await
             .context("start-up sweep")?;
         let services = backends.services(&config);
+        if !config.open_allowed() && !backends.meta.any_live_key().await? {
+            anyhow::bail!(
+                "refusing to serve on {} without API keys: anyone who can reach it could read \
+                 and delete everything. Create a key with `ragstore keys create --project NAME` \
+                 (same --data-dir), bind a loopback address, or pass --insecure-no-auth",
+                config.addr
+            );
+        }
+        if !backends.meta.any_live_key().await? {
+            tracing::warn!(
+                addr = %config.addr,
+                "no API keys: serving without authentication, every request acts for the \
+                 default project (create a key with `ragstore keys create --project NAME`)"
+            );
+        }
+        let rate_limits = Arc::new(api::gate::RateLimits::new(&config.rate_limits));
         Ok(Self {
             config: Arc::new(config),
             backends,
             services,
+            rate_limits,
             _lock: lock,
         })
     }
@@ -225,6 +253,7 @@ impl App {
                 file: self.config.max_file_bytes,
                 part: self.config.max_part_bytes,
             },
+            self.rate_limits.clone(),
         )
     }
 
@@ -239,6 +268,17 @@ impl App {
             .backends
             .housekeeper(&self.config)
             .spawn_reaper(shutdown.clone());
+        let limits = self.rate_limits.clone();
+        let forget = shutdown.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = forget.cancelled() => break,
+                    _ = every.tick() => limits.forget_idle(),
+                }
+            }
+        });
         let workers = if self.config.workers_enabled {
             spawn_workers(
                 self.backends.worker_deps(),

@@ -156,6 +156,99 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "RAGSTORE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Serve without API keys on a non-loopback address. Without it, a server whose database
+    /// holds no API key only starts on a loopback address (127.0.0.1, ::1).
+    #[arg(long, env = "RAGSTORE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
+
+    #[command(flatten)]
+    pub rate_limits: RateLimitArgs,
+}
+
+/// Default quotas of every project (`ragstore projects set-quota` overrides them per project).
+#[derive(Debug, Clone, Args)]
+pub struct QuotaArgs {
+    /// Bytes of files a project may store (OpenAI's per-project figure is 2.5 TB).
+    #[arg(long = "quota-stored-bytes", env = "RAGSTORE_QUOTA_STORED_BYTES", default_value = "2500GB", value_parser = parse_bytes)]
+    pub stored_bytes: u64,
+    /// Files one vector store may hold.
+    #[arg(
+        long = "quota-files-per-store",
+        env = "RAGSTORE_QUOTA_FILES_PER_STORE",
+        default_value_t = 10_000
+    )]
+    pub files_per_store: u64,
+    /// Vector stores a project may hold.
+    #[arg(
+        long = "quota-stores",
+        env = "RAGSTORE_QUOTA_STORES",
+        default_value_t = 10_000
+    )]
+    pub stores: u64,
+}
+
+impl QuotaArgs {
+    pub fn quotas(&self) -> crate::domain::Quotas {
+        let i = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        crate::domain::Quotas {
+            stored_bytes: i(self.stored_bytes),
+            files_per_store: i(self.files_per_store),
+            stores: i(self.stores),
+        }
+    }
+}
+
+/// Requests per minute each API key may make, by kind (0 = no limit). The first three are the
+/// llama-stack Files defaults.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitArgs {
+    /// File uploads: POST /v1/files, POST /v1/uploads, upload sessions.
+    #[arg(
+        long = "rate-uploads",
+        env = "RAGSTORE_RATE_UPLOADS",
+        default_value_t = 100
+    )]
+    pub uploads: u32,
+    /// Reads of files: GET /v1/files, /v1/files/{id}, /v1/files/{id}/content.
+    #[arg(
+        long = "rate-retrievals",
+        env = "RAGSTORE_RATE_RETRIEVALS",
+        default_value_t = 1000
+    )]
+    pub retrievals: u32,
+    /// Deletions (DELETE on any route).
+    #[arg(
+        long = "rate-deletions",
+        env = "RAGSTORE_RATE_DELETIONS",
+        default_value_t = 100
+    )]
+    pub deletions: u32,
+    /// Searches: POST /v1/vector_stores/{id}/search.
+    #[arg(
+        long = "rate-searches",
+        env = "RAGSTORE_RATE_SEARCHES",
+        default_value_t = 1000
+    )]
+    pub searches: u32,
+    /// Attaches: POST /v1/vector_stores/{id}/files and /file_batches.
+    #[arg(
+        long = "rate-attaches",
+        env = "RAGSTORE_RATE_ATTACHES",
+        default_value_t = 1000
+    )]
+    pub attaches: u32,
+    /// Replicas sharing the limits: each enforces 1/N of every limit, so N replicas behind a
+    /// balancer that spreads a key's requests evenly hold the limit together.
+    #[arg(
+        long = "rate-limit-replicas",
+        env = "RAGSTORE_RATE_LIMIT_REPLICAS",
+        default_value_t = 1
+    )]
+    pub replicas: u32,
 }
 
 impl Config {
@@ -172,6 +265,11 @@ impl Config {
         };
         config.data_dir = data_dir.into();
         config
+    }
+
+    /// Whether the server may run without API keys: on a loopback address, or when told to.
+    pub fn open_allowed(&self) -> bool {
+        self.addr.ip().is_loopback() || self.insecure_no_auth
     }
 
     pub fn worker_count(&self) -> usize {
@@ -225,9 +323,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "kb" => 1000,
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
         "k" | "kib" => 1 << 10,
         "m" | "mib" => 1 << 20,
         "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
         other => return Err(format!("unknown size unit '{other}' in '{s}'")),
     };
     n.checked_mul(mult)

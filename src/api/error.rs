@@ -78,6 +78,17 @@ impl IntoResponse for ApiError {
                 param.as_deref(),
                 Some("payload_too_large"),
             ),
+            Error::QuotaExceeded { quota, .. } => body(
+                StatusCode::BAD_REQUEST,
+                &message,
+                "invalid_request_error",
+                match quota {
+                    crate::domain::Quota::StoredBytes => None,
+                    crate::domain::Quota::FilesPerStore => Some("file_ids"),
+                    crate::domain::Quota::Stores => None,
+                },
+                Some("quota_exceeded"),
+            ),
             err @ (Error::Internal(_) | Error::Unavailable(_)) if err.is_out_of_space() => {
                 tracing::error!(error = ?err, "out of disk space");
                 body(

@@ -8,6 +8,7 @@ pub mod error;
 pub mod file_batches;
 pub mod files;
 pub mod form;
+pub mod gate;
 pub mod models;
 pub mod openapi;
 pub mod search;
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Instant;
 use tower::util::MapRequestLayer;
 use tower::Layer;
@@ -43,7 +45,15 @@ pub struct BodyLimits {
     pub part: u64,
 }
 
-pub fn router(services: Services, limits: BodyLimits) -> Router {
+pub fn router(
+    services: Services,
+    limits: BodyLimits,
+    rate_limits: Arc<gate::RateLimits>,
+) -> Router {
+    let gate = gate::Gate {
+        auth: services.auth.clone(),
+        limits: rate_limits,
+    };
     let v1 = Router::new()
         .merge(files::router(limits))
         .merge(uploads::router(limits))
@@ -53,7 +63,8 @@ pub fn router(services: Services, limits: BodyLimits) -> Router {
         .merge(search::router())
         .merge(embeddings::router())
         .merge(models::router())
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(gate, gate::gate));
     let routes = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -270,15 +281,21 @@ async fn log_request(req: Request, next: Next) -> Response {
     response
 }
 
-/// The project a request acts for. Until API keys land every request belongs to the default
-/// project, whatever `Authorization` header it carries.
+/// The project a request acts for: its API key's (or the default project's, on a server
+/// running without keys), as the gate found it.
 pub struct Project(pub ProjectId);
 
 impl<S: Send + Sync> FromRequestParts<S> for Project {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Project(ProjectId::default_project()))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match gate::caller_of(parts) {
+            Some(c) => Ok(Project(c.project.clone())),
+            // Every /v1 route is behind the gate; a handler outside it is a bug, not a guest.
+            None => Err(ApiError(crate::domain::Error::Internal(anyhow::anyhow!(
+                "a request reached a handler without passing the gate"
+            )))),
+        }
     }
 }
 

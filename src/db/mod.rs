@@ -16,15 +16,15 @@ use serde_json::{Map, Value};
 
 use crate::domain::{
     Attributes, BucketObject, Cascade, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId,
-    FileRecord, FileStatus, IngestErrorCode, JobKind, NewJob, Order, PartId, PartRecord, ProjectId,
-    Purpose, Result, UploadId, UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord,
-    VsFileRecord, VsFileStatus,
+    FileRecord, FileStatus, IngestErrorCode, JobKind, KeyId, KeyRecord, NewJob, Order, PartId,
+    PartRecord, ProjectId, ProjectRecord, Purpose, QuotaOverrides, Quotas, Result, UploadId,
+    UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord, VsFileStatus,
 };
 pub use jobs::{JobQueue, Wakeup};
 
 /// Everything the services need from the metadata database.
-pub trait Metadata: FileMetadata + StoreMetadata + CacheMetadata {}
-impl<T: FileMetadata + StoreMetadata + CacheMetadata> Metadata for T {}
+pub trait Metadata: FileMetadata + StoreMetadata + CacheMetadata + AuthMetadata {}
+impl<T: FileMetadata + StoreMetadata + CacheMetadata + AuthMetadata> Metadata for T {}
 
 /// Filters and cursor of `GET /files`.
 #[derive(Debug, Clone)]
@@ -88,8 +88,15 @@ pub struct ChunkRow {
 pub trait FileMetadata: Send + Sync + 'static {
     // --- files ---------------------------------------------------------------------------------
 
-    /// Inserts the file row and, in the same transaction, its first job (text extraction).
-    async fn insert_file(&self, file: &FileRecord, job: Option<&NewJob>) -> Result<()>;
+    /// Inserts the file row and, in the same transaction, its first job (text extraction),
+    /// unless the project's live files would then hold more than `max_bytes`: then
+    /// [`Error::QuotaExceeded`](crate::domain::Error::QuotaExceeded) and nothing is written.
+    async fn insert_file(
+        &self,
+        file: &FileRecord,
+        job: Option<&NewJob>,
+        max_bytes: i64,
+    ) -> Result<()>;
 
     /// A file the client can see: not deleted and not past `expires_at`.
     async fn get_file(
@@ -164,13 +171,16 @@ pub trait FileMetadata: Send + Sync + 'static {
     async fn part_exists(&self, id: &PartId) -> Result<bool>;
 
     /// In one transaction: the pending, unexpired upload becomes completed and the file row (with
-    /// its job) is inserted. `false` (and nothing written) if the upload was no longer pending.
+    /// its job) is inserted. `false` (and nothing written) if the upload was no longer pending;
+    /// a quota error (nothing written) if the project's live files would hold more than
+    /// `max_bytes`.
     async fn complete_upload(
         &self,
         upload: &UploadId,
         file: &FileRecord,
         job: Option<&NewJob>,
         now: i64,
+        max_bytes: i64,
     ) -> Result<bool>;
 
     /// Moves a pending upload to `to`; `false` if it was not pending.
@@ -241,11 +251,14 @@ pub trait StoreMetadata: Send + Sync + 'static {
 
     /// Inserts the store and, in the same transaction, attaches `files` (each with its job) as
     /// [`StoreMetadata::attach_file`] would. Returns the files left out because they were gone.
+    /// A quota error (nothing written) if the project would then hold more than
+    /// `quotas.stores` stores, or the store more than `quotas.files_per_store` files.
     async fn create_vector_store(
         &self,
         store: &VectorStoreRecord,
         files: &[(VsFileRecord, NewJob)],
         now: i64,
+        quotas: &Quotas,
     ) -> Result<Vec<FileId>>;
 
     /// A store not deleted.
@@ -295,8 +308,15 @@ pub trait StoreMetadata: Send + Sync + 'static {
     /// Attaches a file with its ingest job, in one transaction, only if at that moment the file is
     /// visible in the row's project (not deleted, not expired at `now`) and the store is not
     /// deleted: an attach racing a delete of either never leaves a link behind.
-    async fn attach_file(&self, vs_file: &VsFileRecord, job: &NewJob, now: i64)
-        -> Result<Attached>;
+    /// A quota error (nothing written) if the store would then hold more than
+    /// `max_files` files.
+    async fn attach_file(
+        &self,
+        vs_file: &VsFileRecord,
+        job: &NewJob,
+        now: i64,
+        max_files: i64,
+    ) -> Result<Attached>;
 
     async fn get_vs_file(
         &self,
@@ -353,12 +373,14 @@ pub trait StoreMetadata: Send + Sync + 'static {
 
     /// Inserts the batch and attaches its files (each with its job, as `attach_file` would) in
     /// one transaction. Files already in the store keep their row and join no batch. Returns the
-    /// files left out because they were gone.
+    /// files left out because they were gone. A quota error (nothing written) if the store
+    /// would then hold more than `max_files` files.
     async fn create_batch(
         &self,
         batch: &FileBatchRecord,
         files: &[(VsFileRecord, NewJob)],
         now: i64,
+        max_files: i64,
     ) -> Result<Vec<FileId>>;
 
     async fn get_batch(
@@ -424,4 +446,37 @@ pub trait CacheMetadata: Send + Sync + 'static {
 
     /// Removes a file's text row, chunks and chunkings.
     async fn delete_file_caches(&self, file: &FileId) -> Result<()>;
+}
+
+/// Projects and their API keys (only the keys' hashes).
+#[async_trait]
+pub trait AuthMetadata: Send + Sync + 'static {
+    /// The project with this id, or else this name.
+    async fn find_project(&self, id_or_name: &str) -> Result<Option<ProjectRecord>>;
+
+    /// The project named `name`, created (with default quotas) if there is none.
+    async fn ensure_project(&self, name: &str, now: i64) -> Result<ProjectRecord>;
+
+    /// Every project, oldest first.
+    async fn list_projects(&self) -> Result<Vec<ProjectRecord>>;
+
+    /// Replaces a project's quota settings; `false` if there is no such project.
+    async fn set_project_quotas(&self, id: &ProjectId, quotas: &QuotaOverrides) -> Result<bool>;
+
+    async fn insert_key(&self, key: &KeyRecord) -> Result<()>;
+
+    /// A key's row, revoked or not.
+    async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>>;
+
+    /// Every key, oldest first.
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>>;
+
+    /// Marks the key revoked at `now`; `false` if there is no such key or it already was.
+    async fn revoke_key(&self, id: &KeyId, now: i64) -> Result<bool>;
+
+    /// Whether any key is not revoked: a server with none runs open.
+    async fn any_live_key(&self) -> Result<bool>;
+
+    /// Bytes of the project's files not deleted.
+    async fn stored_bytes(&self, project: &ProjectId) -> Result<i64>;
 }

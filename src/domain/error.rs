@@ -55,6 +55,9 @@ pub enum Error {
         message: String,
         param: Option<String>,
     },
+    /// Creating this would break a quota of the project (HTTP 400, `quota_exceeded`).
+    #[error("{}", quota.describe(*limit))]
+    QuotaExceeded { quota: super::Quota, limit: i64 },
     /// A failure that will happen again (a bug, corrupt data, a backend refusing what it was
     /// given): logged once, reported as a bare 500; a job that meets it fails at once.
     #[error(transparent)]

@@ -77,9 +77,12 @@ id_type!(
 id_type!(
     /// `proj_…`: every row belongs to one project.
     ProjectId, "proj_");
+id_type!(
+    /// `key_…`: an API key's row (never the key itself).
+    KeyId, "key_");
 
 impl ProjectId {
-    /// The one project that exists until API keys and projects land.
+    /// The project that holds everything a server without API keys serves.
     pub fn default_project() -> Self {
         Self("proj_default".to_owned())
     }

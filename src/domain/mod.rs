@@ -9,6 +9,7 @@ pub mod filter;
 pub mod ids;
 pub mod job;
 pub mod page;
+pub mod project;
 pub mod upload;
 pub mod vector_store;
 
@@ -18,9 +19,10 @@ pub use chunking::{Chunking, ChunkingStrategy};
 pub use error::{Error, Resource, Result};
 pub use file::{FileExpiry, FileRecord, FileStatus, Purpose};
 pub use filter::{CompareOp, Filter, Scalar};
-pub use ids::{FileBatchId, FileId, PartId, ProjectId, UploadId, VectorStoreId};
+pub use ids::{FileBatchId, FileId, KeyId, PartId, ProjectId, UploadId, VectorStoreId};
 pub use job::{Job, JobEnd, JobFilter, JobKind, NewJob};
 pub use page::{Order, Page};
+pub use project::{KeyRecord, ProjectRecord, Quota, QuotaOverrides, Quotas, SecretKey};
 pub use upload::{BucketObject, PartRecord, UploadRecord, UploadStatus};
 pub use vector_store::{
     FileBatchRecord, FileCounts, IngestErrorCode, VectorStoreRecord, VsFileOutcome, VsFileRecord,

@@ -65,7 +65,11 @@ impl StoreService {
                 now,
             ));
         }
-        let gone = self.meta.create_batch(&batch, &rows, now).await?;
+        let max_files = self.auth.quotas(project).await?.files_per_store;
+        let gone = self
+            .meta
+            .create_batch(&batch, &rows, now, max_files)
+            .await?;
         if !gone.is_empty() {
             tracing::info!(batch_id = %batch.id, ?gone, "files deleted while the batch was created were left out");
         }

@@ -87,6 +87,8 @@ pub struct FileService {
     clock: Arc<dyn Clock>,
     wakeup: Wakeup,
     limits: Arc<FileLimits>,
+    /// Quotas of projects.
+    pub(crate) auth: super::auth::AuthService,
 }
 
 impl FileService {
@@ -97,6 +99,7 @@ impl FileService {
         clock: Arc<dyn Clock>,
         wakeup: Wakeup,
         limits: FileLimits,
+        auth: super::auth::AuthService,
     ) -> Self {
         Self {
             meta,
@@ -105,6 +108,7 @@ impl FileService {
             clock,
             wakeup,
             limits: Arc::new(limits),
+            auth,
         }
     }
 
@@ -159,6 +163,7 @@ impl FileService {
         check_filename(&new.filename, "file")?;
         self.check_content(new.purpose, &new.staged, false, "file")
             .await?;
+        let max_bytes = self.auth.check_room(project, new.staged.len).await?;
         let now = self.clock.now();
         let id = FileId::generate();
         let record = FileRecord {
@@ -175,7 +180,9 @@ impl FileService {
         };
         let (meta, row) = (&self.meta, &record);
         self.publish(row, new.staged, |job| async move {
-            meta.insert_file(row, job.as_ref()).await.map(|()| true)
+            meta.insert_file(row, job.as_ref(), max_bytes)
+                .await
+                .map(|()| true)
         })
         .await?;
         tracing::info!(file_id = %record.id, bytes = record.bytes, purpose = record.purpose.as_str(), "file created");

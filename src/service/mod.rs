@@ -3,6 +3,7 @@
 //!
 //! Each service holds the seams it uses and nothing else; `app.rs` builds them.
 
+pub mod auth;
 pub mod embeddings;
 pub mod file_batches;
 pub mod files;
@@ -30,4 +31,5 @@ pub struct Services {
     pub search: SearchService,
     pub embeddings: EmbeddingService,
     pub readiness: readiness::ReadinessService,
+    pub auth: auth::AuthService,
 }

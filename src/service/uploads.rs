@@ -50,6 +50,10 @@ impl UploadService {
 
     pub async fn create(&self, project: &ProjectId, new: NewUpload) -> Result<UploadRecord> {
         let upload = self.new_upload(project, new, "bytes")?;
+        self.files
+            .auth
+            .check_room(project, upload.bytes.max(0) as u64)
+            .await?;
         self.meta.insert_upload(&upload).await?;
         tracing::info!(upload_id = %upload.id, bytes = upload.bytes, "upload created");
         Ok(upload)
@@ -288,11 +292,12 @@ impl UploadService {
             status: FileStatus::Uploaded,
             status_details: None,
         };
+        let max_bytes = self.files.auth.check_room(project, staged.len).await?;
         let (meta, row, upload_id) = (&self.meta, &file, &upload.id);
         let completed = self
             .files
             .publish(row, staged, |job| async move {
-                meta.complete_upload(upload_id, row, job.as_ref(), now)
+                meta.complete_upload(upload_id, row, job.as_ref(), now, max_bytes)
                     .await
             })
             .await?;
@@ -460,6 +465,10 @@ impl UploadService {
             },
             "size",
         )?;
+        self.files
+            .auth
+            .check_room(project, size.max(0) as u64)
+            .await?;
         if !self
             .meta
             .insert_session(&upload, bucket, key, self.clock.now())

@@ -24,6 +24,8 @@ pub struct StoreService {
     auto_chunk_tokens: u32,
     /// The model whose vectors a file's content shows (`include_embeddings`).
     pub(super) embedder: Arc<dyn crate::ingest::embed::Embedder>,
+    /// Quotas of projects.
+    pub(super) auth: super::auth::AuthService,
 }
 
 /// A store with what its object shows.
@@ -85,6 +87,7 @@ impl StoreService {
         wakeup: Wakeup,
         auto_chunk_tokens: u32,
         embedder: Arc<dyn crate::ingest::embed::Embedder>,
+        auth: super::auth::AuthService,
     ) -> Self {
         Self {
             meta,
@@ -93,6 +96,7 @@ impl StoreService {
             wakeup,
             auto_chunk_tokens,
             embedder,
+            auth,
         }
     }
 
@@ -212,7 +216,11 @@ impl StoreService {
                 now,
             ));
         }
-        let gone = self.meta.create_vector_store(&store, &files, now).await?;
+        let quotas = self.auth.quotas(project).await?;
+        let gone = self
+            .meta
+            .create_vector_store(&store, &files, now, &quotas)
+            .await?;
         if !gone.is_empty() {
             tracing::info!(vector_store_id = %store.id, ?gone, "files deleted while the store was created were left out");
         }

@@ -104,7 +104,8 @@ impl StoreService {
             req.attributes,
             now,
         );
-        match self.meta.attach_file(&row, &job, now).await? {
+        let max_files = self.auth.quotas(project).await?.files_per_store;
+        match self.meta.attach_file(&row, &job, now, max_files).await? {
             Attached::New(r) => {
                 self.wakeup.wake();
                 Ok(r)

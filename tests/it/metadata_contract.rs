@@ -16,7 +16,7 @@ use ragstore::domain::cascade::{ingest_outcome, BATCH_CANCEL_KINDS};
 use ragstore::domain::{
     Attributes, Cascade, Chunking, FileBatchId, FileBatchRecord, FileId, FileRecord, FileStatus,
     IngestErrorCode, Job, JobEnd, JobKind, NewJob, Order, PartId, PartRecord, ProjectId, Purpose,
-    UploadId, UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord,
+    Quotas, UploadId, UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord,
     VsFileStatus,
 };
 use tempfile::TempDir;
@@ -44,6 +44,8 @@ pub async fn sqlite() -> Backend {
 
 const T0: i64 = 1_700_000_000;
 const LEASE: i64 = 120;
+/// No quota gets in the way of tests about something else.
+const NO_QUOTA: i64 = i64::MAX;
 
 fn project() -> ProjectId {
     ProjectId::default_project()
@@ -76,7 +78,7 @@ fn extract_job(f: &FileRecord) -> NewJob {
 
 async fn new_file(b: &Backend, created_at: i64) -> FileRecord {
     let f = file_at(created_at);
-    b.meta.insert_file(&f, None).await.unwrap();
+    b.meta.insert_file(&f, None, NO_QUOTA).await.unwrap();
     f
 }
 
@@ -97,7 +99,7 @@ async fn new_store(b: &Backend, created_at: i64) -> VectorStoreRecord {
     let s = store_at(created_at);
     assert!(b
         .meta
-        .create_vector_store(&s, &[], created_at)
+        .create_vector_store(&s, &[], created_at, &Quotas::DEFAULT)
         .await
         .unwrap()
         .is_empty());
@@ -138,7 +140,7 @@ fn link(s: &VectorStoreRecord, f: &FileId, batch: Option<&FileBatchId>) -> (VsFi
 
 async fn attach(b: &Backend, s: &VectorStoreRecord, f: &FileId, now: i64) -> Attached {
     let (row, job) = link(s, f, None);
-    b.meta.attach_file(&row, &job, now).await.unwrap()
+    b.meta.attach_file(&row, &job, now, NO_QUOTA).await.unwrap()
 }
 
 /// Claims every runnable job at `now` (they stay claimed).
@@ -171,7 +173,7 @@ pub async fn files_are_visible_until_deleted_or_expired(b: Backend) {
     let mut f = file_at(T0);
     f.expires_at = Some(T0 + 100);
     b.meta
-        .insert_file(&f, Some(&extract_job(&f)))
+        .insert_file(&f, Some(&extract_job(&f)), NO_QUOTA)
         .await
         .unwrap();
     let got = b.meta.get_file(&project(), &f.id, T0).await.unwrap();
@@ -234,7 +236,7 @@ pub async fn file_pages_never_skip_or_repeat_under_created_at_ties(b: Backend) {
     }
     let mut other = file_at(T0 + 1);
     other.purpose = Purpose::Batch;
-    b.meta.insert_file(&other, None).await.unwrap();
+    b.meta.insert_file(&other, None, NO_QUOTA).await.unwrap();
     for order in [Order::Asc, Order::Desc] {
         let mut expected: Vec<(i64, FileId)> =
             all.iter().map(|f| (f.created_at, f.id.clone())).collect();
@@ -267,7 +269,7 @@ pub async fn file_pages_never_skip_or_repeat_under_created_at_ties(b: Backend) {
 pub async fn deleting_a_file_applies_its_cascade_atomically(b: Backend) {
     let f = file_at(T0);
     b.meta
-        .insert_file(&f, Some(&extract_job(&f)))
+        .insert_file(&f, Some(&extract_job(&f)), NO_QUOTA)
         .await
         .unwrap();
     let (s1, s2) = (new_store(&b, T0).await, new_store(&b, T0).await);
@@ -445,7 +447,9 @@ pub async fn an_upload_completes_once(b: Backend) {
         let (f, id) = (f.clone(), u.id.clone());
         tokio::spawn(async move {
             let job = extract_job(&f);
-            meta.complete_upload(&id, &f, Some(&job), T0).await.unwrap()
+            meta.complete_upload(&id, &f, Some(&job), T0, NO_QUOTA)
+                .await
+                .unwrap()
         })
     }))
     .await;
@@ -470,7 +474,7 @@ pub async fn an_upload_completes_once(b: Backend) {
     b.meta.insert_upload(&late).await.unwrap();
     assert!(!b
         .meta
-        .complete_upload(&late.id, &file_at(T0), None, T0 + 10)
+        .complete_upload(&late.id, &file_at(T0), None, T0 + 10, NO_QUOTA)
         .await
         .unwrap());
     assert_eq!(b.meta.expire_uploads(T0 + 10).await.unwrap(), 1);
@@ -584,7 +588,7 @@ pub async fn attach_is_checked_and_written_atomically(b: Backend) {
     );
     let mut expiring = file_at(T0);
     expiring.expires_at = Some(T0 + 5);
-    b.meta.insert_file(&expiring, None).await.unwrap();
+    b.meta.insert_file(&expiring, None, NO_QUOTA).await.unwrap();
     assert_eq!(attach(&b, &s, &expiring.id, T0 + 5).await, Attached::Gone);
     let gone = new_file(&b, T0).await;
     b.meta
@@ -608,7 +612,10 @@ pub async fn attach_is_checked_and_written_atomically(b: Backend) {
     let s2 = store_at(T0);
     let files = [link(&s2, &f.id, None), link(&s2, &gone.id, None)];
     assert_eq!(
-        b.meta.create_vector_store(&s2, &files, T0).await.unwrap(),
+        b.meta
+            .create_vector_store(&s2, &files, T0, &Quotas::DEFAULT)
+            .await
+            .unwrap(),
         vec![gone.id.clone()]
     );
     assert!(b
@@ -633,7 +640,8 @@ pub async fn an_attach_racing_a_delete_leaves_no_link(b: Backend) {
         let f = new_file(&b, T0).await;
         let (row, job) = link(&s, &f.id, None);
         let meta = b.meta.clone();
-        let attach = tokio::spawn(async move { meta.attach_file(&row, &job, T0).await.unwrap() });
+        let attach =
+            tokio::spawn(async move { meta.attach_file(&row, &job, T0, NO_QUOTA).await.unwrap() });
         let meta = b.meta.clone();
         let file = f.clone();
         let delete = tokio::spawn(async move {
@@ -770,7 +778,7 @@ pub async fn cancelling_a_batch_stops_only_its_unfinished_files(b: Backend) {
     rows.push(link(&s, &outside.id, Some(&batch.id)));
     assert!(b
         .meta
-        .create_batch(&batch, &rows, T0)
+        .create_batch(&batch, &rows, T0, NO_QUOTA)
         .await
         .unwrap()
         .is_empty());
@@ -992,7 +1000,7 @@ pub async fn two_claimers_never_get_the_same_job(b: Backend) {
     for _ in 0..120 {
         let f = file_at(T0);
         b.meta
-            .insert_file(&f, Some(&extract_job(&f)))
+            .insert_file(&f, Some(&extract_job(&f)), NO_QUOTA)
             .await
             .unwrap();
     }
@@ -1069,7 +1077,7 @@ pub async fn only_expired_leases_are_requeued(b: Backend) {
     for _ in 0..2 {
         let f = file_at(T0);
         b.meta
-            .insert_file(&f, Some(&extract_job(&f)))
+            .insert_file(&f, Some(&extract_job(&f)), NO_QUOTA)
             .await
             .unwrap();
     }

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{bind_window, cancel_jobs, db_err, insert_job, window_sql, SqliteMetadata};
+use super::{
+    bind_window, cancel_jobs, check_stored_bytes, db_err, insert_job, window_sql, SqliteMetadata,
+};
 use crate::db::{FileListQuery, FileMetadata, ListWindow};
 use crate::domain::{
     BucketObject, Cascade, Error, FileId, FileRecord, FileStatus, NewJob, PartId, PartRecord,
@@ -122,12 +124,19 @@ const VISIBLE: &str = "deleted_at IS NULL AND (expires_at IS NULL OR expires_at 
 
 #[async_trait]
 impl FileMetadata for SqliteMetadata {
-    async fn insert_file(&self, file: &FileRecord, job: Option<&NewJob>) -> Result<()> {
+    async fn insert_file(
+        &self,
+        file: &FileRecord,
+        job: Option<&NewJob>,
+        max_bytes: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         bind_file(sqlx::query(INSERT_FILE), file)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        // After the insert, which took the write lock: no other file can land in between.
+        check_stored_bytes(&mut tx, &file.project_id, max_bytes).await?;
         if let Some(job) = job {
             insert_job(&mut tx, job, file.created_at).await?;
         }
@@ -350,6 +359,7 @@ impl FileMetadata for SqliteMetadata {
         file: &FileRecord,
         job: Option<&NewJob>,
         now: i64,
+        max_bytes: i64,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let done = sqlx::query(
@@ -370,6 +380,7 @@ impl FileMetadata for SqliteMetadata {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        check_stored_bytes(&mut tx, &file.project_id, max_bytes).await?;
         if let Some(job) = job {
             insert_job(&mut tx, job, now).await?;
         }
@@ -460,6 +471,12 @@ impl FileMetadata for SqliteMetadata {
         now: i64,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // The write first, so the transaction holds SQLite's write lock before it reads (a read
+        // first would fail at once, not wait, if another connection wrote in between).
+        bind_upload(sqlx::query(INSERT_UPLOAD), upload)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         // A live object or session keeps the key.
         let taken = sqlx::query(&format!(
             "SELECT 1 FROM bucket_objects o JOIN uploads u ON u.id = o.upload_id \
@@ -485,10 +502,6 @@ impl FileMetadata for SqliteMetadata {
             .bind(upload.project_id.as_str())
             .bind(bucket)
             .bind(key)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        bind_upload(sqlx::query(INSERT_UPLOAD), upload)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;

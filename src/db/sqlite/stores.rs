@@ -6,13 +6,13 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 
 use super::{
-    bind_window, cancel_jobs, corrupt, db_err, insert_job, json_text, window_sql, SqliteMetadata,
-    Tx, CANCEL_STATUS,
+    bind_window, cancel_jobs, check_files_in_store, check_store_count, corrupt, db_err, insert_job,
+    json_text, window_sql, SqliteMetadata, Tx, CANCEL_STATUS,
 };
 use crate::db::{Attached, ListWindow, Position, StoreMetadata};
 use crate::domain::{
     Attributes, Cascade, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId,
-    IngestErrorCode, JobKind, NewJob, ProjectId, Result, VectorStoreId, VectorStoreRecord,
+    IngestErrorCode, JobKind, NewJob, ProjectId, Quotas, Result, VectorStoreId, VectorStoreRecord,
     VsFileRecord, VsFileStatus,
 };
 
@@ -154,6 +154,7 @@ impl StoreMetadata for SqliteMetadata {
         s: &VectorStoreRecord,
         files: &[(VsFileRecord, NewJob)],
         now: i64,
+        quotas: &Quotas,
     ) -> Result<Vec<FileId>> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         sqlx::query(
@@ -171,7 +172,9 @@ impl StoreMetadata for SqliteMetadata {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
+        check_store_count(&mut tx, &s.project_id, quotas.stores).await?;
         let gone = attach_all(&mut tx, files, now).await?;
+        check_files_in_store(&mut tx, &s.id, quotas.files_per_store).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(gone)
     }
@@ -319,9 +322,16 @@ impl StoreMetadata for SqliteMetadata {
         tx.commit().await.map_err(db_err)
     }
 
-    async fn attach_file(&self, f: &VsFileRecord, job: &NewJob, now: i64) -> Result<Attached> {
+    async fn attach_file(
+        &self,
+        f: &VsFileRecord,
+        job: &NewJob,
+        now: i64,
+        max_files: i64,
+    ) -> Result<Attached> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let attached = if insert_vs_file(&mut tx, f, now).await? {
+            check_files_in_store(&mut tx, &f.vector_store_id, max_files).await?;
             insert_job(&mut tx, job, now).await?;
             Attached::New(f.clone())
         } else {
@@ -468,6 +478,7 @@ impl StoreMetadata for SqliteMetadata {
         batch: &FileBatchRecord,
         files: &[(VsFileRecord, NewJob)],
         now: i64,
+        max_files: i64,
     ) -> Result<Vec<FileId>> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         sqlx::query(
@@ -481,6 +492,7 @@ impl StoreMetadata for SqliteMetadata {
         .await
         .map_err(db_err)?;
         let gone = attach_all(&mut tx, files, now).await?;
+        check_files_in_store(&mut tx, &batch.vector_store_id, max_files).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(gone)
     }

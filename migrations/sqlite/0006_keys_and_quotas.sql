@@ -1,0 +1,23 @@
+-- API keys and per-project quotas (NULL = the server's default).
+ALTER TABLE projects ADD COLUMN quota_stored_bytes INTEGER;
+ALTER TABLE projects ADD COLUMN quota_files_per_store INTEGER;
+ALTER TABLE projects ADD COLUMN quota_stores INTEGER;
+-- The project that held everything before keys: `ragstore keys create --project default` gives
+-- a key to the data already there.
+UPDATE projects SET name = 'default' WHERE id = 'proj_default';
+CREATE UNIQUE INDEX projects_by_name ON projects (name);
+
+-- Only the SHA-256 of a key is kept; the key itself is shown once, when it is created.
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    project_id  TEXT NOT NULL REFERENCES projects(id),
+    name        TEXT,
+    hash        BLOB NOT NULL,
+    hint        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE INDEX api_keys_live ON api_keys (revoked_at);
+
+-- Quota checks count a project's live files and stores, and a store's files.
+CREATE INDEX files_live_by_project ON files (project_id, deleted_at, bytes);

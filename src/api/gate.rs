@@ -1,0 +1,388 @@
+//! The gate in front of every `/v1` route: who is calling (an API key, or nobody on an open
+//! server), whether this key may make this kind of request now (per-key rate limits with
+//! OpenAI's `x-ratelimit-*` headers), and an audit line for each create and delete.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::{body, ApiError};
+use super::LLAMA_STACK_PREFIX;
+use crate::config::RateLimitArgs;
+use crate::domain::KeyId;
+use crate::service::auth::{AuthService, Caller, Denied};
+
+/// The kinds of request that have a per-key limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Upload,
+    Retrieval,
+    Deletion,
+    Search,
+    Attach,
+}
+
+impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::Upload,
+        Kind::Retrieval,
+        Kind::Deletion,
+        Kind::Search,
+        Kind::Attach,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Upload => "uploads",
+            Kind::Retrieval => "file retrievals",
+            Kind::Deletion => "deletions",
+            Kind::Search => "searches",
+            Kind::Attach => "attaches",
+        }
+    }
+
+    /// The kind of `method path` (the full path, `/v1/…` or llama-stack's prefix), if limited.
+    pub fn of(method: &Method, path: &str) -> Option<Kind> {
+        let rest = path
+            .strip_prefix(LLAMA_STACK_PREFIX)
+            .or_else(|| path.strip_prefix("/v1"))?;
+        let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        match (method, segs.as_slice()) {
+            (&Method::DELETE, _) => Some(Kind::Deletion),
+            (&Method::POST, ["files"] | ["uploads"]) => Some(Kind::Upload),
+            (&Method::POST, ["vector_stores", _, "search"]) => Some(Kind::Search),
+            (&Method::POST, ["vector_stores", _, "files" | "file_batches"]) => Some(Kind::Attach),
+            (&Method::GET, ["files", ..]) => Some(Kind::Retrieval),
+            _ => None,
+        }
+    }
+}
+
+type Limiter =
+    RateLimiter<KeyId, HashMapStateStore<KeyId>, DefaultClock, StateInformationMiddleware>;
+
+/// One limiter per kind of request, each keyed by API key.
+pub struct RateLimits {
+    limiters: [Option<(u32, Limiter)>; 5],
+    clock: DefaultClock,
+}
+
+impl RateLimits {
+    /// Per minute, each divided among `replicas`; 0 = no limit.
+    pub fn new(args: &RateLimitArgs) -> Self {
+        let per_minute = |kind: Kind| match kind {
+            Kind::Upload => args.uploads,
+            Kind::Retrieval => args.retrievals,
+            Kind::Deletion => args.deletions,
+            Kind::Search => args.searches,
+            Kind::Attach => args.attaches,
+        };
+        let replicas = args.replicas.max(1);
+        let limiters = Kind::ALL.map(|kind| {
+            let n = per_minute(kind);
+            // A share of at least one request per minute.
+            let share = NonZeroU32::new(n.div_ceil(replicas))?;
+            let quota = Quota::per_minute(share);
+            Some((
+                share.get(),
+                RateLimiter::hashmap(quota).with_middleware::<StateInformationMiddleware>(),
+            ))
+        });
+        Self {
+            limiters,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Takes one request of `kind` from `key`'s allowance: the headers to send either way,
+    /// and whether the request may go on.
+    pub fn take(&self, kind: Kind, key: &KeyId) -> Option<Verdict> {
+        let (limit, limiter) = self.limiters[kind.index()].as_ref()?;
+        let interval = Quota::per_minute(NonZeroU32::new(*limit)?).replenish_interval();
+        Some(match limiter.check_key(key) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Verdict {
+                    kind,
+                    limit: *limit,
+                    remaining,
+                    reset: interval * (*limit - remaining.min(*limit)),
+                    retry_after: None,
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                Verdict {
+                    kind,
+                    limit: *limit,
+                    remaining: 0,
+                    reset: wait + interval * limit.saturating_sub(1),
+                    retry_after: Some(wait),
+                }
+            }
+        })
+    }
+
+    /// Forgets keys whose allowance is full again (keeps memory bounded by active keys).
+    pub fn forget_idle(&self) {
+        for (_, l) in self.limiters.iter().flatten() {
+            l.retain_recent();
+        }
+    }
+}
+
+/// What a rate limit says about one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict {
+    pub kind: Kind,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Until the allowance is full again.
+    pub reset: Duration,
+    /// `Some` when refused: how long until one more request is allowed.
+    pub retry_after: Option<Duration>,
+}
+
+impl Verdict {
+    fn write_headers(&self, h: &mut HeaderMap) {
+        let mut set = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        set("x-ratelimit-limit-requests", self.limit.to_string());
+        set("x-ratelimit-remaining-requests", self.remaining.to_string());
+        set("x-ratelimit-reset-requests", go_duration(self.reset));
+        if let Some(wait) = self.retry_after {
+            set(
+                "retry-after",
+                wait.as_secs_f64().ceil().max(1.0).to_string(),
+            );
+            set("retry-after-ms", wait.as_millis().max(1).to_string());
+        }
+    }
+
+    fn refusal(&self) -> Response {
+        let wait = self.retry_after.unwrap_or_default();
+        let message = format!(
+            "Rate limit reached for {} on this API key: limit {} per minute. Please try again in {}.",
+            self.kind.noun(),
+            self.limit,
+            go_duration(wait)
+        );
+        let mut res = body(
+            StatusCode::TOO_MANY_REQUESTS,
+            &message,
+            "requests",
+            None,
+            Some("rate_limit_exceeded"),
+        );
+        self.write_headers(res.headers_mut());
+        res
+    }
+}
+
+/// `850ms`, `1.2s`, `6m0s`: the way OpenAI writes durations in `x-ratelimit-reset-*`.
+pub fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        let s = format!("{:.3}", d.as_secs_f64());
+        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+/// What the gate needs: who is calling, and their allowances.
+#[derive(Clone)]
+pub struct Gate {
+    pub auth: AuthService,
+    pub limits: Arc<RateLimits>,
+}
+
+/// Lets a request in (or not) and records its caller for the handlers.
+pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    let authorization = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = match gate.auth.authenticate(authorization).await {
+        Ok(Ok(caller)) => caller,
+        Ok(Err(denied)) => return unauthorized(&denied),
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let verdict = caller
+        .key
+        .as_ref()
+        .zip(Kind::of(&method, &path))
+        .and_then(|(key, kind)| gate.limits.take(kind, key));
+    if let Some(v) = verdict.filter(|v| v.retry_after.is_some()) {
+        tracing::info!(target: "ragstore::audit", project = %caller.project, key = ?caller.key.as_ref().map(KeyId::as_str), %method, path, "rate limited");
+        return v.refusal();
+    }
+    req.extensions_mut().insert(caller.clone());
+    let mut res = next.run(req).await;
+    if let Some(v) = verdict {
+        v.write_headers(res.headers_mut());
+    }
+    if audited(&method, &path) {
+        tracing::info!(
+            target: "ragstore::audit",
+            project = %caller.project,
+            key = caller.key.as_ref().map_or("none", KeyId::as_str),
+            %method,
+            path,
+            status = res.status().as_u16(),
+            "audit"
+        );
+    }
+    res
+}
+
+/// Creates and deletes (and the state changes of uploads and batches); not searches, which
+/// are reads sent with POST.
+fn audited(method: &Method, path: &str) -> bool {
+    match *method {
+        Method::DELETE => true,
+        Method::POST => !(path.ends_with("/search") || path.ends_with("/embeddings")),
+        _ => false,
+    }
+}
+
+/// OpenAI's 401: `invalid_api_key`, showing at most the key's last four characters.
+fn unauthorized(denied: &Denied) -> Response {
+    let message = match denied {
+        Denied::NoKey => "You didn't provide an API key. You need to provide your API key in an \
+             Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+            .to_owned(),
+        Denied::BadKey(hint) => format!(
+            "Incorrect API key provided: {hint}. Create one with `ragstore keys create --project NAME`."
+        ),
+    };
+    let mut res = body(
+        StatusCode::UNAUTHORIZED,
+        &message,
+        "invalid_request_error",
+        None,
+        Some("invalid_api_key"),
+    );
+    res.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
+    res
+}
+
+/// The caller the gate let in (handlers' `Project` extractor reads it).
+pub fn caller_of(parts: &axum::http::request::Parts) -> Option<&Caller> {
+    parts.extensions.get::<Caller>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_of_routes() {
+        let k = |m: Method, p: &str| Kind::of(&m, p);
+        assert_eq!(k(Method::POST, "/v1/files"), Some(Kind::Upload));
+        assert_eq!(k(Method::POST, "/v1/openai/v1/uploads"), Some(Kind::Upload));
+        assert_eq!(k(Method::POST, "/v1/uploads/upload_x/parts"), None);
+        assert_eq!(
+            k(Method::GET, "/v1/files/file-x/content"),
+            Some(Kind::Retrieval)
+        );
+        assert_eq!(k(Method::GET, "/v1/files"), Some(Kind::Retrieval));
+        assert_eq!(
+            k(Method::DELETE, "/v1/vector_stores/vs_x"),
+            Some(Kind::Deletion)
+        );
+        assert_eq!(
+            k(Method::POST, "/v1/vector_stores/vs_x/search"),
+            Some(Kind::Search)
+        );
+        assert_eq!(
+            k(Method::POST, "/v1/vector_stores/vs_x/files"),
+            Some(Kind::Attach)
+        );
+        assert_eq!(
+            k(Method::POST, "/v1/vector_stores/vs_x/file_batches"),
+            Some(Kind::Attach)
+        );
+        assert_eq!(k(Method::GET, "/v1/vector_stores"), None);
+        assert_eq!(k(Method::GET, "/health"), None);
+    }
+
+    #[test]
+    fn durations_as_openai_writes_them() {
+        assert_eq!(go_duration(Duration::from_millis(600)), "600ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(go_duration(Duration::from_secs(360)), "6m0s");
+    }
+
+    fn args(uploads: u32, replicas: u32) -> RateLimitArgs {
+        RateLimitArgs {
+            uploads,
+            retrievals: 1000,
+            deletions: 100,
+            searches: 0,
+            attaches: 10,
+            replicas,
+        }
+    }
+
+    #[test]
+    fn a_burst_gets_exactly_the_limit_and_then_a_wait() {
+        let limits = RateLimits::new(&args(100, 1));
+        let key = KeyId::generate();
+        let verdicts: Vec<Verdict> = (0..150)
+            .filter_map(|_| limits.take(Kind::Upload, &key))
+            .collect();
+        let allowed = verdicts.iter().filter(|v| v.retry_after.is_none()).count();
+        assert_eq!(allowed, 100);
+        assert_eq!(verdicts[0].remaining, 99);
+        assert_eq!(verdicts[99].remaining, 0);
+        let refused = verdicts[100];
+        let wait = refused.retry_after.unwrap_or_default();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(600),
+            "{wait:?}"
+        );
+        // Another key has its own allowance; unlimited kinds give no verdict.
+        assert!(limits
+            .take(Kind::Upload, &KeyId::generate())
+            .is_some_and(|v| v.retry_after.is_none()));
+        assert!(limits.take(Kind::Search, &key).is_none());
+    }
+
+    #[test]
+    fn replicas_divide_each_limit() {
+        let limits = RateLimits::new(&args(100, 4));
+        let key = KeyId::generate();
+        let allowed = (0..100)
+            .filter_map(|_| limits.take(Kind::Upload, &key))
+            .filter(|v| v.retry_after.is_none())
+            .count();
+        assert_eq!(allowed, 25);
+        // A share never rounds down to nothing.
+        let limits = RateLimits::new(&args(1, 4));
+        assert_eq!(limits.take(Kind::Upload, &key).map(|v| v.limit), Some(1));
+    }
+}
