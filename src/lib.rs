@@ -1,5 +1,6 @@
 //! ragstore: a self-hosted, OpenAI-compatible Files, Uploads and Vector Stores server.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -12,6 +12,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(config) => serve(*config),
         Command::Search(args) => search(args),
+        Command::Keys(cmd) => keys(cmd),
+        Command::Projects(cmd) => projects(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -39,6 +41,22 @@ fn init_tracing(format: LogFormat) {
 #[tokio::main]
 async fn search(args: ragstore::cli::SearchArgs) -> anyhow::Result<()> {
     ragstore::cli::search(args, &mut std::io::stdout().lock()).await
+}
+
+#[tokio::main]
+async fn keys(cmd: ragstore::admin::KeysCommand) -> anyhow::Result<()> {
+    ragstore::admin::keys(
+        cmd,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    )
+    .await
+}
+
+#[tokio::main]
+async fn projects(cmd: ragstore::admin::ProjectsCommand) -> anyhow::Result<()> {
+    let defaults = ragstore::config::QuotaArgs::from_env_or_defaults();
+    ragstore::admin::projects(cmd, &mut std::io::stdout().lock(), defaults).await
 }
 
 #[tokio::main]

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{body, ApiError};
-use super::LLAMA_STACK_PREFIX;
 use crate::config::RateLimitArgs;
 use crate::domain::KeyId;
 use crate::service::auth::{AuthService, Caller, Denied};
@@ -53,12 +52,10 @@ impl Kind {
         }
     }
 
-    /// The kind of `method path` (the full path, `/v1/…` or llama-stack's prefix), if limited.
+    /// The kind of `method path`, if limited; `path` is below the API's prefix (`/files/…`:
+    /// the gate sits inside the `/v1` and llama-stack nests).
     pub fn of(method: &Method, path: &str) -> Option<Kind> {
-        let rest = path
-            .strip_prefix(LLAMA_STACK_PREFIX)
-            .or_else(|| path.strip_prefix("/v1"))?;
-        let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         match (method, segs.as_slice()) {
             (&Method::DELETE, _) => Some(Kind::Deletion),
             (&Method::POST, ["files"] | ["uploads"]) => Some(Kind::Upload),
@@ -226,11 +223,16 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         Err(e) => return ApiError(e).into_response(),
     };
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let kind = Kind::of(&method, req.uri().path());
+    // The path as sent, for the audit line (nesting strips the prefix from `uri()`).
+    let path = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
     let verdict = caller
         .key
         .as_ref()
-        .zip(Kind::of(&method, &path))
+        .zip(kind)
         .and_then(|(key, kind)| gate.limits.take(kind, key));
     if let Some(v) = verdict.filter(|v| v.retry_after.is_some()) {
         tracing::info!(target: "ragstore::audit", project = %caller.project, key = ?caller.key.as_ref().map(KeyId::as_str), %method, path, "rate limited");
@@ -301,32 +303,32 @@ mod tests {
     #[test]
     fn kinds_of_routes() {
         let k = |m: Method, p: &str| Kind::of(&m, p);
-        assert_eq!(k(Method::POST, "/v1/files"), Some(Kind::Upload));
-        assert_eq!(k(Method::POST, "/v1/openai/v1/uploads"), Some(Kind::Upload));
-        assert_eq!(k(Method::POST, "/v1/uploads/upload_x/parts"), None);
+        assert_eq!(k(Method::POST, "/files"), Some(Kind::Upload));
+        assert_eq!(k(Method::POST, "/uploads"), Some(Kind::Upload));
+        assert_eq!(k(Method::POST, "/uploads/upload_x/parts"), None);
         assert_eq!(
-            k(Method::GET, "/v1/files/file-x/content"),
+            k(Method::GET, "/files/file-x/content"),
             Some(Kind::Retrieval)
         );
-        assert_eq!(k(Method::GET, "/v1/files"), Some(Kind::Retrieval));
+        assert_eq!(k(Method::GET, "/files"), Some(Kind::Retrieval));
         assert_eq!(
-            k(Method::DELETE, "/v1/vector_stores/vs_x"),
+            k(Method::DELETE, "/vector_stores/vs_x"),
             Some(Kind::Deletion)
         );
         assert_eq!(
-            k(Method::POST, "/v1/vector_stores/vs_x/search"),
+            k(Method::POST, "/vector_stores/vs_x/search"),
             Some(Kind::Search)
         );
         assert_eq!(
-            k(Method::POST, "/v1/vector_stores/vs_x/files"),
+            k(Method::POST, "/vector_stores/vs_x/files"),
             Some(Kind::Attach)
         );
         assert_eq!(
-            k(Method::POST, "/v1/vector_stores/vs_x/file_batches"),
+            k(Method::POST, "/vector_stores/vs_x/file_batches"),
             Some(Kind::Attach)
         );
-        assert_eq!(k(Method::GET, "/v1/vector_stores"), None);
-        assert_eq!(k(Method::GET, "/health"), None);
+        assert_eq!(k(Method::GET, "/vector_stores"), None);
+        assert_eq!(k(Method::GET, "/models"), None);
     }
 
     #[test]
