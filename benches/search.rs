@@ -37,7 +37,7 @@ use std::future::{Future, IntoFuture};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ragstore::domain::{AttrValue, Attributes, FileId, Filter, VectorStoreId};
+use ragstore::domain::{AttrValue, Attributes, FileId, Filter, ProjectId, VectorStoreId};
 use ragstore::index::{point_id, Point, SearchQuery};
 use ragstore::{App, Backends, Config};
 use serde_json::{json, Map, Value};
@@ -362,6 +362,7 @@ async fn load(
                 id: point_id(&file, store, chunk_index),
                 vector: rng.unit_vector(dims),
                 vector_store_id: store.clone(),
+                project_id: ProjectId::default_project(),
                 file_id: file.clone(),
                 chunk_index,
                 text: format!("Synthetic chunk {chunk_index} of {file}, point {i}."),
@@ -583,6 +584,7 @@ async fn run(dir: &std::path::Path) -> Result<()> {
                     .index
                     .search(&SearchQuery {
                         store: store.clone(),
+                        project: ProjectId::default_project(),
                         vector: v.clone(),
                         filter: filter.cloned(),
                         exclude_files: Vec::new(),

@@ -212,6 +212,7 @@ impl App {
             .startup_sweep()
             .await
             .context("start-up sweep")?;
+        adopt_points(&backends).await?;
         let services = backends.services(&config);
         if !config.open_allowed() && !backends.meta.any_live_key().await? {
             anyhow::bail!(
@@ -311,6 +312,22 @@ impl App {
         tracing::info!("shut down cleanly");
         Ok(())
     }
+}
+
+/// Marks points written before the index recorded projects with their store's project (a
+/// search filters on it). Cheap once done: a count per store.
+async fn adopt_points(backends: &Backends) -> anyhow::Result<()> {
+    let mut adopted = 0;
+    for (store, project) in backends.meta.live_stores().await? {
+        adopted += backends.index.adopt_store(&store, &project).await?;
+    }
+    if adopted > 0 {
+        tracing::info!(
+            points = adopted,
+            "marked index points with their store's project"
+        );
+    }
+    Ok(())
 }
 
 /// The embedder (local model, or a remote endpoint) and the chunker that sizes chunks as the

@@ -300,6 +300,9 @@ pub trait StoreMetadata: Send + Sync + 'static {
     /// File counts by status and the summed usage bytes of a store.
     async fn store_stats(&self, id: &VectorStoreId) -> Result<(FileCounts, i64)>;
 
+    /// Every store not deleted, with its project.
+    async fn live_stores(&self) -> Result<Vec<(VectorStoreId, ProjectId)>>;
+
     /// Removes the rows of a deleted store once its points are gone.
     async fn purge_vector_store_rows(&self, id: &VectorStoreId) -> Result<()>;
 

@@ -48,11 +48,13 @@ use serde_json::{Map, Value};
 
 use super::{Hit, Point, SearchQuery, VectorIndex};
 use crate::domain::{
-    AttrValue, Attributes, CompareOp, Error, FileId, Filter, Result, Scalar, VectorStoreId,
+    AttrValue, Attributes, CompareOp, Error, FileId, Filter, ProjectId, Result, Scalar,
+    VectorStoreId,
 };
 
 const STORE_KEY: &str = "vector_store_id";
 const FILE_KEY: &str = "file_id";
+const PROJECT_KEY: &str = "project_id";
 const CHUNK_KEY: &str = "chunk_index";
 const TEXT_KEY: &str = "text";
 const ATTRIBUTES_KEY: &str = "attributes";
@@ -494,7 +496,7 @@ impl EdgeIndex {
 
         // Re-issued on every open: a no-op for segments that have them, and it covers a plain
         // segment the engine creates at load time from its (empty) default schema.
-        for (key, is_tenant) in [(STORE_KEY, true), (FILE_KEY, false)] {
+        for (key, is_tenant) in [(STORE_KEY, true), (FILE_KEY, false), (PROJECT_KEY, false)] {
             let schema =
                 PayloadFieldSchema::FieldParams(PayloadSchemaParams::Keyword(KeywordIndexParams {
                     is_tenant: Some(is_tenant),
@@ -599,7 +601,10 @@ impl VectorIndex for EdgeIndex {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut must = vec![keyword(STORE_KEY, store.as_str())?];
+        let mut must = vec![
+            keyword(STORE_KEY, store.as_str())?,
+            keyword(PROJECT_KEY, q.project.as_str())?,
+        ];
         if let Some(f) = filter {
             must.push(translate(f)?);
         }
@@ -684,6 +689,38 @@ impl VectorIndex for EdgeIndex {
         .await
     }
 
+    async fn adopt_store(&self, store: &VectorStoreId, project: &ProjectId) -> Result<u64> {
+        // A store's points all belong to its project, so those not marked with it are unmarked.
+        let filter = Some(EdgeFilter {
+            must: Some(vec![keyword(STORE_KEY, store.as_str())?]),
+            must_not: Some(vec![keyword(PROJECT_KEY, project.as_str())?]),
+            ..EdgeFilter::new()
+        });
+        let payload = Payload(
+            [(
+                PROJECT_KEY.to_owned(),
+                Value::String(project.as_str().into()),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        self.blocking(move |inner| {
+            let n = inner.count(filter.clone())?;
+            if n == 0 {
+                return Ok(0);
+            }
+            let op = UpdateOperation::PayloadOperation(PayloadOps::SetPayload(SetPayloadOp {
+                payload,
+                points: None,
+                filter,
+                key: None,
+            }));
+            inner.write(op, n)?;
+            Ok(n)
+        })
+        .await
+    }
+
     async fn count(&self, store: Option<&VectorStoreId>, file: Option<&FileId>) -> Result<u64> {
         let filter = scope(store, file)?;
         self.blocking(move |inner| inner.count(filter)).await
@@ -736,6 +773,10 @@ fn to_engine_point(p: Point) -> Result<PointStructPersisted> {
     payload.insert(
         STORE_KEY.into(),
         Value::String(p.vector_store_id.as_str().into()),
+    );
+    payload.insert(
+        PROJECT_KEY.into(),
+        Value::String(p.project_id.as_str().into()),
     );
     payload.insert(FILE_KEY.into(), Value::String(p.file_id.as_str().into()));
     payload.insert(CHUNK_KEY.into(), Value::from(p.chunk_index));
@@ -971,6 +1012,7 @@ mod tests {
     ) -> Result<Vec<Hit>> {
         idx.search(&SearchQuery {
             store: store.clone(),
+            project: ProjectId::default_project(),
             vector,
             filter: filter.cloned(),
             exclude_files: exclude_files.to_vec(),
@@ -1021,6 +1063,7 @@ mod tests {
             id: point_id(f, vs, chunk),
             vector,
             vector_store_id: vs.clone(),
+            project_id: ProjectId::default_project(),
             file_id: f.clone(),
             chunk_index: chunk,
             text: format!("{f} chunk {chunk}"),
@@ -1031,6 +1074,38 @@ mod tests {
 
     fn open(dir: &Path) -> EdgeIndex {
         EdgeIndex::open(dir, DIMS).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_search_sees_only_its_projects_points_and_adoption_marks_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = open(dir.path());
+        let (a, f) = (store("a"), file("f"));
+        let other = ProjectId::parse("proj_other").unwrap();
+        // Written as if before projects were recorded: not marked with the store's project.
+        let mut p = point(&a, &f, 0, axis(0, 1, 0.0), json!({}));
+        p.project_id = other.clone();
+        idx.upsert(vec![p]).await.unwrap();
+        let query = |project: &ProjectId| SearchQuery {
+            store: a.clone(),
+            project: project.clone(),
+            vector: axis(0, 1, 0.0),
+            filter: None,
+            exclude_files: Vec::new(),
+            limit: 5,
+            score_threshold: None,
+        };
+        let mine = ProjectId::default_project();
+        assert!(idx.search(&query(&mine)).await.unwrap().is_empty());
+        assert_eq!(idx.search(&query(&other)).await.unwrap().len(), 1);
+        assert_eq!(idx.adopt_store(&a, &mine).await.unwrap(), 1);
+        assert_eq!(idx.adopt_store(&a, &mine).await.unwrap(), 0);
+        assert_eq!(idx.search(&query(&mine)).await.unwrap().len(), 1);
+        assert!(idx.search(&query(&other)).await.unwrap().is_empty());
+        // Durable: a reopened index still has the mark.
+        drop(idx);
+        let idx = open(dir.path());
+        assert_eq!(idx.search(&query(&mine)).await.unwrap().len(), 1);
     }
 
     fn info(idx: &EdgeIndex) -> qdrant_edge::ShardInfo {

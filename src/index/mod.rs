@@ -5,13 +5,16 @@
 //! | payload key       | type                 | index                                  |
 //! |-------------------|----------------------|----------------------------------------|
 //! | `vector_store_id` | keyword              | keyword, `is_tenant = true`            |
+//! | `project_id`      | keyword              | keyword                                |
 //! | `file_id`         | keyword              | keyword                                |
 //! | `chunk_index`     | integer              | -                                      |
 //! | `text`            | string               | -                                      |
 //! | `attributes`      | object (user values) | filters address `attributes.<key>`     |
 //! | `extra`           | object (page, …)     | -                                      |
 //!
-//! Every query filters on `vector_store_id`. Nothing in this trait is specific to one engine.
+//! Every query filters on `vector_store_id` and on `project_id` (a store's project): a search can
+//! only ever see the caller's project, whatever store id it names. Nothing in this trait is
+//! specific to one engine.
 
 pub mod edge;
 
@@ -19,7 +22,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::domain::{Attributes, FileId, Filter, Result, VectorStoreId};
+use crate::domain::{Attributes, FileId, Filter, ProjectId, Result, VectorStoreId};
 
 /// One chunk's vector and payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +30,8 @@ pub struct Point {
     pub id: Uuid,
     pub vector: Vec<f32>,
     pub vector_store_id: VectorStoreId,
+    /// The store's project.
+    pub project_id: ProjectId,
     pub file_id: FileId,
     pub chunk_index: u32,
     pub text: String,
@@ -53,6 +58,8 @@ pub struct Hit {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchQuery {
     pub store: VectorStoreId,
+    /// The caller's project: only its points are candidates.
+    pub project: ProjectId,
     /// The query's dense vector, of the index's dimensions.
     pub vector: Vec<f32>,
     /// On attributes; validated by the domain before it gets here.
@@ -95,6 +102,10 @@ pub trait VectorIndex: Send + Sync + 'static {
         file: &FileId,
         attributes: &Attributes,
     ) -> Result<()>;
+
+    /// Marks the points of `store` that do not carry `project` (points written before projects
+    /// were recorded in the index) as `project`'s; returns how many it marked.
+    async fn adopt_store(&self, store: &VectorStoreId, project: &ProjectId) -> Result<u64>;
 
     /// Exact number of points, optionally restricted to a store and/or a file.
     async fn count(&self, store: Option<&VectorStoreId>, file: Option<&FileId>) -> Result<u64>;

@@ -714,6 +714,7 @@ impl Worker {
                 id: point_id(&vs_file.file_id, &vs_file.vector_store_id, r.idx),
                 vector,
                 vector_store_id: vs_file.vector_store_id.clone(),
+                project_id: vs_file.project_id.clone(),
                 file_id: vs_file.file_id.clone(),
                 chunk_index: r.idx,
                 text: r.text,

@@ -95,6 +95,7 @@ impl SearchService {
         for vector in vectors {
             let query = SearchQuery {
                 store: store.id.clone(),
+                project: store.project_id.clone(),
                 vector,
                 filter: req.filter.clone(),
                 exclude_files: excluded.clone(),

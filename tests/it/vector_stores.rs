@@ -1866,6 +1866,13 @@ impl VectorIndex for GatedIndex {
     ) -> ragstore::domain::Result<()> {
         self.inner.set_attributes(store, file, attributes).await
     }
+    async fn adopt_store(
+        &self,
+        store: &VectorStoreId,
+        project: &ragstore::domain::ProjectId,
+    ) -> ragstore::domain::Result<u64> {
+        self.inner.adopt_store(store, project).await
+    }
     async fn count(
         &self,
         store: Option<&VectorStoreId>,

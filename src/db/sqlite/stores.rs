@@ -179,6 +179,19 @@ impl StoreMetadata for SqliteMetadata {
         Ok(gone)
     }
 
+    async fn live_stores(&self) -> Result<Vec<(VectorStoreId, ProjectId)>> {
+        let rows = sqlx::query_as::<_, (String, String)>(
+            "SELECT id, project_id FROM vector_stores WHERE deleted_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, p)| (VectorStoreId::from_db(s), ProjectId::from_db(p)))
+            .collect())
+    }
+
     async fn get_vector_store(
         &self,
         project: &ProjectId,

@@ -1,0 +1,366 @@
+//! API keys, quotas and rate limits, as a client meets them (the cross-project walk is in
+//! `isolation.rs`).
+
+use ragstore::db::Metadata;
+use ragstore::domain::{ProjectId, QuotaOverrides, Quotas, VectorStoreId};
+use ragstore::service::auth::AuthService;
+use ragstore::{App, Config};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use crate::{assert_error, files_under, models_dir, TestApp};
+
+fn auth(app: &TestApp) -> AuthService {
+    AuthService::new(
+        app.state.meta.clone(),
+        app.clock.clone(),
+        true,
+        Quotas::DEFAULT,
+    )
+}
+
+/// A client that sends `key` with every request.
+fn client_with(key: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
+async fn set_quotas(meta: &Arc<dyn Metadata>, q: QuotaOverrides) {
+    assert!(meta
+        .set_project_quotas(&ProjectId::default_project(), &q)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn a_server_runs_open_until_a_key_exists() {
+    let app = TestApp::spawn().await;
+    let (status, _) = app.get_json("/v1/files").await;
+    assert_eq!(status, 200, "no keys: open");
+    let (_, _, key) = auth(&app).create_key("team", None).await.unwrap();
+    // The verdict "no keys" is remembered for a few seconds; a restart sees the key at once.
+    let dir = app.stop().await;
+    let app = TestApp::spawn_in(dir, |_| {}).await;
+    let (status, body) = app.get_json("/v1/files").await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        assert_error(&body, "invalid_request_error")["code"],
+        "invalid_api_key"
+    );
+    let res = client_with(key.as_str())
+        .get(app.url("/v1/files"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Health and readiness never need a key.
+    assert_eq!(
+        app.client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_non_loopback_address_needs_keys_or_insecure_no_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |insecure: bool| {
+        let mut c = Config::for_data_dir(dir.path().join("data"));
+        c.models_dir = models_dir();
+        c.workers_enabled = false;
+        c.addr = "0.0.0.0:0".parse().unwrap();
+        c.insecure_no_auth = insecure;
+        c
+    };
+    let refused = App::build(config(false)).await.err().unwrap().to_string();
+    assert!(refused.contains("without API keys"), "{refused}");
+    assert!(refused.contains("--insecure-no-auth"), "{refused}");
+    let app = App::build(config(true)).await.unwrap();
+    let auth = AuthService::new(
+        app.backends().meta.clone(),
+        app.backends().clock.clone(),
+        false,
+        Quotas::DEFAULT,
+    );
+    auth.create_key("ops", None).await.unwrap();
+    // Not open even though allowed: keys exist. And without the flag it starts now.
+    assert!(auth.keys_required().await.unwrap());
+    drop(app);
+    App::build(config(false)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_gets_exactly_the_limit_through_with_openais_headers() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits.deletions = 10;
+        c.rate_limits.retrievals = 0;
+    })
+    .await;
+    let (_, _, key) = auth(&app).create_key("burst", None).await.unwrap();
+    let client = client_with(key.as_str());
+    let url = app.url("/v1/files/file-doesnotexist0000000000");
+    let responses =
+        futures_util::future::join_all((0..30).map(|_| client.delete(&url).send())).await;
+    let mut passed = 0;
+    let mut refused = 0;
+    for res in responses {
+        let res = res.unwrap();
+        let h = res.headers().clone();
+        assert_eq!(h["x-ratelimit-limit-requests"], "10");
+        assert!(h.contains_key("x-ratelimit-remaining-requests"));
+        assert!(h.contains_key("x-ratelimit-reset-requests"));
+        match res.status().as_u16() {
+            404 => passed += 1,
+            429 => {
+                refused += 1;
+                assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+                let after: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=6).contains(&after), "{after}");
+                assert!(h.contains_key("retry-after-ms"));
+                let body: Value = res.json().await.unwrap();
+                assert_eq!(
+                    assert_error(&body, "requests")["code"],
+                    "rate_limit_exceeded"
+                );
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert_eq!((passed, refused), (10, 20));
+    // A limit off (0) sends no headers; another kind has its own allowance.
+    let res = client.get(app.url("/v1/files")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(!res.headers().contains_key("x-ratelimit-limit-requests"));
+    // Another key has its own allowance.
+    let (_, _, other) = auth(&app).create_key("burst", None).await.unwrap();
+    let res = client_with(other.as_str())
+        .delete(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn replicas_divide_each_limit() {
+    let app = TestApp::spawn_with(|c| {
+        c.rate_limits.deletions = 10;
+        c.rate_limits.replicas = 2;
+    })
+    .await;
+    let (_, _, key) = auth(&app).create_key("half", None).await.unwrap();
+    let client = client_with(key.as_str());
+    let url = app.url("/v1/files/file-doesnotexist0000000000");
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(client.delete(&url).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [404, 404, 404, 404, 404, 429, 429, 429]);
+}
+
+#[tokio::test]
+async fn the_stored_bytes_quota_refuses_before_anything_is_written() {
+    let app = TestApp::spawn().await;
+    set_quotas(
+        &app.state.meta,
+        QuotaOverrides {
+            stored_bytes: Some(100),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.upload("a.txt", vec![b'a'; 60], "assistants").await;
+    let blobs = files_under(&app.data_dir().join("blobs")).len();
+    let res = app.upload_raw("b.txt", vec![b'b'; 60], "assistants").await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    let e = assert_error(&body, "invalid_request_error");
+    assert_eq!(e["code"], "quota_exceeded");
+    assert!(e["message"].as_str().unwrap().contains("100 bytes"), "{e}");
+    let (_, list) = app.get_json("/v1/files").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(files_under(&app.data_dir().join("blobs")).len(), blobs);
+    // The Uploads API refuses a declared size that cannot fit, before any part.
+    let (status, body) = app
+        .post_json(
+            "/v1/uploads",
+            json!({"filename": "c.txt", "purpose": "assistants", "bytes": 60, "mime_type": "text/plain"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    // Deleting frees the room.
+    let (_, list) = app.get_json("/v1/files").await;
+    let id = list["data"][0]["id"].as_str().unwrap().to_owned();
+    app.client
+        .delete(app.url(&format!("/v1/files/{id}")))
+        .send()
+        .await
+        .unwrap();
+    app.upload("b.txt", vec![b'b'; 60], "assistants").await;
+}
+
+#[tokio::test]
+async fn the_database_refuses_a_file_over_quota_even_after_the_early_check() {
+    // Two uploads racing past the early check: the insert's own check keeps the quota.
+    let app = TestApp::spawn().await;
+    let meta = app.state.meta.clone();
+    let file = |n: i64| ragstore::domain::FileRecord {
+        id: ragstore::domain::FileId::generate(),
+        project_id: ProjectId::default_project(),
+        filename: format!("f{n}.txt"),
+        purpose: ragstore::domain::Purpose::Assistants,
+        bytes: 60,
+        created_at: 1,
+        expires_at: None,
+        status: ragstore::domain::FileStatus::Uploaded,
+        status_details: None,
+        storage_key: format!("k{n}"),
+    };
+    meta.insert_file(&file(1), None, 100).await.unwrap();
+    let err = meta.insert_file(&file(2), None, 100).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ragstore::domain::Error::QuotaExceeded { limit: 100, .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        meta.stored_bytes(&ProjectId::default_project())
+            .await
+            .unwrap(),
+        60
+    );
+}
+
+#[tokio::test]
+async fn store_and_files_per_store_quotas() {
+    let app = TestApp::spawn().await;
+    set_quotas(
+        &app.state.meta,
+        QuotaOverrides {
+            stores: Some(2),
+            files_per_store: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let f1 = app.upload("a.txt", b"alpha".to_vec(), "assistants").await["id"].clone();
+    let f2 = app.upload("b.txt", b"beta".to_vec(), "assistants").await["id"].clone();
+    // Two files in a new store: over, and no store is left behind.
+    let (status, body) = app
+        .post_json(
+            "/v1/vector_stores",
+            json!({"name": "two", "file_ids": [f1, f2]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    let (_, stores) = app.get_json("/v1/vector_stores").await;
+    assert_eq!(stores["data"].as_array().unwrap().len(), 0);
+    let (_, vs) = app
+        .post_json(
+            "/v1/vector_stores",
+            json!({"name": "one", "file_ids": [f1]}),
+        )
+        .await;
+    let vs = vs["id"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs}/files"),
+            json!({"file_id": f2}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs}/file_batches"),
+            json!({"file_ids": [f2]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (_, files) = app.get_json(&format!("/v1/vector_stores/{vs}/files")).await;
+    assert_eq!(files["data"].as_array().unwrap().len(), 1);
+    // Attaching a file already there changes nothing and is not refused.
+    let (status, _) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs}/files"),
+            json!({"file_id": f1}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Stores per project.
+    let (status, _) = app
+        .post_json("/v1/vector_stores", json!({"name": "two"}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = app
+        .post_json("/v1/vector_stores", json!({"name": "three"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    let (_, stores) = app.get_json("/v1/vector_stores").await;
+    assert_eq!(stores["data"].as_array().unwrap().len(), 2);
+    // Jobs: only the one store's file was queued.
+    assert!(app.drain().await >= 1);
+}
+
+#[tokio::test]
+async fn points_not_marked_with_their_project_are_adopted_at_start() {
+    let app = TestApp::spawn().await;
+    let f = app
+        .upload(
+            "rocks.txt",
+            b"Basalt forms when lava cools quickly.".to_vec(),
+            "assistants",
+        )
+        .await["id"]
+        .clone();
+    let (_, vs) = app
+        .post_json("/v1/vector_stores", json!({"name": "geo", "file_ids": [f]}))
+        .await;
+    let vs = vs["id"].as_str().unwrap().to_owned();
+    app.drain().await;
+    let hits = |app: &TestApp| {
+        let (vs, client, url) = (
+            vs.clone(),
+            app.client.clone(),
+            app.url(&format!("/v1/vector_stores/{vs}/search")),
+        );
+        async move {
+            let _ = vs;
+            let body: Value = client
+                .post(url)
+                .json(&json!({"query": "lava"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["data"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(hits(&app).await, 1);
+    // As an index written before projects were recorded: its points carry another mark.
+    let store = VectorStoreId::parse(&vs).unwrap();
+    let old = ProjectId::parse("proj_before").unwrap();
+    assert_eq!(app.state.index.adopt_store(&store, &old).await.unwrap(), 1);
+    assert_eq!(hits(&app).await, 0, "the index filter carries the project");
+    let dir = app.stop().await;
+    let app = TestApp::spawn_in(dir, |_| {}).await;
+    assert_eq!(hits(&app).await, 1);
+}
