@@ -246,7 +246,7 @@ async fn create(
                     )
                     .into());
                 }
-                let filename = field.file_name().map(str::to_owned).ok_or_else(|| {
+                let filename = field.file_name().map(unquote).ok_or_else(|| {
                     Error::invalid(
                         "The 'file' field must be a file upload with a filename.",
                         "file",
@@ -412,9 +412,32 @@ pub fn content_disposition(filename: &str) -> HeaderValue {
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
+/// A `filename="…"` value as sent: the quoted-pairs of its quoted-string undone (`\\` is one
+/// backslash, `\"` a quote), which the multipart parser leaves in. Clients escape this way (httpx,
+/// so the `openai` SDK; reqwest), so `C:\x.txt` arrives as `C:\\x.txt`.
+fn unquote(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next().unwrap_or('\\')),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::content_disposition;
+    use super::{content_disposition, unquote};
+
+    #[test]
+    fn quoted_pairs_in_filenames_are_undone() {
+        assert_eq!(unquote(r"C:\\x.txt"), r"C:\x.txt");
+        assert_eq!(unquote(r#"say \"hi\".txt"#), r#"say "hi".txt"#);
+        assert_eq!(unquote("plain.txt"), "plain.txt");
+        assert_eq!(unquote(r"trailing\"), r"trailing\");
+    }
 
     #[test]
     fn disposition_escapes() {

@@ -364,3 +364,81 @@ async fn points_not_marked_with_their_project_are_adopted_at_start() {
     let app = TestApp::spawn_in(dir, |_| {}).await;
     assert_eq!(hits(&app).await, 1);
 }
+
+// --- request hardening ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn json_bodies_are_bounded_in_depth_and_size() {
+    let app = TestApp::spawn().await;
+    let post = |body: Vec<u8>| {
+        app.client
+            .post(app.url("/v1/vector_stores"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // 100,000 nested arrays: refused, not a stack overflow.
+    let deep = format!(
+        "{{\"name\": {}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let res = post(deep.into_bytes()).await.unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_error(&body, "invalid_request_error");
+    // Over the JSON body limit (2 MiB): 413 before it is parsed.
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(3 << 20));
+    let res = post(big.into_bytes()).await.unwrap();
+    assert_eq!(res.status(), 413);
+    // Filters nested beyond 32 levels.
+    let (_, vs) = app
+        .post_json("/v1/vector_stores", json!({"name": "f"}))
+        .await;
+    let vs = vs["id"].as_str().unwrap().to_owned();
+    let mut filter = json!({"type": "eq", "key": "k", "value": 1});
+    for _ in 0..40 {
+        filter = json!({"type": "and", "filters": [filter]});
+    }
+    let (status, body) = app
+        .post_json(
+            &format!("/v1/vector_stores/{vs}/search"),
+            json!({"query": "x", "filters": filter}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "filters");
+    // And the server is still serving.
+    assert_eq!(app.get_json("/v1/vector_stores").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_filename_is_never_a_path() {
+    let app = TestApp::spawn().await;
+    let data = app.data_dir();
+    let before: Vec<_> = files_under(&data);
+    for name in [
+        "../../escape.txt",
+        "/etc/passwd",
+        "a/../../b.txt",
+        "..",
+        "C:\\x.txt",
+    ] {
+        let f = app.upload(name, b"payload".to_vec(), "assistants").await;
+        assert_eq!(f["filename"], name);
+        let id = f["id"].as_str().unwrap();
+        let new: Vec<_> = files_under(&data)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        // The bytes are stored under the file's id, inside the data dir.
+        assert!(
+            new.iter()
+                .any(|p| p.starts_with(data.join("blobs")) && p.to_string_lossy().contains(id)),
+            "{new:?}"
+        );
+        assert!(new.iter().all(|p| p.starts_with(&data)), "{new:?}");
+    }
+    assert!(!app.dir.path().join("escape.txt").exists());
+    assert!(!data.parent().unwrap().join("b.txt").exists());
+}
