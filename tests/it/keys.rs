@@ -442,3 +442,86 @@ async fn a_filename_is_never_a_path() {
     assert!(!app.dir.path().join("escape.txt").exists());
     assert!(!data.parent().unwrap().join("b.txt").exists());
 }
+
+/// Log lines written while the guard lives (the test runtime runs the server on this thread).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn creates_and_deletes_leave_an_audit_line_without_the_key() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_env_filter("ragstore::audit=info")
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = TestApp::spawn().await;
+    let (key_row, project, key) = auth(&app).create_key("audited", None).await.unwrap();
+    let dir = app.stop().await;
+    let app = TestApp::spawn_in(dir, |_| {}).await;
+    let client = client_with(key.as_str());
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "assistants")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("a.txt"),
+        );
+    let f: Value = client
+        .post(app.url("/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = f["id"].as_str().unwrap();
+    client
+        .delete(app.url(&format!("/v1/files/{id}")))
+        .send()
+        .await
+        .unwrap();
+    // Reads are not audited; the embeddings route needs a key like every /v1 route.
+    client.get(app.url("/v1/files")).send().await.unwrap();
+    let res = app
+        .client
+        .post(app.url("/v1/embeddings"))
+        .json(&json!({"input": "x", "model": "all-MiniLM-L6-v2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("audit")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("method=POST") && lines[0].contains("path=\"/v1/files\""),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("method=DELETE") && lines[1].contains(id),
+        "{text}"
+    );
+    for l in &lines {
+        assert!(
+            l.contains(project.id.as_str()) && l.contains(key_row.id.as_str()),
+            "{l}"
+        );
+    }
+    assert!(
+        !text.contains(key.as_str()),
+        "the key itself is never logged"
+    );
+}

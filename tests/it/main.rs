@@ -7,6 +7,7 @@ mod crash;
 mod errors;
 mod files;
 mod http;
+mod isolation;
 mod keys;
 mod metadata_contract;
 mod openapi;
