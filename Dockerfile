@@ -13,6 +13,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/ragstore /usr/local/bin/ragstore
 COPY --from=build /src/models /opt/ragstore/models
+# Listening on every interface, the server refuses to start until the data dir holds an API key
+# (`docker run … ragstore keys create --project NAME`) unless RAGSTORE_INSECURE_NO_AUTH=true.
 ENV RAGSTORE_ADDR=0.0.0.0:8321 \
     RAGSTORE_DATA_DIR=/var/lib/ragstore \
     RAGSTORE_MODELS_DIR=/opt/ragstore/models
