@@ -119,14 +119,14 @@ pub async fn keys(
             };
             writeln!(
                 out,
-                "{:<28} {:<16} {:<16} {:<6} {:<18} REVOKED",
+                "{:<27} {:<16} {:<16} {:<6} {:<18} REVOKED",
                 "ID", "PROJECT", "NAME", "KEY", "CREATED"
             )?;
             for k in meta.list_keys().await? {
                 writeln!(
                     out,
-                    "{:<28} {:<16} {:<16} {:<6} {:<18} {}",
-                    k.id,
+                    "{:<27} {:<16} {:<16} {:<6} {:<18} {}",
+                    k.id.as_str(),
                     name_of(&k.project_id),
                     k.name.as_deref().unwrap_or("-"),
                     k.hint,
@@ -161,7 +161,7 @@ pub async fn projects(
             let (meta, _) = open(&db).await?;
             writeln!(
                 out,
-                "{:<28} {:<16} {:>16} {:>18} {:>16} {:>10}",
+                "{:<27} {:<16} {:>16} {:>26} {:>18} {:>18}",
                 "ID", "NAME", "STORED BYTES", "QUOTA BYTES", "FILES/STORE", "STORES"
             )?;
             for p in meta.list_projects().await? {
@@ -171,8 +171,8 @@ pub async fn projects(
                 };
                 writeln!(
                     out,
-                    "{:<28} {:<16} {:>16} {:>18} {:>16} {:>10}",
-                    p.id,
+                    "{:<27} {:<16} {:>16} {:>26} {:>18} {:>18}",
+                    p.id.as_str(),
                     p.name,
                     used,
                     show(p.quotas.stored_bytes, defaults.stored_bytes),

@@ -167,7 +167,9 @@ impl Verdict {
                 "retry-after",
                 wait.as_secs_f64().ceil().max(1.0).to_string(),
             );
-            set("retry-after-ms", wait.as_millis().max(1).to_string());
+            // Rounded up: a client that waits exactly this long is not early.
+            let ms = wait.as_nanos().div_ceil(1_000_000).max(1);
+            set("retry-after-ms", ms.to_string());
         }
     }
 

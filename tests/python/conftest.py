@@ -3,6 +3,11 @@
 One ragstore server is started per test session with a throw-away data directory and small size
 limits, so the limit tests stay cheap. Every SDK test runs twice: against `/v1` and against the
 llama-stack prefix `/v1/openai/v1`.
+
+Every server the suite starts has a real API key (`ragstore keys create`, run before the server
+starts, since the server remembers for 5 s whether any key exists), so it is not the open
+no-key mode: every /v1 request sends `Authorization: Bearer <that key>`. Its rate limits are off
+unless a test asks for some (see `start_server`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import openai
@@ -33,6 +40,13 @@ LIMITS = {
 
 STARTUP_TIMEOUT_S = 20.0
 SHUTDOWN_TIMEOUT_S = 10.0
+
+# Per-key requests per minute by kind (`ragstore serve --rate-KIND N`); 0 = no limit. Test servers
+# run without limits unless a test asks for some, so the suite is never throttled.
+NO_RATE_LIMITS = {"uploads": 0, "retrievals": 0, "deletions": 0, "searches": 0, "attaches": 0}
+
+# The project of the key every server is started with.
+DEFAULT_PROJECT = "sdk"
 
 
 def _find_binary() -> Path:
@@ -80,19 +94,87 @@ def limits() -> dict[str, int]:
     return dict(LIMITS)
 
 
-def start_server(workdir: Path, *flags: str):
+def _env() -> dict[str, str]:
+    """The environment for the binary: only its flags configure it, stray RAGSTORE_* variables
+    must not leak in."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("RAGSTORE_")}
+
+
+def ragstore_cli(data_dir: Path, *args: str) -> str:
+    """Runs an admin command of the binary (`keys ...`, `projects ...`) against the database in
+    `data_dir` (works while a server runs on it); returns its stdout, fails the test if it fails."""
+    cmd = [str(_find_binary()), *args, "--data-dir", str(data_dir)]
+    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=_env(), timeout=60)
+    if done.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(cmd)}` exited with code {done.returncode}\n"
+            f"--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}",
+            pytrace=False,
+        )
+    return done.stdout
+
+
+def create_key(data_dir: Path, project: str, name: str | None = None) -> str:
+    """`ragstore keys create --project PROJECT`: a new key (`rsk-…`, printed alone on stdout) of
+    `project`, created if it does not exist. A server running on `data_dir` accepts it at once."""
+    args = ["keys", "create", "--project", project]
+    if name is not None:
+        args += ["--name", name]
+    out = ragstore_cli(data_dir, *args)
+    key = out.strip()
+    assert key.startswith("rsk-") and len(key.split()) == 1, f"keys create printed {out!r}"
+    return key
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `ragstore serve`: its root URL, its data directory, and the key it was started
+    with (of project `DEFAULT_PROJECT` unless asked otherwise)."""
+
+    url: str
+    data_dir: Path
+    api_key: str
+
+    def cli(self, *args: str) -> str:
+        return ragstore_cli(self.data_dir, *args)
+
+    def create_key(self, project: str, name: str | None = None) -> str:
+        return create_key(self.data_dir, project, name)
+
+    def client(self, prefix: str = "/v1", api_key: str | None = None, **kwargs) -> openai.OpenAI:
+        """A strict SDK client with this server's key (or `api_key`); no retries unless given."""
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 30.0)
+        kwargs.setdefault("_strict_response_validation", True)
+        return openai.OpenAI(base_url=self.url + prefix, api_key=api_key or self.api_key, **kwargs)
+
+
+def start_server(
+    workdir: Path,
+    *flags: str,
+    project: str = DEFAULT_PROJECT,
+    rate_limits: dict[str, int] | None = None,
+) -> Iterator[Server]:
     """Starts `ragstore serve` on a free port with its data under `workdir` and the given extra
-    flags; yields its root URL (`http://127.0.0.1:PORT`), then stops it with SIGTERM and checks
-    that it exits cleanly. A generator, for fixtures to `yield from`."""
+    flags, after creating an API key of `project` in its database; yields a `Server`, then stops
+    it with SIGTERM and checks that it exits cleanly. A generator, for fixtures to `yield from`.
+
+    `rate_limits` sets per-key requests per minute by kind (`{"uploads": 3}` for
+    `--rate-uploads 3`); every kind not given is unlimited."""
     binary = _find_binary()
     data_dir = workdir / "data"
     stderr_path = workdir / "server.stderr.log"
     port = _free_port()
     root = f"http://127.0.0.1:{port}"
 
+    # Before the server starts: it remembers for 5 s whether any key exists.
+    api_key = create_key(data_dir, project, name="pytest")
+    rates = dict(NO_RATE_LIMITS)
+    for kind, per_minute in (rate_limits or {}).items():
+        assert kind in rates, f"unknown rate limit kind {kind!r}"
+        rates[kind] = per_minute
+
     models_dir = os.environ.get("RAGSTORE_MODELS_DIR", str(REPO_ROOT / "models"))
-    # Only the flags below configure the server; stray RAGSTORE_* variables must not leak in.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTORE_")}
     cmd = [
         str(binary),
         "serve",
@@ -100,11 +182,12 @@ def start_server(workdir: Path, *flags: str):
         "--data-dir", str(data_dir),
         "--shutdown-grace-secs", "5",
         "--models-dir", models_dir,
+        *(arg for kind, n in rates.items() for arg in (f"--rate-{kind}", str(n))),
         *flags,
     ]
     stderr_file = open(stderr_path, "wb")
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=stderr_file, stderr=stderr_file, env=env
+        cmd, stdin=subprocess.DEVNULL, stdout=stderr_file, stderr=stderr_file, env=_env()
     )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -131,7 +214,7 @@ def start_server(workdir: Path, *flags: str):
         stderr_file.close()
         raise
 
-    yield root
+    yield Server(url=root, data_dir=data_dir, api_key=api_key)
 
     try:
         if proc.poll() is not None:
@@ -159,16 +242,34 @@ def start_server(workdir: Path, *flags: str):
         stderr_file.close()
 
 
-
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    """The session's server, with small size limits (`LIMITS`) so the limit tests stay cheap."""
+def session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The session's server, with small size limits (`LIMITS`) so the limit tests stay cheap, a
+    key of project `DEFAULT_PROJECT`, and no rate limits."""
     yield from start_server(
         tmp_path_factory.mktemp("ragstore"),
         "--max-file-bytes", "1MiB",
         "--max-part-bytes", "256KiB",
         "--max-upload-bytes", "4MiB",
     )
+
+
+@pytest.fixture(scope="session")
+def server(session_server: Server) -> str:
+    """The session server's root URL (`http://127.0.0.1:PORT`)."""
+    return session_server.url
+
+
+@pytest.fixture(scope="session")
+def api_key(session_server: Server) -> str:
+    """The session server's API key (project `DEFAULT_PROJECT`)."""
+    return session_server.api_key
+
+
+@pytest.fixture(scope="session")
+def auth_headers(api_key: str) -> dict[str, str]:
+    """The header raw HTTP requests to the session server's /v1 routes need."""
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 API_PREFIXES = {
@@ -184,14 +285,14 @@ def api_base(request: pytest.FixtureRequest, server: str) -> str:
 
 
 @pytest.fixture
-def client(api_base: str):
+def client(api_base: str, api_key: str):
     """An SDK client against one of the two route prefixes; no retries, so errors surface.
     Strict: every response is validated against the SDK's own pydantic model for its route, so a
     missing required field or a wrong type fails the test (users' default parsing would accept
     it silently)."""
     c = openai.OpenAI(
         base_url=api_base,
-        api_key="anything",
+        api_key=api_key,
         max_retries=0,
         timeout=30.0,
         _strict_response_validation=True,
@@ -203,11 +304,11 @@ def client(api_base: str):
 
 
 @pytest.fixture
-def lenient_client(api_base: str):
+def lenient_client(api_base: str, api_key: str):
     """The SDK's default (lenient) parsing, for the two places where the SDK's own types are
     narrower than OpenAI's API: `FileObject.purpose` has no `evals` (a purpose the API accepts),
     and `embeddings.create` asks for base64 by default and decodes it after validation."""
-    c = openai.OpenAI(base_url=api_base, api_key="anything", max_retries=0, timeout=30.0)
+    c = openai.OpenAI(base_url=api_base, api_key=api_key, max_retries=0, timeout=30.0)
     try:
         yield c
     finally:

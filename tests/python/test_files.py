@@ -418,39 +418,44 @@ def _assert_error_envelope(resp, status: int) -> dict:
     return err
 
 
-def test_error_shape_not_found(api_base: str):
-    resp = httpx.get(f"{api_base}/files/file-doesnotexist0000000000", headers={"Authorization": "Bearer x"})
+def test_error_shape_not_found(api_base: str, auth_headers: dict[str, str]):
+    resp = httpx.get(f"{api_base}/files/file-doesnotexist0000000000", headers=auth_headers)
     err = _assert_error_envelope(resp, 404)
     assert err["type"] == "invalid_request_error"
     assert err["code"] == "file_not_found"
     assert err["param"] is None
 
 
-def test_error_shape_bad_purpose(api_base: str):
+def test_error_shape_bad_purpose(api_base: str, auth_headers: dict[str, str]):
     resp = httpx.post(
         f"{api_base}/files",
         data={"purpose": "nonsense"},
         files={"file": ("a.txt", b"hello", "text/plain")},
+        headers=auth_headers,
     )
     err = _assert_error_envelope(resp, 400)
     assert err["type"] == "invalid_request_error"
     assert err["param"] == "purpose"
 
 
-def test_error_shape_missing_file(api_base: str):
+def test_error_shape_missing_file(api_base: str, auth_headers: dict[str, str]):
     resp = httpx.post(
         f"{api_base}/files",
         data={"purpose": "assistants"},
         files={"other": ("a.txt", b"hello", "text/plain")},
+        headers=auth_headers,
     )
     err = _assert_error_envelope(resp, 400)
     assert err["param"] == "file"
 
 
-def test_no_authorization_header_needed(api_base: str):
+def test_error_shape_missing_api_key(api_base: str):
+    # The session server has a key, so a request without one is refused (test_auth.py has more).
     resp = httpx.get(f"{api_base}/files", params={"limit": 1})
-    assert resp.status_code == 200
-    assert resp.json()["object"] == "list"
+    err = _assert_error_envelope(resp, 401)
+    assert err["type"] == "invalid_request_error"
+    assert err["code"] == "invalid_api_key"
+    assert resp.headers["www-authenticate"].startswith("Bearer")
 
 
 def test_fine_tuning_files_are_validated(client: openai.OpenAI):

@@ -21,7 +21,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from conftest import REPO_ROOT, start_server
+from conftest import REPO_ROOT, Server, start_server
 
 # The measure and targets are scripts/fidelity.py's own.
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -92,8 +92,10 @@ def _wait(client: openai.OpenAI, store_id: str, file_ids: list[str], timeout_s: 
         time.sleep(0.5)
 
 
-def test_real_documents_through_a_vector_store(default_server: str):
-    client = openai.OpenAI(base_url=default_server + "/v1", api_key="x", max_retries=0, timeout=60)
+def test_real_documents_through_a_vector_store(default_server: Server):
+    client = openai.OpenAI(
+        base_url=default_server.url + "/v1", api_key=default_server.api_key, max_retries=0, timeout=60
+    )
     store = client.vector_stores.create(name="debian-reference")
     attached = {}
     for name, kind in [

@@ -122,7 +122,7 @@ def test_file_batches_upload_and_poll(client: openai.OpenAI, store):
     import asyncio
 
     async def go():
-        aclient = openai.AsyncOpenAI(base_url=str(client.base_url), api_key="anything", max_retries=0)
+        aclient = openai.AsyncOpenAI(base_url=str(client.base_url), api_key=client.api_key, max_retries=0)
         try:
             return await aclient.vector_stores.file_batches.upload_and_poll(
                 store.id,
