@@ -11,7 +11,7 @@ BIN=target/release/ragstore
 [ -x "$BIN" ] || cargo build --release --locked --bin ragstore
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)"; exit 1; }
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$WORK"' EXIT
 export RAGSTORE_MODELS_DIR=${RAGSTORE_MODELS_DIR:-$PWD/models} RAGSTORE_LOG=warn
 
 start() { # name port [key]

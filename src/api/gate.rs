@@ -55,8 +55,23 @@ impl Kind {
     /// The kind of `method path`, if limited; `path` is below the API's prefix (`/files/…`:
     /// the gate sits inside the `/v1` and llama-stack nests).
     pub fn of(method: &Method, path: &str) -> Option<Kind> {
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        match (method, segs.as_slice()) {
+        // At most four segments matter; no allocation on the hot path.
+        let mut segs = [""; 4];
+        let mut n = 0;
+        for s in path.split('/').filter(|s| !s.is_empty()) {
+            if n == segs.len() {
+                n += 1;
+                break;
+            }
+            segs[n] = s;
+            n += 1;
+        }
+        let segs = &segs[..n.min(segs.len())];
+        let longer = n > segs.len();
+        if longer && method != Method::GET && method != Method::DELETE {
+            return None;
+        }
+        match (method, segs) {
             (&Method::DELETE, _) => Some(Kind::Deletion),
             (&Method::POST, ["files"] | ["uploads"]) => Some(Kind::Upload),
             (&Method::POST, ["vector_stores", _, "search"]) => Some(Kind::Search),
@@ -225,27 +240,30 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         Err(e) => return ApiError(e).into_response(),
     };
     let method = req.method().clone();
-    let kind = Kind::of(&method, req.uri().path());
-    // The path as sent, for the audit line (nesting strips the prefix from `uri()`).
-    let path = req
-        .extensions()
-        .get::<axum::extract::OriginalUri>()
-        .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
-    let verdict = caller
-        .key
-        .as_ref()
-        .zip(kind)
-        .and_then(|(key, kind)| gate.limits.take(kind, key));
+    // The path as sent, for the audit line (nesting strips the prefix from `uri()`); only
+    // creates and deletes are audited, and reads are the hot path.
+    let path = if audited(&method, req.uri().path()) {
+        req.extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned())
+    } else {
+        String::new()
+    };
+    let verdict = match (&caller.key, Kind::of(&method, req.uri().path())) {
+        (Some(key), Some(kind)) => gate.limits.take(kind, key),
+        _ => None,
+    };
     if let Some(v) = verdict.filter(|v| v.retry_after.is_some()) {
-        tracing::info!(target: "ragstore::audit", project = %caller.project, key = ?caller.key.as_ref().map(KeyId::as_str), %method, path, "rate limited");
+        tracing::info!(target: "ragstore::audit", project = %caller.project, key = ?caller.key.as_ref().map(KeyId::as_str), %method, path = %req.uri().path(), "rate limited");
         return v.refusal();
     }
-    req.extensions_mut().insert(caller.clone());
+    let audit = (!path.is_empty()).then(|| caller.clone());
+    req.extensions_mut().insert(caller);
     let mut res = next.run(req).await;
     if let Some(v) = verdict {
         v.write_headers(res.headers_mut());
     }
-    if audited(&method, &path) {
+    if let Some(caller) = audit {
         tracing::info!(
             target: "ragstore::audit",
             project = %caller.project,

@@ -25,7 +25,7 @@ pub const KEY_TTL: Duration = Duration::from_secs(5);
 const MAX_REMEMBERED: usize = 10_000;
 
 /// Keys looked up recently: when, and what the database said.
-type KeyMemory = HashMap<KeyId, (Instant, Option<KeyRecord>)>;
+type KeyMemory = HashMap<KeyId, (Instant, Option<Arc<KeyRecord>>)>;
 
 /// The project a request acts for, and the key that said so (`None` on an open server).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,14 +115,14 @@ impl AuthService {
         let matches = same_hash(&stored, &hash);
         match live {
             Some(k) if matches => Ok(Ok(Caller {
-                project: k.project_id,
-                key: Some(k.id),
+                project: k.project_id.clone(),
+                key: Some(id),
             })),
             _ => Ok(Err(denied())),
         }
     }
 
-    async fn key(&self, id: &KeyId) -> Result<Option<KeyRecord>> {
+    async fn key(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>> {
         if let Ok(g) = self.keys.lock() {
             if let Some((at, k)) = g.get(id) {
                 if at.elapsed() < KEY_TTL {
@@ -130,7 +130,7 @@ impl AuthService {
                 }
             }
         }
-        let k = self.meta.get_key(id).await?;
+        let k = self.meta.get_key(id).await?.map(Arc::new);
         if let Ok(mut g) = self.keys.lock() {
             if g.len() >= MAX_REMEMBERED {
                 g.clear();
