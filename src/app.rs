@@ -139,6 +139,12 @@ impl Backends {
                 embedder,
             ),
             auth,
+            metrics: crate::service::metrics::MetricsService::new(
+                self.meta.clone(),
+                self.queue.clone(),
+                self.index.clone(),
+                self.clock.clone(),
+            ),
         }
     }
 }
@@ -167,6 +173,8 @@ impl App {
         clock: Arc<dyn Clock>,
         embedder: Option<Arc<dyn Embedder>>,
     ) -> anyhow::Result<Self> {
+        // Installed before anything is recorded.
+        crate::metrics::handle();
         // The local backends live in the data dir, which one process at a time may use.
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)

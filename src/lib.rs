@@ -11,6 +11,7 @@ pub mod domain;
 pub mod http;
 pub mod index;
 pub mod ingest;
+pub mod metrics;
 pub mod service;
 pub mod storage;
 

@@ -69,6 +69,7 @@ pub fn router(
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/openapi.json", get(openapi::document))
+        .route("/metrics", get(metrics))
         .nest("/v1", v1.clone())
         .nest(LLAMA_STACK_PREFIX, v1)
         .fallback(not_found)
@@ -130,6 +131,7 @@ substate!(
     SearchService => search,
     EmbeddingService => embeddings,
     crate::service::readiness::ReadinessService => readiness,
+    crate::service::metrics::MetricsService => metrics,
 );
 
 async fn health() -> Json<serde_json::Value> {
@@ -264,12 +266,47 @@ async fn problem_details(req: Request, next: Next) -> Response {
 /// Error bodies are a few hundred bytes; this bounds reading one back.
 const MAX_ERROR_BODY: usize = 64 << 10;
 
-/// One line per request: method, path, status, latency.
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(
+    axum::extract::State(m): axum::extract::State<crate::service::metrics::MetricsService>,
+) -> Response {
+    match m.render().await {
+        Ok(Some(text)) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Ok(None) => error::body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This process exports no metrics (another metrics recorder was installed first).",
+            "server_error",
+            None,
+            None,
+        ),
+        Err(e) => ApiError(e).into_response(),
+    }
+}
+
+/// One line per request: method, path, status, latency; and the request metrics, by route
+/// template.
 async fn log_request(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let response = next.run(req).await;
+    crate::metrics::http_request(
+        crate::metrics::method_label(&method),
+        route,
+        response.status().as_u16(),
+        start.elapsed(),
+    );
     tracing::info!(
         target: "ragstore::http",
         %method,

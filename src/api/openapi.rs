@@ -85,6 +85,10 @@ fn health() {}
     responses((status = 200, body = Object), (status = 503, body = Object)))]
 fn ready() {}
 
+#[utoipa::path(get, path = "/metrics", tag = "server", description = "Prometheus text format: requests by route template and status, jobs, queue, embedding, extraction, index and storage figures.",
+    responses((status = 200, content_type = "text/plain", body = String)))]
+fn metrics() {}
+
 #[utoipa::path(get, path = "/openapi.json", tag = "server", responses((status = 200, description = "This document", body = Object)))]
 fn openapi_json() {}
 
@@ -253,6 +257,7 @@ fn retrieve_model() {}
     paths(
         health,
         ready,
+        metrics,
         openapi_json,
         create_file,
         list_files,

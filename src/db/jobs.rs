@@ -39,6 +39,20 @@ pub trait JobQueue: Send + Sync + 'static {
     /// The claim of a requeued job is void: its heartbeat and finish are refused. Cancelled
     /// jobs whose lease ended are taken as stopped.
     async fn requeue_expired(&self, before: i64) -> Result<u64>;
+
+    /// What the queue holds, for metrics.
+    async fn stats(&self, now: i64) -> Result<QueueStats>;
+}
+
+/// Jobs by kind and status, and how long the oldest queued one has waited.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    /// `(kind, status, count)`.
+    pub by_kind_status: Vec<(String, String, i64)>,
+    /// Jobs queued (runnable now or later).
+    pub queued: i64,
+    /// Seconds since the oldest queued job was written; 0 when none is queued.
+    pub oldest_queued_secs: i64,
 }
 
 /// Wakes idle workers when a job is written. In-process now; a database that can notify other

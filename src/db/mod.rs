@@ -20,7 +20,7 @@ use crate::domain::{
     PartRecord, ProjectId, ProjectRecord, Purpose, QuotaOverrides, Quotas, Result, UploadId,
     UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord, VsFileStatus,
 };
-pub use jobs::{JobQueue, Wakeup};
+pub use jobs::{JobQueue, QueueStats, Wakeup};
 
 /// Everything the services need from the metadata database.
 pub trait Metadata: FileMetadata + StoreMetadata + CacheMetadata + AuthMetadata {}
@@ -47,6 +47,15 @@ pub struct ListWindow {
     pub before: Option<Position>,
     /// Rows to return (callers ask for one more than they show, to learn `has_more`).
     pub limit: u32,
+}
+
+/// What the server holds, for metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    /// Bytes of files not deleted, in every project.
+    pub stored_bytes: i64,
+    /// Stores with the most indexed chunks, and how many each has.
+    pub top_stores: Vec<(VectorStoreId, i64)>,
 }
 
 /// What attaching a file to a store did.
@@ -302,6 +311,10 @@ pub trait StoreMetadata: Send + Sync + 'static {
 
     /// Every store not deleted, with its project.
     async fn live_stores(&self) -> Result<Vec<(VectorStoreId, ProjectId)>>;
+
+    /// For metrics: bytes of live files, and the `top` stores holding the most indexed chunks
+    /// with their counts.
+    async fn usage(&self, top: u32) -> Result<Usage>;
 
     /// Removes the rows of a deleted store once its points are gone.
     async fn purge_vector_store_rows(&self, id: &VectorStoreId) -> Result<()>;

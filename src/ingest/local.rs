@@ -495,8 +495,14 @@ impl LocalEmbedder {
                 .await??;
         let batches = plan.batches(self.batch_tokens, self.session_count);
         let vectors = try_join_all(batches.iter().map(|batch| {
-            let pieces = batch.iter().map(|&i| plan.pieces[i].clone()).collect();
-            self.run(pieces, bulk)
+            let pieces: Vec<Piece> = batch.iter().map(|&i| plan.pieces[i].clone()).collect();
+            let (texts, tokens) = (pieces.len(), pieces.iter().map(|p| p.ids.len()).sum());
+            async move {
+                let started = std::time::Instant::now();
+                let vectors = self.run(pieces, bulk).await?;
+                crate::metrics::embedded(texts, tokens, started.elapsed());
+                Ok::<_, Error>(vectors)
+            }
         }))
         .await?;
 

@@ -367,6 +367,7 @@ impl Worker {
     /// Extracts the file's text and records it (or why it has none) once for every store.
     async fn extract(&self, file: &FileRecord) -> StageResult<ExtractedText> {
         let st = &self.st;
+        let started = std::time::Instant::now();
         let file_id = &file.id;
         let max_text = self.max_text_bytes();
         let too_much = || ExtractError::Invalid(too_much_text(max_text, st.max_file_tokens));
@@ -404,6 +405,11 @@ impl Worker {
             .map_err(Error::from)?
         };
         let now = st.clock.now();
+        crate::metrics::extracted(
+            extracted.as_ref().map_or("unknown", |e| e.format),
+            extracted.is_ok(),
+            started.elapsed(),
+        );
         match extracted {
             Ok(e) => {
                 let key = format!("texts/{file_id}");

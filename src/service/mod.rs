@@ -10,6 +10,7 @@ pub mod files;
 pub mod fine_tune;
 pub mod jsonl;
 pub mod maintenance;
+pub mod metrics;
 pub mod readiness;
 pub mod search;
 pub mod uploads;
@@ -32,4 +33,5 @@ pub struct Services {
     pub embeddings: EmbeddingService,
     pub readiness: readiness::ReadinessService,
     pub auth: auth::AuthService,
+    pub metrics: metrics::MetricsService,
 }

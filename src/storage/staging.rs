@@ -63,6 +63,7 @@ impl Staging {
             batch: Vec::new(),
             batch_len: 0,
             len: 0,
+            in_flight: crate::metrics::InFlight::default(),
         }
     }
 }
@@ -144,6 +145,8 @@ pub struct StagedWriter {
     batch: Vec<Bytes>,
     batch_len: usize,
     len: u64,
+    /// Counts this writer's bytes in `ragstore_upload_bytes_in_flight` until it is done.
+    in_flight: crate::metrics::InFlight,
 }
 
 impl StagedWriter {
@@ -160,6 +163,7 @@ impl StagedWriter {
             return Ok(());
         }
         self.len += chunk.len() as u64;
+        self.in_flight.add(chunk.len());
         self.batch_len += chunk.len();
         self.batch.push(chunk);
         if self.batch_len >= WRITE_BATCH {

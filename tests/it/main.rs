@@ -10,6 +10,7 @@ mod http;
 mod isolation;
 mod keys;
 mod metadata_contract;
+mod metrics;
 mod openapi;
 mod uploads;
 mod vector_stores;

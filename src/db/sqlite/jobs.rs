@@ -165,6 +165,25 @@ impl JobQueue for SqliteMetadata {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn stats(&self, now: i64) -> Result<crate::db::QueueStats> {
+        let by_kind_status = sqlx::query_as::<_, (String, String, i64)>(
+            "SELECT kind, status, COUNT(*) FROM jobs GROUP BY kind, status ORDER BY kind, status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let (queued, oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM jobs WHERE status = 'queued'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(crate::db::QueueStats {
+            by_kind_status,
+            queued,
+            oldest_queued_secs: oldest.map_or(0, |t| (now - t).max(0)),
+        })
+    }
+
     async fn requeue_expired(&self, before: i64) -> Result<u64> {
         // A running job goes back in the queue; a stopping one counts as stopped.
         let rows = sqlx::query(

@@ -179,6 +179,31 @@ impl StoreMetadata for SqliteMetadata {
         Ok(gone)
     }
 
+    async fn usage(&self, top: u32) -> Result<crate::db::Usage> {
+        let stored_bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(bytes), 0) FROM files WHERE deleted_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let rows = sqlx::query_as::<_, (String, i64)>(
+            "SELECT f.vector_store_id, SUM(f.chunks_indexed) AS n FROM vector_store_files f \
+             JOIN vector_stores s ON s.id = f.vector_store_id WHERE s.deleted_at IS NULL \
+             GROUP BY f.vector_store_id ORDER BY n DESC, f.vector_store_id LIMIT ?",
+        )
+        .bind(top)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(crate::db::Usage {
+            stored_bytes,
+            top_stores: rows
+                .into_iter()
+                .map(|(s, n)| (VectorStoreId::from_db(s), n))
+                .collect(),
+        })
+    }
+
     async fn live_stores(&self) -> Result<Vec<(VectorStoreId, ProjectId)>> {
         let rows = sqlx::query_as::<_, (String, String)>(
             "SELECT id, project_id FROM vector_stores WHERE deleted_at IS NULL",
