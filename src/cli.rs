@@ -1,10 +1,14 @@
 //! Commands that talk to a running server over its HTTP API, as any client would.
 
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
+
+pub mod ingest;
+pub use ingest::{ingest, IngestArgs};
 
 /// `ragstore search STORE "query" [--filter key=value ...] [-k N]`
 #[derive(Debug, Clone, Args)]
@@ -34,7 +38,13 @@ pub fn filter(spec: &str) -> anyhow::Result<Value> {
         .split_once('=')
         .filter(|(k, _)| !k.is_empty())
         .with_context(|| format!("--filter {spec:?}: expected KEY=VALUE"))?;
-    let value = match raw {
+    Ok(json!({"type": "eq", "key": key, "value": typed_value(raw)}))
+}
+
+/// A value from the command line, typed as an attribute would be: `true`/`false` are booleans,
+/// numbers are numbers, anything else is a string.
+pub fn typed_value(raw: &str) -> Value {
+    match raw {
         "true" => json!(true),
         "false" => json!(false),
         _ => raw
@@ -42,8 +52,7 @@ pub fn filter(spec: &str) -> anyhow::Result<Value> {
             .map(Value::from)
             .or_else(|_| raw.parse::<f64>().map(Value::from))
             .unwrap_or_else(|_| Value::from(raw)),
-    };
-    Ok(json!({"type": "eq", "key": key, "value": value}))
+    }
 }
 
 /// One readable hit: score, file name and where in it, then a snippet.
@@ -85,29 +94,77 @@ struct Api {
     key: Option<String>,
 }
 
+/// How often a request the server refuses for now (429, 503 with `retry-after`) is sent again.
+const MAX_ATTEMPTS: u32 = 30;
+/// The longest wait between two attempts, whatever the server asks.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
 impl Api {
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
-        let req = match &self.key {
-            Some(k) => req.bearer_auth(k),
-            None => req,
-        };
-        let res = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
-        let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let message = body["error"]["message"].as_str().unwrap_or("no message");
-            bail!("the server answered {status}: {message}");
+    fn new(server: &str, key: Option<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: server.trim_end_matches('/').to_owned(),
+            key,
         }
-        Ok(body)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let mut next = Some(req);
+        self.send_with(|| {
+            let req = next
+                .take()
+                .context("the request cannot be sent again (its body is a stream)")?;
+            next = req.try_clone();
+            Ok(req)
+        })
+        .await
+    }
+
+    /// Sends the request `make` builds, and builds and sends it again (up to [`MAX_ATTEMPTS`]
+    /// times) after the wait the server asks for when it answers 429 or 503 with `retry-after`.
+    /// The JSON body of a success; the server's message otherwise.
+    async fn send_with(
+        &self,
+        mut make: impl FnMut() -> anyhow::Result<reqwest::RequestBuilder>,
+    ) -> anyhow::Result<Value> {
+        let mut attempt = 1;
+        loop {
+            let req = match &self.key {
+                Some(k) => make()?.bearer_auth(k),
+                None => make()?,
+            };
+            let res = req
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the server at {}", self.base))?;
+            let status = res.status();
+            let busy = matches!(status.as_u16(), 429 | 503) && attempt < MAX_ATTEMPTS;
+            if let Some(wait) = retry_after(res.headers()).filter(|_| busy) {
+                drop(res);
+                tokio::time::sleep(wait.min(MAX_RETRY_WAIT)).await;
+                attempt += 1;
+                continue;
+            }
+            let body: Value = res.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                let message = body["error"]["message"].as_str().unwrap_or("no message");
+                bail!("the server answered {status}: {message}");
+            }
+            return Ok(body);
+        }
     }
 
     /// The id of the store named or identified by `store`.
     async fn store_id(&self, store: &str) -> anyhow::Result<String> {
+        self.find_store(store)
+            .await?
+            .with_context(|| format!("no vector store is named {store:?}"))
+    }
+
+    /// The id of the store named or identified by `store`, `None` if no store has that name.
+    async fn find_store(&self, store: &str) -> anyhow::Result<Option<String>> {
         if store.starts_with("vs_") {
-            return Ok(store.to_owned());
+            return Ok(Some(store.to_owned()));
         }
         let mut found = Vec::new();
         let mut after: Option<String> = None;
@@ -129,8 +186,8 @@ impl Api {
             after = page["last_id"].as_str().map(str::to_owned);
         }
         match found.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => bail!("no vector store is named {store:?}"),
+            [one] => Ok(Some(one.clone())),
+            [] => Ok(None),
             many => bail!(
                 "{} vector stores are named {store:?}; give one of their ids: {}",
                 many.len(),
@@ -138,6 +195,15 @@ impl Api {
             ),
         }
     }
+}
+
+/// The wait a `retry-after-ms` or `retry-after` (seconds) header asks for.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    let wait = number("retry-after-ms")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| number("retry-after"))?;
+    Duration::try_from_secs_f64(wait).ok()
 }
 
 /// Runs `ragstore search`, writing the hits to `out`.
@@ -150,11 +216,7 @@ pub async fn search(args: SearchArgs, out: &mut impl Write) -> anyhow::Result<()
         .iter()
         .map(|f| filter(f))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: args.server.trim_end_matches('/').to_owned(),
-        key: args.api_key,
-    };
+    let api = Api::new(&args.server, args.api_key);
     let id = api.store_id(&args.store).await?;
     let mut body = json!({"query": args.query, "max_num_results": args.k});
     match filters.len() {

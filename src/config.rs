@@ -27,6 +27,9 @@ pub enum Command {
     Serve(Box<Config>),
     /// Search a vector store of a running server; prints readable hits.
     Search(crate::cli::SearchArgs),
+    /// Upload files and directories into a vector store of a running server, with progress;
+    /// run again, it skips the files the store already holds.
+    Ingest(crate::cli::IngestArgs),
     /// Manage API keys (in the database of --data-dir).
     #[command(subcommand)]
     Keys(crate::admin::KeysCommand),

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(config) => serve(*config),
         Command::Search(args) => search(args),
+        Command::Ingest(args) => ingest(args),
         Command::Keys(cmd) => keys(cmd),
         Command::Projects(cmd) => projects(cmd),
     };
@@ -41,6 +42,14 @@ fn init_tracing(format: LogFormat) {
 #[tokio::main]
 async fn search(args: ragstore::cli::SearchArgs) -> anyhow::Result<()> {
     ragstore::cli::search(args, &mut std::io::stdout().lock()).await
+}
+
+#[tokio::main]
+async fn ingest(args: ragstore::cli::IngestArgs) -> anyhow::Result<()> {
+    // Not locked: the progress bars draw to stdout from other threads.
+    let mut out = std::io::stdout();
+    let interactive = std::io::IsTerminal::is_terminal(&out);
+    ragstore::cli::ingest(args, &mut out, interactive).await
 }
 
 #[tokio::main]

@@ -445,3 +445,238 @@ fn the_search_command_prints_readable_hits() {
         "{err}"
     );
 }
+
+/// A one-page PDF with `text` on it in Helvetica.
+fn small_pdf(text: &str) -> Vec<u8> {
+    use lopdf::{dictionary, Document, Object, Stream};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
+    });
+    let content = format!("BT /F1 12 Tf 72 700 Td ({text}) Tj ET");
+    let contents = doc.add_object(Stream::new(dictionary! {}, content.into_bytes()));
+    let page = doc.add_object(dictionary! {
+        "Type" => "Page",
+        "Parent" => pages_id,
+        "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
+        "Resources" => dictionary! { "Font" => dictionary! { "F1" => font } },
+        "Contents" => contents,
+    });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1,
+        }),
+    );
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+/// `ragstore ingest` against a running server: a directory of mixed documents (one broken, one
+/// excluded, one hidden) into a store it creates by name; a line per file, the summary, the
+/// server's reason for the broken file and a non-zero exit. Run again, it skips every indexed
+/// file and uploads only the broken one again (which fails again).
+#[test]
+fn the_ingest_command_uploads_a_tree_and_resumes_without_reuploading() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("data"));
+    let addr = server.addr.clone();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(docs.join("guides")).unwrap();
+    std::fs::create_dir_all(docs.join(".cache")).unwrap();
+    let write = |rel: &str, bytes: &[u8]| std::fs::write(docs.join(rel), bytes).unwrap();
+    write(
+        "basalt.txt",
+        b"Basalt forms when lava cools quickly at the surface of a volcano.",
+    );
+    write(
+        "guides/tides.md",
+        b"# Tides\n\nTides are caused by the gravity of the moon pulling on the oceans.\n",
+    );
+    write(
+        "guides/birds.html",
+        b"<html><head><title>Birds</title></head><body><p>Marsh harriers glide low over \
+          the reed beds.</p></body></html>",
+    );
+    write("report.pdf", &small_pdf("Glaciers carve deep valleys."));
+    let mut broken = b"%PDF-1.7\n1 0 obj<</Type/Cat".to_vec();
+    broken.extend((0..4000u32).map(|i| (i * 7919 % 251) as u8));
+    write("broken.pdf", &broken);
+    write("scratch.tmp", b"excluded by --exclude");
+    write(".cache/hidden.txt", b"hidden files are skipped");
+
+    let ingest = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_ragstore"))
+            .arg("ingest")
+            .arg(&docs)
+            .args(["--vector-store", "field notes", "--exclude", "*.tmp"])
+            .args(["--attributes", "team=geo", "year=2024"])
+            .args(["--server", &format!("http://{addr}")])
+            .env_remove("RAGSTORE_SERVER")
+            .env_remove("RAGSTORE_API_KEY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The summary row `label files bytes`: its file count.
+    let row = |out: &str, label: &str| -> u64 {
+        out.lines()
+            .filter(|l| l.starts_with("  "))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.len() >= 3 && w[0] == label)
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or_else(|| panic!("no {label} row: {out}"))
+    };
+    let line_of = |out: &str, name: &str| -> String {
+        out.lines()
+            .find(|l| !l.starts_with("  ") && l.contains(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {out}"))
+            .to_owned()
+    };
+    let good = ["basalt.txt", "tides.md", "birds.html", "report.pdf"];
+
+    let (ok, out, err) = ingest();
+    assert!(!ok, "the broken file fails the run: {out}");
+    assert!(err.contains("1 of 5 files failed"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "no terminal codes in plain output: {out}"
+    );
+    assert!(
+        out.contains("created vector store \"field notes\""),
+        "{out}"
+    );
+    for name in good {
+        let line = line_of(&out, name);
+        let chunks = line.ends_with(" chunk)") || line.ends_with(" chunks)");
+        assert!(line.starts_with("ok ") && chunks, "{line}");
+    }
+    assert!(line_of(&out, "broken.pdf").starts_with("FAILED "), "{out}");
+    assert!(
+        !out.contains("scratch.tmp") && !out.contains("hidden.txt"),
+        "{out}"
+    );
+    assert_eq!(
+        (
+            row(&out, "uploaded"),
+            row(&out, "skipped"),
+            row(&out, "failed")
+        ),
+        (4, 0, 1),
+        "{out}"
+    );
+    assert_eq!(row(&out, "total"), 5, "{out}");
+
+    // The store as the server has it: the good files indexed with their hash, path and the
+    // given attributes; the broken one failed, with the reason the command printed.
+    let (_, body) = http_get(&addr, "/v1/vector_stores").unwrap();
+    let stores: Value = serde_json::from_str(&body).unwrap();
+    let vs_id = stores["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "field notes")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) =
+        http_get(&addr, &format!("/v1/vector_stores/{vs_id}/files?limit=100")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let vs_files = list["data"].as_array().unwrap();
+    assert_eq!(vs_files.len(), 5, "{list}");
+    let by_path = |p: &str| {
+        vs_files
+            .iter()
+            .find(|f| f["attributes"]["path"] == p)
+            .unwrap_or_else(|| panic!("no store file with path {p}: {list}"))
+    };
+    for p in [
+        "basalt.txt",
+        "guides/tides.md",
+        "guides/birds.html",
+        "report.pdf",
+    ] {
+        let f = by_path(p);
+        assert_eq!(f["status"], "completed", "{f}");
+        assert_eq!(f["attributes"]["team"], "geo", "{f}");
+        assert_eq!(f["attributes"]["year"], 2024, "{f}");
+        assert_eq!(f["attributes"]["sha256"].as_str().unwrap().len(), 64, "{f}");
+        assert!(
+            f["progress"]["chunks_indexed"].as_u64().unwrap() >= 1,
+            "{f}"
+        );
+    }
+    let failed = by_path("broken.pdf");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let reason = failed["last_error"]["message"].as_str().unwrap();
+    assert!(!reason.is_empty(), "{failed}");
+    assert!(
+        line_of(&out, "broken.pdf").ends_with(&format!("broken.pdf: {reason}")),
+        "the server's reason: {out}"
+    );
+    let names = |files: &[Value]| {
+        let mut n: Vec<String> = files
+            .iter()
+            .map(|f| f["filename"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names(&listed_files(&addr)),
+        [
+            "basalt.txt",
+            "birds.html",
+            "broken.pdf",
+            "report.pdf",
+            "tides.md"
+        ]
+    );
+
+    // Again: the indexed files are skipped, only the broken one goes up (and fails) again.
+    let (ok, out, err) = ingest();
+    assert!(!ok, "{out}");
+    assert!(err.contains("1 of 5 files failed"), "{err}");
+    assert!(!out.contains("created vector store"), "{out}");
+    for name in good {
+        let line = line_of(&out, name);
+        assert!(
+            line.starts_with("skipped ") && line.ends_with("(already in store)"),
+            "{line}"
+        );
+    }
+    assert!(line_of(&out, "broken.pdf").starts_with("FAILED "), "{out}");
+    assert_eq!(
+        (
+            row(&out, "uploaded"),
+            row(&out, "skipped"),
+            row(&out, "failed")
+        ),
+        (0, 4, 1),
+        "{out}"
+    );
+    assert_eq!(
+        names(&listed_files(&addr)),
+        [
+            "basalt.txt",
+            "birds.html",
+            "broken.pdf",
+            "broken.pdf",
+            "report.pdf",
+            "tides.md"
+        ],
+        "nothing but the broken file was uploaded again"
+    );
+}
