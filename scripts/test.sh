@@ -4,7 +4,8 @@
 # the server and of crates/extract, and the integration binary that drives the real app over
 # HTTP), then the Python suite that drives a running `ragstore serve` with the official `openai`
 # SDK, then the other clients' suites (the `openai` npm SDK, llama-stack-client;
-# scripts/test-clients.sh) and the `openai` SDK through a LiteLLM proxy (scripts/test-litellm.sh).
+# scripts/test-clients.sh), the web console in Debian's headless Chromium driven by Playwright
+# (scripts/test-console.sh) and the `openai` SDK through a LiteLLM proxy (scripts/test-litellm.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,9 @@ RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" \
 
 echo "==> other clients (openai for Node, llama-stack-client)"
 RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" ./scripts/test-clients.sh
+
+echo "==> web console in headless Chromium (scripts/test-console.sh)"
+RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" ./scripts/test-console.sh
 
 echo "==> LiteLLM proxy in front of ragstore (scripts/test-litellm.sh)"
 RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" ./scripts/test-litellm.sh

@@ -3,6 +3,7 @@
 //! bodies into typed commands for the services. The same routes are served under `/v1` and, for
 //! llama-stack clients, `/v1/openai/v1`.
 
+pub mod console;
 pub mod embeddings;
 pub mod error;
 pub mod file_batches;
@@ -70,6 +71,10 @@ pub fn router(
         .route("/ready", get(ready))
         .route("/openapi.json", get(openapi::document))
         .route("/metrics", get(metrics))
+        .route("/console", get(console::page))
+        .route("/console/", get(console::slash))
+        .route("/console/app.js", get(console::script))
+        .route("/console/style.css", get(console::style))
         .nest("/v1", v1.clone())
         .nest(LLAMA_STACK_PREFIX, v1)
         .fallback(not_found)

@@ -92,6 +92,19 @@ fn metrics() {}
 #[utoipa::path(get, path = "/openapi.json", tag = "server", responses((status = 200, description = "This document", body = Object)))]
 fn openapi_json() {}
 
+#[utoipa::path(get, path = "/console", tag = "console", description = "The web console: files, vector stores and a search playground over the public `/v1` API, with the key the user types. Static (embedded in the binary); needs no key.",
+    responses((status = 200, content_type = "text/html", body = String)))]
+fn console_page() {}
+
+#[utoipa::path(get, path = "/console/", tag = "console", responses((status = 308, description = "Redirects to /console")))]
+fn console_slash() {}
+
+#[utoipa::path(get, path = "/console/app.js", tag = "console", responses((status = 200, content_type = "text/javascript", body = String)))]
+fn console_script() {}
+
+#[utoipa::path(get, path = "/console/style.css", tag = "console", responses((status = 200, content_type = "text/css", body = String)))]
+fn console_style() {}
+
 #[utoipa::path(post, path = "/v1/files", tag = "files",
     description = "multipart/form-data: OpenAI's file upload. application/json: opens an upload session (llama-stack's early Files design).",
     request_body(content(
@@ -259,6 +272,10 @@ fn retrieve_model() {}
         ready,
         metrics,
         openapi_json,
+        console_page,
+        console_slash,
+        console_script,
+        console_style,
         create_file,
         list_files,
         retrieve_file,
