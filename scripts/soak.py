@@ -98,6 +98,8 @@ class Ledger:
         self.deleted = set()    # ids whose delete was acknowledged
         self.stores = {}        # id -> set of attached file ids (acknowledged)
         self.deleted_stores = set()
+        # Deletes whose answer a kill cut off: done or not, the server may have either.
+        self.maybe_deleted = {}  # id -> bytes
         self.ops = {}
         self.errors = {}
 
@@ -105,6 +107,14 @@ class Ledger:
         with self.lock:
             self.files.pop(fid, None)
             self.deleted.add(fid)
+            for attached in self.stores.values():
+                attached.discard(fid)
+
+    def file_maybe_deleted(self, fid):
+        with self.lock:
+            n = self.files.pop(fid, None)
+            if n is not None:
+                self.maybe_deleted[fid] = n
             for attached in self.stores.values():
                 attached.discard(fid)
 
@@ -123,6 +133,7 @@ def client_loop(base, ledger, stop, seed):
     rng = random.Random(seed)
     client = OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=30)
     while not stop.is_set():
+        target = None
         op = rng.choices(
             ["upload", "attach", "search", "attrs", "detach", "delete_file", "store", "delete_store"],
             weights=[5, 5, 8, 2, 1, 2, 1, 0.3])[0]
@@ -166,17 +177,23 @@ def client_loop(base, ledger, stop, seed):
                     with ledger.lock:
                         ledger.stores.get(vs, set()).discard(fid)
             elif op == "delete_file":
-                fid = rng.choice(files)
+                fid = target = rng.choice(files)
                 client.files.delete(fid)
                 ledger.file_deleted(fid)
             elif op == "delete_store":
-                vs = rng.choice(stores)
+                vs = target = rng.choice(stores)
                 client.vector_stores.delete(vs)
                 ledger.store_deleted(vs)
             ledger.count(op)
         except (APIConnectionError, APIStatusError) as e:
             # The server is being killed, or the object went away under a racing client.
             ledger.count(f"{op}:{getattr(e, 'status_code', 'conn')}", ok=False)
+            if isinstance(e, APIConnectionError) and target is not None:
+                # The delete may have committed before the kill cut its answer off.
+                if op == "delete_file":
+                    ledger.file_maybe_deleted(target)
+                else:
+                    ledger.store_deleted(target)
             time.sleep(0.2)
 
 
@@ -198,6 +215,8 @@ def run(server_box):
     ap.add_argument("--kill-every", type=float, default=180)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--port", type=int, default=18732)
+    ap.add_argument("--drain-minutes", type=float, default=20,
+                    help="how long the queue may take to drain after the load stops")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
 
@@ -242,7 +261,8 @@ def run(server_box):
         if not ok:
             failures.append(what)
 
-    deadline = time.time() + 600
+    drain_start = time.time()
+    deadline = drain_start + args.drain_minutes * 60
     pending = True
     while pending and time.time() < deadline:
         pending = False
@@ -251,13 +271,17 @@ def run(server_box):
             if counts.in_progress:
                 pending = True
         time.sleep(2)
-    check(not pending, "the queue drained after the load stopped")
+    drained_in = time.time() - drain_start
+    check(not pending, f"the queue drained after the load stopped (in {drained_in:.0f} s)")
     time.sleep(3)  # purges of the last deletes
     rss1, fds1 = server.rss_kb(), server.open_files()
 
     listed = {f.id: f.bytes for f in client.files.list(limit=10000)}
     missing = [f for f in ledger.files if f not in listed]
     check(not missing, f"every acknowledged file is present ({len(ledger.files)} files; missing {missing[:5]})")
+    half = [f for f, n in ledger.maybe_deleted.items() if f in listed and listed[f] != n]
+    check(not half, f"a file whose delete was cut off by a kill is whole or gone "
+                    f"({len(ledger.maybe_deleted)}: {sum(f in listed for f in ledger.maybe_deleted)} kept; {half[:5]})")
     wrong = [f for f, n in ledger.files.items() if f in listed and listed[f] != n]
     check(not wrong, f"with its bytes ({wrong[:5]})")
     resurrected = [f for f in ledger.deleted if f in listed]
