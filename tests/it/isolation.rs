@@ -4,13 +4,10 @@
 //! project tries leaves a trace. Search never returns another project's chunks, even when both
 //! projects hold the same document.
 
-use crate::{assert_error, TestApp};
+use crate::{assert_error, client_with_key, TestApp};
 use ragstore::clock::Clock;
-use ragstore::domain::{
-    FileBatchId, FileId, KeyId, PartId, ProjectId, Quotas, UploadId, VectorStoreId,
-};
-use ragstore::service::auth::AuthService;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use ragstore::domain::{FileBatchId, FileId, KeyId, PartId, ProjectId, UploadId, VectorStoreId};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -23,37 +20,16 @@ struct Tenant {
     secret: String,
 }
 
-fn auth(app: &TestApp) -> AuthService {
-    AuthService::new(
-        app.state.meta.clone(),
-        app.clock.clone(),
-        true,
-        Quotas::DEFAULT,
-    )
-}
-
 /// A key for project `name`. Keys must exist before the server's first request (it remembers
 /// "no key exists" for a few seconds).
 async fn tenant(app: &TestApp, name: &str) -> Tenant {
-    let (key, project, secret) = auth(app).create_key(name, None).await.unwrap();
+    let (key, project, secret) = app.auth().create_key(name, None).await.unwrap();
     Tenant {
         client: client_with_key(secret.as_str()),
         project: project.id,
         key_id: key.id,
         secret: secret.as_str().to_owned(),
     }
-}
-
-fn client_with_key(key: &str) -> reqwest::Client {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
 }
 
 /// A request body.

@@ -8,29 +8,7 @@ use ragstore::{App, Config};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-use crate::{assert_error, files_under, models_dir, TestApp};
-
-fn auth(app: &TestApp) -> AuthService {
-    AuthService::new(
-        app.state.meta.clone(),
-        app.clock.clone(),
-        true,
-        Quotas::DEFAULT,
-    )
-}
-
-/// A client that sends `key` with every request.
-fn client_with(key: &str) -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {key}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(h)
-        .build()
-        .unwrap()
-}
+use crate::{assert_error, client_with_key, files_under, models_dir, TestApp};
 
 async fn set_quotas(meta: &Arc<dyn Metadata>, q: QuotaOverrides) {
     assert!(meta
@@ -44,7 +22,7 @@ async fn a_server_runs_open_until_a_key_exists() {
     let app = TestApp::spawn().await;
     let (status, _) = app.get_json("/v1/files").await;
     assert_eq!(status, 200, "no keys: open");
-    let (_, _, key) = auth(&app).create_key("team", None).await.unwrap();
+    let (_, _, key) = &app.auth().create_key("team", None).await.unwrap();
     // The verdict "no keys" is remembered for a few seconds; a restart sees the key at once.
     let dir = app.stop().await;
     let app = TestApp::spawn_in(dir, |_| {}).await;
@@ -54,7 +32,7 @@ async fn a_server_runs_open_until_a_key_exists() {
         assert_error(&body, "invalid_request_error")["code"],
         "invalid_api_key"
     );
-    let res = client_with(key.as_str())
+    let res = client_with_key(key.as_str())
         .get(app.url("/v1/files"))
         .send()
         .await
@@ -107,8 +85,8 @@ async fn a_burst_gets_exactly_the_limit_through_with_openais_headers() {
         c.rate_limits.retrievals = 0;
     })
     .await;
-    let (_, _, key) = auth(&app).create_key("burst", None).await.unwrap();
-    let client = client_with(key.as_str());
+    let (_, _, key) = &app.auth().create_key("burst", None).await.unwrap();
+    let client = client_with_key(key.as_str());
     let url = app.url("/v1/files/file-doesnotexist0000000000");
     let responses =
         futures_util::future::join_all((0..30).map(|_| client.delete(&url).send())).await;
@@ -143,8 +121,8 @@ async fn a_burst_gets_exactly_the_limit_through_with_openais_headers() {
     assert_eq!(res.status(), 200);
     assert!(!res.headers().contains_key("x-ratelimit-limit-requests"));
     // Another key has its own allowance.
-    let (_, _, other) = auth(&app).create_key("burst", None).await.unwrap();
-    let res = client_with(other.as_str())
+    let (_, _, other) = &app.auth().create_key("burst", None).await.unwrap();
+    let res = client_with_key(other.as_str())
         .delete(&url)
         .send()
         .await
@@ -159,8 +137,8 @@ async fn replicas_divide_each_limit() {
         c.rate_limits.replicas = 2;
     })
     .await;
-    let (_, _, key) = auth(&app).create_key("half", None).await.unwrap();
-    let client = client_with(key.as_str());
+    let (_, _, key) = &app.auth().create_key("half", None).await.unwrap();
+    let client = client_with_key(key.as_str());
     let url = app.url("/v1/files/file-doesnotexist0000000000");
     let mut statuses = Vec::new();
     for _ in 0..8 {
@@ -468,10 +446,10 @@ async fn creates_and_deletes_leave_an_audit_line_without_the_key() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let app = TestApp::spawn().await;
-    let (key_row, project, key) = auth(&app).create_key("audited", None).await.unwrap();
+    let (key_row, project, key) = &app.auth().create_key("audited", None).await.unwrap();
     let dir = app.stop().await;
     let app = TestApp::spawn_in(dir, |_| {}).await;
-    let client = client_with(key.as_str());
+    let client = client_with_key(key.as_str());
     let form = reqwest::multipart::Form::new()
         .text("purpose", "assistants")
         .part(

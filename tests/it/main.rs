@@ -150,6 +150,31 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Keys and quotas, administered on this app's database (as `ragstore keys` does).
+    pub fn auth(&self) -> ragstore::service::auth::AuthService {
+        ragstore::service::auth::AuthService::new(
+            self.state.meta.clone(),
+            self.clock.clone(),
+            true,
+            ragstore::domain::Quotas::DEFAULT,
+        )
+    }
+}
+
+/// A client that sends `Authorization: Bearer key` with every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 pub fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
 }
