@@ -8,8 +8,8 @@ use crate::domain::{Job, JobEnd, Result, VsFileOutcome};
 
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
-    /// Claims the oldest runnable job (queued, `run_after <= now`) for `worker` until
-    /// `now + lease_secs`. Two claimers never get the same job. A job that
+    /// Claims the oldest runnable purge, or else the oldest runnable job (queued,
+    /// `run_after <= now`), for `worker` until `now + lease_secs`. Two claimers never get the same job. A job that
     /// [`crate::domain::JobKind::waits_for`] a leased job (running, or cancelled and not yet
     /// stopped) is not runnable until that job has stopped or its lease has ended: a purge
     /// never runs while a job that writes what it removes may still write.

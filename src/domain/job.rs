@@ -50,6 +50,15 @@ impl JobKind {
         JobKind::PurgeStore,
     ];
 
+    /// Purges go before other work: they are cheap, and until they run a deleted file's bytes
+    /// and points take space (clients already cannot see them).
+    pub fn is_purge(self) -> bool {
+        matches!(
+            self,
+            JobKind::PurgeFile | JobKind::PurgeVsFile | JobKind::PurgeStore
+        )
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }

@@ -996,6 +996,30 @@ pub async fn store_lists_filter_by_batch_and_status(b: Backend) {
 
 // --- the job queue ------------------------------------------------------------------------------
 
+pub async fn purges_are_claimed_before_a_backlog(b: Backend) {
+    let s = new_store(&b, T0).await;
+    let mut files = Vec::new();
+    for _ in 0..5 {
+        let f = new_file(&b, T0).await;
+        attach(&b, &s, &f.id, T0).await;
+        files.push(f);
+    }
+    // A file nothing works on is deleted after the backlog was queued.
+    let gone = new_file(&b, T0 + 1).await;
+    b.meta
+        .delete_file(&project(), &gone.id, &Cascade::file_deleted(&gone), T0 + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let first = b.queue.claim("w", T0 + 2, LEASE).await.unwrap().unwrap();
+    assert_eq!(first.kind, JobKind::PurgeFile);
+    assert_eq!(first.file_id.as_ref(), Some(&gone.id));
+    // Then the backlog, oldest first.
+    let rest = claim_all(&b, T0 + 2).await;
+    assert_eq!(rest.len(), 5);
+    assert!(rest.iter().all(|j| j.kind == JobKind::Ingest));
+}
+
 pub async fn two_claimers_never_get_the_same_job(b: Backend) {
     for _ in 0..120 {
         let f = file_at(T0);
@@ -1380,6 +1404,7 @@ macro_rules! all_contract_tests {
                 a_purge_waits_until_the_jobs_it_undoes_have_stopped,
                 store_lists_filter_by_batch_and_status,
                 two_claimers_never_get_the_same_job,
+                purges_are_claimed_before_a_backlog,
                 a_stale_claim_cannot_heartbeat_or_finish,
                 only_expired_leases_are_requeued,
                 job_ends_set_the_file_outcome_and_retries_wait,

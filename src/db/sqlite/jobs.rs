@@ -29,10 +29,23 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
 }
 
 /// The claim: the oldest queued job due by now that waits for no leased job (see
-/// [`JobKind::waits_for`]; one clause per kind that waits, bound in [`JobKind::ALL`] order).
-fn claim_sql() -> &'static str {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SQL.get_or_init(|| {
+/// [`JobKind::waits_for`]; one clause per kind that waits, bound in [`JobKind::ALL`] order),
+/// among purges only when `purges` (they are claimed first: see [`JobKind::is_purge`]).
+fn claim_sql(purges: bool) -> &'static str {
+    static ANY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static PURGES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let cell = if purges { &PURGES } else { &ANY };
+    cell.get_or_init(|| {
+        let only = if purges {
+            let kinds: Vec<String> = JobKind::ALL
+                .into_iter()
+                .filter(|k| k.is_purge())
+                .map(|k| format!("'{}'", k.as_str()))
+                .collect();
+            format!(" AND j.kind IN ({})", kinds.join(", "))
+        } else {
+            String::new()
+        };
         let mut waits = String::new();
         for kind in JobKind::ALL {
             let on = kind.waits_for();
@@ -49,7 +62,7 @@ fn claim_sql() -> &'static str {
         }
         format!(
             "UPDATE jobs SET status = 'running', locked_by = ?, locked_until = ?, attempts = attempts + 1, \
-             updated_at = ? WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_after <= ?{waits} \
+             updated_at = ? WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_after <= ?{only}{waits} \
              ORDER BY j.run_after, j.id LIMIT 1) RETURNING *"
         )
     })
@@ -66,21 +79,26 @@ impl JobQueue for SqliteMetadata {
                 .as_str()
                 .trim_start_matches("part_")
         );
-        let mut q = sqlx::query(claim_sql())
-            .bind(&holder)
-            .bind(now + lease_secs)
-            .bind(now)
-            .bind(now);
-        for kind in JobKind::ALL {
-            if !kind.waits_for().is_empty() {
-                q = q.bind(kind.as_str()).bind(now);
-                for w in kind.waits_for() {
-                    q = q.bind(w.as_str());
+        // Purges first, then anything: two indexed lookups, each stopping at its first row.
+        for purges in [true, false] {
+            let mut q = sqlx::query(claim_sql(purges))
+                .bind(&holder)
+                .bind(now + lease_secs)
+                .bind(now)
+                .bind(now);
+            for kind in JobKind::ALL {
+                if !kind.waits_for().is_empty() {
+                    q = q.bind(kind.as_str()).bind(now);
+                    for w in kind.waits_for() {
+                        q = q.bind(w.as_str());
+                    }
                 }
             }
+            if let Some(row) = q.fetch_optional(&self.pool).await.map_err(db_err)? {
+                return job_from_row(&row).map(Some);
+            }
         }
-        let row = q.fetch_optional(&self.pool).await.map_err(db_err)?;
-        row.as_ref().map(job_from_row).transpose()
+        Ok(None)
     }
 
     async fn heartbeat(&self, job: &Job, until: i64) -> Result<bool> {
