@@ -446,36 +446,6 @@ fn the_search_command_prints_readable_hits() {
     );
 }
 
-/// A one-page PDF with `text` on it in Helvetica.
-fn small_pdf(text: &str) -> Vec<u8> {
-    use lopdf::{dictionary, Document, Object, Stream};
-    let mut doc = Document::with_version("1.5");
-    let pages_id = doc.new_object_id();
-    let font = doc.add_object(dictionary! {
-        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica",
-    });
-    let content = format!("BT /F1 12 Tf 72 700 Td ({text}) Tj ET");
-    let contents = doc.add_object(Stream::new(dictionary! {}, content.into_bytes()));
-    let page = doc.add_object(dictionary! {
-        "Type" => "Page",
-        "Parent" => pages_id,
-        "MediaBox" => vec![0.into(), 0.into(), 612.into(), 792.into()],
-        "Resources" => dictionary! { "Font" => dictionary! { "F1" => font } },
-        "Contents" => contents,
-    });
-    doc.objects.insert(
-        pages_id,
-        Object::Dictionary(dictionary! {
-            "Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1,
-        }),
-    );
-    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
-    doc.trailer.set("Root", catalog);
-    let mut out = Vec::new();
-    doc.save_to(&mut out).unwrap();
-    out
-}
-
 /// `ragstore ingest` against a running server: a directory of mixed documents (one broken, one
 /// excluded, one hidden) into a store it creates by name; a line per file, the summary, the
 /// server's reason for the broken file and a non-zero exit. Run again, it skips every indexed
@@ -502,7 +472,12 @@ fn the_ingest_command_uploads_a_tree_and_resumes_without_reuploading() {
         b"<html><head><title>Birds</title></head><body><p>Marsh harriers glide low over \
           the reed beds.</p></body></html>",
     );
-    write("report.pdf", &small_pdf("Glaciers carve deep valleys."));
+    write(
+        "report.pdf",
+        &crate::vector_stores::pdf_with(
+            b"BT /F1 12 Tf 72 700 Td (Glaciers carve deep valleys.) Tj ET",
+        ),
+    );
     let mut broken = b"%PDF-1.7\n1 0 obj<</Type/Cat".to_vec();
     broken.extend((0..4000u32).map(|i| (i * 7919 % 251) as u8));
     write("broken.pdf", &broken);

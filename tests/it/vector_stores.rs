@@ -1321,7 +1321,7 @@ fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 /// A one-page PDF whose content stream is `content`, with Helvetica as /F1.
-fn pdf_with(content: &[u8]) -> Vec<u8> {
+pub(crate) fn pdf_with(content: &[u8]) -> Vec<u8> {
     use lopdf::{dictionary, Document, Object, Stream};
     let mut doc = Document::with_version("1.5");
     let pages_id = doc.new_object_id();
