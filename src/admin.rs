@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use crate::clock::{Clock, SystemClock};
 use crate::db::sqlite::SqliteMetadata;
 use crate::db::Metadata;
-use crate::domain::{KeyId, QuotaOverrides, Quotas};
+use crate::domain::{KeyId, ProjectRecord, QuotaOverrides, Quotas};
 use crate::service::auth::AuthService;
 
 /// Where the metadata lives (the server's `--data-dir`).
@@ -54,6 +54,10 @@ pub enum ProjectsCommand {
     List {
         #[command(flatten)]
         db: DbArgs,
+        /// The server's default quotas (its flags and environment), shown where a project has
+        /// none of its own.
+        #[command(flatten)]
+        defaults: crate::config::QuotaArgs,
     },
     /// Set a project's quotas; `default` puts one back to the server's default.
     SetQuota {
@@ -151,13 +155,10 @@ pub async fn keys(
     Ok(())
 }
 
-pub async fn projects(
-    cmd: ProjectsCommand,
-    out: &mut impl Write,
-    defaults: Quotas,
-) -> anyhow::Result<()> {
+pub async fn projects(cmd: ProjectsCommand, out: &mut impl Write) -> anyhow::Result<()> {
     match cmd {
-        ProjectsCommand::List { db } => {
+        ProjectsCommand::List { db, defaults } => {
+            let defaults = defaults.quotas();
             let (meta, _) = open(&db).await?;
             writeln!(
                 out,
@@ -188,7 +189,7 @@ pub async fn projects(
             stores,
             db,
         } => {
-            let (meta, auth) = open(&db).await?;
+            let (meta, _) = open(&db).await?;
             let current = meta
                 .find_project(&project)
                 .await?
@@ -214,7 +215,8 @@ pub async fn projects(
                 files_per_store: setting(files_per_store, current.quotas.files_per_store, false)?,
                 stores: setting(stores, current.quotas.stores, false)?,
             };
-            let p = auth.set_quotas(current.id.as_str(), quotas).await?;
+            meta.set_project_quotas(&current.id, &quotas).await?;
+            let p = ProjectRecord { quotas, ..current };
             let show = |v: Option<i64>| v.map_or_else(|| "default".to_owned(), |n| n.to_string());
             writeln!(
                 out,

@@ -222,7 +222,8 @@ impl App {
             .context("start-up sweep")?;
         adopt_points(&backends).await?;
         let services = backends.services(&config);
-        if !config.open_allowed() && !backends.meta.any_live_key().await? {
+        let keys = backends.meta.any_live_key().await?;
+        if !config.open_allowed() && !keys {
             anyhow::bail!(
                 "refusing to serve on {} without API keys: anyone who can reach it could read \
                  and delete everything. Create a key with `ragstore keys create --project NAME` \
@@ -230,7 +231,7 @@ impl App {
                 config.addr
             );
         }
-        if !backends.meta.any_live_key().await? {
+        if !keys {
             tracing::warn!(
                 addr = %config.addr,
                 "no API keys: serving without authentication, every request acts for the \

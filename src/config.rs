@@ -201,18 +201,6 @@ pub struct QuotaArgs {
 }
 
 impl QuotaArgs {
-    /// The defaults as `serve` would read them from the environment (for `projects list`).
-    pub fn from_env_or_defaults() -> crate::domain::Quotas {
-        use clap::FromArgMatches;
-        let matches = <Self as clap::Args>::augment_args(clap::Command::new("ragstore"))
-            .no_binary_name(true)
-            .try_get_matches_from(std::iter::empty::<String>());
-        matches
-            .ok()
-            .and_then(|m| Self::from_arg_matches(&m).ok())
-            .map_or(crate::domain::Quotas::DEFAULT, |q| q.quotas())
-    }
-
     pub fn quotas(&self) -> crate::domain::Quotas {
         let i = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         crate::domain::Quotas {

@@ -64,8 +64,7 @@ async fn keys(cmd: ragstore::admin::KeysCommand) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn projects(cmd: ragstore::admin::ProjectsCommand) -> anyhow::Result<()> {
-    let defaults = ragstore::config::QuotaArgs::from_env_or_defaults();
-    ragstore::admin::projects(cmd, &mut std::io::stdout().lock(), defaults).await
+    ragstore::admin::projects(cmd, &mut std::io::stdout().lock()).await
 }
 
 #[tokio::main]

@@ -53,30 +53,21 @@ impl Kind {
     }
 
     /// The kind of `method path`, if limited; `path` is below the API's prefix (`/files/…`:
-    /// the gate sits inside the `/v1` and llama-stack nests).
+    /// the gate sits inside the `/v1` and llama-stack nests). Routes match paths exactly, so
+    /// the path's shape is all there is to read.
     pub fn of(method: &Method, path: &str) -> Option<Kind> {
-        // At most four segments matter; no allocation on the hot path.
-        let mut segs = [""; 4];
-        let mut n = 0;
-        for s in path.split('/').filter(|s| !s.is_empty()) {
-            if n == segs.len() {
-                n += 1;
-                break;
+        match *method {
+            Method::DELETE => Some(Kind::Deletion),
+            Method::GET if path == "/files" || path.starts_with("/files/") => Some(Kind::Retrieval),
+            Method::POST if path == "/files" || path == "/uploads" => Some(Kind::Upload),
+            Method::POST => {
+                let (_store, action) = path.strip_prefix("/vector_stores/")?.split_once('/')?;
+                match action {
+                    "search" => Some(Kind::Search),
+                    "files" | "file_batches" => Some(Kind::Attach),
+                    _ => None,
+                }
             }
-            segs[n] = s;
-            n += 1;
-        }
-        let segs = &segs[..n.min(segs.len())];
-        let longer = n > segs.len();
-        if longer && method != Method::GET && method != Method::DELETE {
-            return None;
-        }
-        match (method, segs) {
-            (&Method::DELETE, _) => Some(Kind::Deletion),
-            (&Method::POST, ["files"] | ["uploads"]) => Some(Kind::Upload),
-            (&Method::POST, ["vector_stores", _, "search"]) => Some(Kind::Search),
-            (&Method::POST, ["vector_stores", _, "files" | "file_batches"]) => Some(Kind::Attach),
-            (&Method::GET, ["files", ..]) => Some(Kind::Retrieval),
             _ => None,
         }
     }
@@ -85,9 +76,17 @@ impl Kind {
 type Limiter =
     RateLimiter<KeyId, HashMapStateStore<KeyId>, DefaultClock, StateInformationMiddleware>;
 
+/// One kind's allowance per minute, and the limiter that keeps it per key.
+struct Limit {
+    per_minute: u32,
+    /// How long one request takes to come back.
+    interval: Duration,
+    limiter: Limiter,
+}
+
 /// One limiter per kind of request, each keyed by API key.
 pub struct RateLimits {
-    limiters: [Option<(u32, Limiter)>; 5],
+    limits: [Option<Limit>; 5],
     clock: DefaultClock,
 }
 
@@ -102,18 +101,20 @@ impl RateLimits {
             Kind::Attach => args.attaches,
         };
         let replicas = args.replicas.max(1);
-        let limiters = Kind::ALL.map(|kind| {
+        let limits = Kind::ALL.map(|kind| {
             let n = per_minute(kind);
             // A share of at least one request per minute.
             let share = NonZeroU32::new(n.div_ceil(replicas))?;
             let quota = Quota::per_minute(share);
-            Some((
-                share.get(),
-                RateLimiter::hashmap(quota).with_middleware::<StateInformationMiddleware>(),
-            ))
+            Some(Limit {
+                per_minute: share.get(),
+                interval: quota.replenish_interval(),
+                limiter: RateLimiter::hashmap(quota)
+                    .with_middleware::<StateInformationMiddleware>(),
+            })
         });
         Self {
-            limiters,
+            limits,
             clock: DefaultClock::default(),
         }
     }
@@ -121,16 +122,20 @@ impl RateLimits {
     /// Takes one request of `kind` from `key`'s allowance: the headers to send either way,
     /// and whether the request may go on.
     pub fn take(&self, kind: Kind, key: &KeyId) -> Option<Verdict> {
-        let (limit, limiter) = self.limiters[kind.index()].as_ref()?;
-        let interval = Quota::per_minute(NonZeroU32::new(*limit)?).replenish_interval();
+        let Limit {
+            per_minute: limit,
+            interval,
+            limiter,
+        } = self.limits[kind.index()].as_ref()?;
+        let (limit, interval) = (*limit, *interval);
         Some(match limiter.check_key(key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 Verdict {
                     kind,
-                    limit: *limit,
+                    limit,
                     remaining,
-                    reset: interval * (*limit - remaining.min(*limit)),
+                    reset: interval * (limit - remaining.min(limit)),
                     retry_after: None,
                 }
             }
@@ -138,7 +143,7 @@ impl RateLimits {
                 let wait = not_until.wait_time_from(self.clock.now());
                 Verdict {
                     kind,
-                    limit: *limit,
+                    limit,
                     remaining: 0,
                     reset: wait + interval * limit.saturating_sub(1),
                     retry_after: Some(wait),
@@ -149,8 +154,8 @@ impl RateLimits {
 
     /// Forgets keys whose allowance is full again (keeps memory bounded by active keys).
     pub fn forget_idle(&self) {
-        for (_, l) in self.limiters.iter().flatten() {
-            l.retain_recent();
+        for l in self.limits.iter().flatten() {
+            l.limiter.retain_recent();
         }
     }
 }
@@ -240,41 +245,49 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         Err(e) => return ApiError(e).into_response(),
     };
     let method = req.method().clone();
-    // The path as sent, for the audit line (nesting strips the prefix from `uri()`); only
-    // creates and deletes are audited, and reads are the hot path.
-    let path = if audited(&method, req.uri().path()) {
+    // The path as sent (nesting strips the prefix from `uri()`), copied only for the creates
+    // and deletes that are audited: reads are the hot path.
+    let sent_path = |req: &Request| {
         req.extensions()
             .get::<axum::extract::OriginalUri>()
             .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned())
-    } else {
-        String::new()
     };
+    let audited_path = audited(&method, req.uri().path()).then(|| sent_path(&req));
     let verdict = match (&caller.key, Kind::of(&method, req.uri().path())) {
         (Some(key), Some(kind)) => gate.limits.take(kind, key),
         _ => None,
     };
     if let Some(v) = verdict.filter(|v| v.retry_after.is_some()) {
-        tracing::info!(target: "ragstore::audit", project = %caller.project, key = ?caller.key.as_ref().map(KeyId::as_str), %method, path = %req.uri().path(), "rate limited");
-        return v.refusal();
+        // Every refusal is audited, reads included.
+        let res = v.refusal();
+        let path = audited_path.unwrap_or_else(|| sent_path(&req));
+        audit(&caller, &method, &path, res.status());
+        return res;
     }
-    let audit = (!path.is_empty()).then(|| caller.clone());
+    let audit_as = audited_path.map(|path| (caller.clone(), path));
     req.extensions_mut().insert(caller);
     let mut res = next.run(req).await;
     if let Some(v) = verdict {
         v.write_headers(res.headers_mut());
     }
-    if let Some(caller) = audit {
-        tracing::info!(
-            target: "ragstore::audit",
-            project = %caller.project,
-            key = caller.key.as_ref().map_or("none", KeyId::as_str),
-            %method,
-            path,
-            status = res.status().as_u16(),
-            "audit"
-        );
+    if let Some((caller, path)) = audit_as {
+        audit(&caller, &method, &path, res.status());
     }
     res
+}
+
+/// The audit line of a create or delete: who (project and key id, never the key), what, and
+/// how it ended.
+fn audit(caller: &Caller, method: &Method, path: &str, status: StatusCode) {
+    tracing::info!(
+        target: "ragstore::audit",
+        project = %caller.project,
+        key = caller.key.as_ref().map_or("none", KeyId::as_str),
+        %method,
+        path,
+        status = status.as_u16(),
+        "audit"
+    );
 }
 
 /// Creates and deletes (and the state changes of uploads and batches); not searches, which

@@ -260,6 +260,24 @@ impl Inner {
         Ok(n as u64)
     }
 
+    /// Writes `payload` (its top-level keys replace theirs) on the points `filter` selects;
+    /// how many. Points of an indexed segment are copied to the plain one when their payload
+    /// changes, so they count as changed for the next optimisation.
+    fn set_payload(&self, filter: Option<EdgeFilter>, payload: Payload) -> Result<u64> {
+        let n = self.count(filter.clone())?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let op = UpdateOperation::PayloadOperation(PayloadOps::SetPayload(SetPayloadOp {
+            payload,
+            points: None,
+            filter,
+            key: None,
+        }));
+        self.write(op, n)?;
+        Ok(n)
+    }
+
     /// Waits for a running optimisation to finish. A flush that fails (0.7.2 panics: a full
     /// disk) leaves the shard stale until it is reopened.
     fn flush(&self) -> Result<()> {
@@ -672,19 +690,7 @@ impl VectorIndex for EdgeIndex {
         let attributes = attributes.clone();
         self.blocking(move |inner| {
             inner.index_attributes(std::iter::once(&attributes))?;
-            // Points of an indexed segment are copied to the plain one when their payload
-            // changes, so they count as changed for the next optimisation.
-            let n = inner.count(filter.clone())?;
-            if n == 0 {
-                return Ok(());
-            }
-            let op = UpdateOperation::PayloadOperation(PayloadOps::SetPayload(SetPayloadOp {
-                payload,
-                points: None,
-                filter,
-                key: None,
-            }));
-            inner.write(op, n)
+            inner.set_payload(filter, payload).map(|_| ())
         })
         .await
     }
@@ -704,21 +710,8 @@ impl VectorIndex for EdgeIndex {
             .into_iter()
             .collect(),
         );
-        self.blocking(move |inner| {
-            let n = inner.count(filter.clone())?;
-            if n == 0 {
-                return Ok(0);
-            }
-            let op = UpdateOperation::PayloadOperation(PayloadOps::SetPayload(SetPayloadOp {
-                payload,
-                points: None,
-                filter,
-                key: None,
-            }));
-            inner.write(op, n)?;
-            Ok(n)
-        })
-        .await
+        self.blocking(move |inner| inner.set_payload(filter, payload))
+            .await
     }
 
     async fn count(&self, store: Option<&VectorStoreId>, file: Option<&FileId>) -> Result<u64> {

@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use crate::clock::Clock;
 use crate::db::Metadata;
 use crate::domain::project::{hash_key, hint_of, key_id_of, same_hash, valid_project_name};
-use crate::domain::{
-    Error, KeyId, KeyRecord, ProjectId, ProjectRecord, QuotaOverrides, Quotas, Result, SecretKey,
-};
+use crate::domain::{Error, KeyId, KeyRecord, ProjectId, ProjectRecord, Quotas, Result, SecretKey};
 
 /// How long a key's verdict (and whether any key exists) is remembered.
 pub const KEY_TTL: Duration = Duration::from_secs(5);
@@ -24,8 +22,30 @@ pub const KEY_TTL: Duration = Duration::from_secs(5);
 /// Keys remembered at most; beyond, the memory is cleared (unknown ids cannot grow it forever).
 const MAX_REMEMBERED: usize = 10_000;
 
-/// Keys looked up recently: when, and what the database said.
-type KeyMemory = HashMap<KeyId, (Instant, Option<Arc<KeyRecord>>)>;
+/// What the database said recently, by key, for [`KEY_TTL`]; at most [`MAX_REMEMBERED`]
+/// entries (beyond, it is cleared: unknown ids cannot grow it forever).
+struct Memory<K, V>(Mutex<HashMap<K, (Instant, V)>>);
+
+impl<K: std::hash::Hash + Eq, V: Clone> Memory<K, V> {
+    fn new() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let g = self.0.lock().ok()?;
+        let (at, v) = g.get(key)?;
+        (at.elapsed() < KEY_TTL).then(|| v.clone())
+    }
+
+    fn put(&self, key: K, value: V) {
+        if let Ok(mut g) = self.0.lock() {
+            if g.len() >= MAX_REMEMBERED {
+                g.clear();
+            }
+            g.insert(key, (Instant::now(), value));
+        }
+    }
+}
 
 /// The project a request acts for, and the key that said so (`None` on an open server).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,8 +68,8 @@ pub struct AuthService {
     clock: Arc<dyn Clock>,
     /// Whether a server without live keys may serve without them.
     allow_open: bool,
-    keys: Arc<Mutex<KeyMemory>>,
-    any_key: Arc<Mutex<Option<(Instant, bool)>>>,
+    keys: Arc<Memory<KeyId, Option<Arc<KeyRecord>>>>,
+    any_key: Arc<Memory<(), bool>>,
     default_quotas: Quotas,
 }
 
@@ -64,8 +84,8 @@ impl AuthService {
             meta,
             clock,
             allow_open,
-            keys: Arc::default(),
-            any_key: Arc::default(),
+            keys: Arc::new(Memory::new()),
+            any_key: Arc::new(Memory::new()),
             default_quotas,
         }
     }
@@ -75,17 +95,11 @@ impl AuthService {
         if !self.allow_open {
             return Ok(true);
         }
-        if let Ok(g) = self.any_key.lock() {
-            if let Some((at, any)) = *g {
-                if at.elapsed() < KEY_TTL {
-                    return Ok(any);
-                }
-            }
+        if let Some(any) = self.any_key.get(&()) {
+            return Ok(any);
         }
         let any = self.meta.any_live_key().await?;
-        if let Ok(mut g) = self.any_key.lock() {
-            *g = Some((Instant::now(), any));
-        }
+        self.any_key.put((), any);
         Ok(any)
     }
 
@@ -123,20 +137,11 @@ impl AuthService {
     }
 
     async fn key(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>> {
-        if let Ok(g) = self.keys.lock() {
-            if let Some((at, k)) = g.get(id) {
-                if at.elapsed() < KEY_TTL {
-                    return Ok(k.clone());
-                }
-            }
+        if let Some(k) = self.keys.get(id) {
+            return Ok(k);
         }
         let k = self.meta.get_key(id).await?.map(Arc::new);
-        if let Ok(mut g) = self.keys.lock() {
-            if g.len() >= MAX_REMEMBERED {
-                g.clear();
-            }
-            g.insert(id.clone(), (Instant::now(), k.clone()));
-        }
+        self.keys.put(id.clone(), k.clone());
         Ok(k)
     }
 
@@ -202,20 +207,6 @@ impl AuthService {
         };
         self.meta.insert_key(&record).await?;
         Ok((record, project, secret))
-    }
-
-    pub async fn set_quotas(&self, project: &str, quotas: QuotaOverrides) -> Result<ProjectRecord> {
-        let p = self
-            .meta
-            .find_project(project)
-            .await?
-            .ok_or_else(|| Error::invalid(format!("no project {project:?}"), "project"))?;
-        self.meta.set_project_quotas(&p.id, &quotas).await?;
-        Ok(ProjectRecord { quotas, ..p })
-    }
-
-    pub fn default_quotas(&self) -> Quotas {
-        self.default_quotas
     }
 }
 

@@ -144,12 +144,10 @@ impl AuthMetadata for SqliteMetadata {
     }
 
     async fn stored_bytes(&self, project: &ProjectId) -> Result<i64> {
-        sqlx::query_scalar(
-            "SELECT COALESCE(SUM(bytes), 0) FROM files WHERE project_id = ? AND deleted_at IS NULL",
-        )
-        .bind(project.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)
+        sqlx::query_scalar(super::STORED_BYTES)
+            .bind(project.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)
     }
 }

@@ -5,9 +5,10 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::{
-    bind_window, cancel_jobs, check_stored_bytes, db_err, insert_job, window_sql, SqliteMetadata,
+    bind_window, cancel_jobs, check_quota, db_err, insert_job, window_sql, SqliteMetadata,
 };
 use crate::db::{FileListQuery, FileMetadata, ListWindow};
+use crate::domain::Quota;
 use crate::domain::{
     BucketObject, Cascade, Error, FileId, FileRecord, FileStatus, NewJob, PartId, PartRecord,
     ProjectId, Purpose, Result, UploadId, UploadRecord, UploadStatus,
@@ -136,7 +137,13 @@ impl FileMetadata for SqliteMetadata {
             .await
             .map_err(db_err)?;
         // After the insert, which took the write lock: no other file can land in between.
-        check_stored_bytes(&mut tx, &file.project_id, max_bytes).await?;
+        check_quota(
+            &mut tx,
+            Quota::StoredBytes,
+            file.project_id.as_str(),
+            max_bytes,
+        )
+        .await?;
         if let Some(job) = job {
             insert_job(&mut tx, job, file.created_at).await?;
         }
@@ -380,7 +387,13 @@ impl FileMetadata for SqliteMetadata {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        check_stored_bytes(&mut tx, &file.project_id, max_bytes).await?;
+        check_quota(
+            &mut tx,
+            Quota::StoredBytes,
+            file.project_id.as_str(),
+            max_bytes,
+        )
+        .await?;
         if let Some(job) = job {
             insert_job(&mut tx, job, now).await?;
         }

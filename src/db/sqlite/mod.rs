@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::ListWindow;
-use crate::domain::{Error, JobFilter, NewJob, Order, ProjectId, Quota, Result, VectorStoreId};
+use crate::domain::{Error, JobFilter, NewJob, Order, Quota, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -195,58 +195,34 @@ fn window_sql(w: &ListWindow, key: &str) -> (String, Vec<(i64, String)>) {
     (sql, binds)
 }
 
-/// Quota checks run inside a write transaction, after its first write took SQLite's write lock:
-/// what they count cannot change before the commit. Over the limit, the error drops the
-/// transaction, so nothing it wrote remains.
-fn over(quota: Quota, count: i64, limit: i64) -> Result<()> {
-    if count > limit {
-        Err(Error::QuotaExceeded { quota, limit })
-    } else {
-        Ok(())
+/// A project's live files' bytes (`?` is the project).
+pub(crate) const STORED_BYTES: &str =
+    "SELECT COALESCE(SUM(bytes), 0) FROM files WHERE project_id = ? AND deleted_at IS NULL";
+
+/// Checks `quota` of `owner` (the project; the store for files per store) against `max`. It
+/// runs inside a write transaction, after its first write took SQLite's write lock: what it
+/// counts (rows this transaction wrote included) cannot change before the commit. Over the
+/// limit, the error drops the transaction, so nothing it wrote remains.
+pub(crate) async fn check_quota(
+    tx: &mut Tx<'_>,
+    quota: Quota,
+    owner: &str,
+    max: i64,
+) -> Result<()> {
+    let sql = match quota {
+        Quota::StoredBytes => STORED_BYTES,
+        Quota::Stores => {
+            "SELECT COUNT(*) FROM vector_stores WHERE project_id = ? AND deleted_at IS NULL"
+        }
+        Quota::FilesPerStore => "SELECT COUNT(*) FROM vector_store_files WHERE vector_store_id = ?",
+    };
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(owner)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    if n > max {
+        return Err(Error::QuotaExceeded { quota, limit: max });
     }
-}
-
-/// The project's live files, counting rows this transaction wrote.
-pub(crate) async fn check_stored_bytes(
-    tx: &mut Tx<'_>,
-    project: &ProjectId,
-    max: i64,
-) -> Result<()> {
-    let used: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(bytes), 0) FROM files WHERE project_id = ? AND deleted_at IS NULL",
-    )
-    .bind(project.as_str())
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    over(Quota::StoredBytes, used, max)
-}
-
-pub(crate) async fn check_store_count(
-    tx: &mut Tx<'_>,
-    project: &ProjectId,
-    max: i64,
-) -> Result<()> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM vector_stores WHERE project_id = ? AND deleted_at IS NULL",
-    )
-    .bind(project.as_str())
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(db_err)?;
-    over(Quota::Stores, n, max)
-}
-
-pub(crate) async fn check_files_in_store(
-    tx: &mut Tx<'_>,
-    store: &VectorStoreId,
-    max: i64,
-) -> Result<()> {
-    let n: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM vector_store_files WHERE vector_store_id = ?")
-            .bind(store.as_str())
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db_err)?;
-    over(Quota::FilesPerStore, n, max)
+    Ok(())
 }

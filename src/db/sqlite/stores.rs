@@ -6,14 +6,14 @@ use sqlx::Row;
 use std::collections::BTreeMap;
 
 use super::{
-    bind_window, cancel_jobs, check_files_in_store, check_store_count, corrupt, db_err, insert_job,
-    json_text, window_sql, SqliteMetadata, Tx, CANCEL_STATUS,
+    bind_window, cancel_jobs, check_quota, corrupt, db_err, insert_job, json_text, window_sql,
+    SqliteMetadata, Tx, CANCEL_STATUS,
 };
 use crate::db::{Attached, ListWindow, Position, StoreMetadata};
 use crate::domain::{
     Attributes, Cascade, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId,
-    IngestErrorCode, JobKind, NewJob, ProjectId, Quotas, Result, VectorStoreId, VectorStoreRecord,
-    VsFileRecord, VsFileStatus,
+    IngestErrorCode, JobKind, NewJob, ProjectId, Quota, Quotas, Result, VectorStoreId,
+    VectorStoreRecord, VsFileRecord, VsFileStatus,
 };
 
 fn store_from_row(row: &SqliteRow) -> Result<VectorStoreRecord> {
@@ -172,9 +172,15 @@ impl StoreMetadata for SqliteMetadata {
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        check_store_count(&mut tx, &s.project_id, quotas.stores).await?;
+        check_quota(&mut tx, Quota::Stores, s.project_id.as_str(), quotas.stores).await?;
         let gone = attach_all(&mut tx, files, now).await?;
-        check_files_in_store(&mut tx, &s.id, quotas.files_per_store).await?;
+        check_quota(
+            &mut tx,
+            Quota::FilesPerStore,
+            s.id.as_str(),
+            quotas.files_per_store,
+        )
+        .await?;
         tx.commit().await.map_err(db_err)?;
         Ok(gone)
     }
@@ -369,7 +375,13 @@ impl StoreMetadata for SqliteMetadata {
     ) -> Result<Attached> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         let attached = if insert_vs_file(&mut tx, f, now).await? {
-            check_files_in_store(&mut tx, &f.vector_store_id, max_files).await?;
+            check_quota(
+                &mut tx,
+                Quota::FilesPerStore,
+                f.vector_store_id.as_str(),
+                max_files,
+            )
+            .await?;
             insert_job(&mut tx, job, now).await?;
             Attached::New(f.clone())
         } else {
@@ -530,7 +542,13 @@ impl StoreMetadata for SqliteMetadata {
         .await
         .map_err(db_err)?;
         let gone = attach_all(&mut tx, files, now).await?;
-        check_files_in_store(&mut tx, &batch.vector_store_id, max_files).await?;
+        check_quota(
+            &mut tx,
+            Quota::FilesPerStore,
+            batch.vector_store_id.as_str(),
+            max_files,
+        )
+        .await?;
         tx.commit().await.map_err(db_err)?;
         Ok(gone)
     }
