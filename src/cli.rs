@@ -154,6 +154,26 @@ impl Api {
         }
     }
 
+    /// Every item of a cursor-paged listing (`path` below the server, e.g. `/v1/vector_stores`).
+    async fn list_all(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut url = format!("{}{path}?limit=100", self.base);
+            if let Some(a) = &after {
+                url.push_str(&format!("&after={a}"));
+            }
+            let mut page = self.send(self.http.get(&url)).await?;
+            if let Value::Array(data) = page["data"].take() {
+                items.extend(data);
+            }
+            after = page["last_id"].as_str().map(str::to_owned);
+            if page["has_more"] != true || after.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     /// The id of the store named or identified by `store`.
     async fn store_id(&self, store: &str) -> anyhow::Result<String> {
         self.find_store(store)
@@ -166,25 +186,13 @@ impl Api {
         if store.starts_with("vs_") {
             return Ok(Some(store.to_owned()));
         }
-        let mut found = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let mut url = format!("{}/v1/vector_stores?limit=100", self.base);
-            if let Some(a) = &after {
-                url.push_str(&format!("&after={a}"));
-            }
-            let page = self.send(self.http.get(&url)).await?;
-            let data = page["data"].as_array().cloned().unwrap_or_default();
-            found.extend(
-                data.iter()
-                    .filter(|s| s["name"].as_str() == Some(store))
-                    .filter_map(|s| s["id"].as_str().map(str::to_owned)),
-            );
-            if page["has_more"] != true {
-                break;
-            }
-            after = page["last_id"].as_str().map(str::to_owned);
-        }
+        let found: Vec<String> = self
+            .list_all("/v1/vector_stores")
+            .await?
+            .iter()
+            .filter(|s| s["name"].as_str() == Some(store))
+            .filter_map(|s| s["id"].as_str().map(str::to_owned))
+            .collect();
         match found.as_slice() {
             [one] => Ok(Some(one.clone())),
             [] => Ok(None),

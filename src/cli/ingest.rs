@@ -5,18 +5,15 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Args;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use hyper::body::{Frame, SizeHint};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -361,70 +358,34 @@ impl Meter {
     }
 }
 
-/// A `multipart/form-data` body streamed from disk: the form's head, the file (exactly the size
-/// it had when it was listed, or an error), then the form's tail.
-struct UploadBody {
-    head: Option<Bytes>,
-    file: ReaderStream<tokio::fs::File>,
-    /// File bytes still to come.
-    remaining: u64,
-    file_done: bool,
-    tail: Option<Bytes>,
+/// The file's bytes streamed from disk, counted by `meter` as they leave: exactly the `size` it
+/// had when it was listed, or an error (a file that changed meanwhile is not sent wrong).
+fn file_stream(
+    disk: std::fs::File,
+    size: u64,
     meter: Meter,
-}
-
-impl UploadBody {
-    fn new(head: Bytes, file: std::fs::File, size: u64, tail: Bytes, meter: Meter) -> Self {
-        Self {
-            head: Some(head),
-            file: ReaderStream::with_capacity(tokio::fs::File::from_std(file), READ_CHUNK),
-            remaining: size,
-            file_done: false,
-            tail: Some(tail),
-            meter,
-        }
-    }
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let at_end = meter.clone();
+    ReaderStream::with_capacity(tokio::fs::File::from_std(disk), READ_CHUNK)
+        .map(move |chunk| {
+            let chunk = chunk?;
+            if meter.attempt.load(Ordering::Relaxed) + chunk.len() as u64 > size {
+                return Err(changed());
+            }
+            meter.add(chunk.len() as u64);
+            Ok(chunk)
+        })
+        .chain(
+            futures_util::stream::once(async move {
+                // Shorter than listed: the stream ended early.
+                (at_end.attempt.load(Ordering::Relaxed) != size).then(|| Err(changed()))
+            })
+            .filter_map(std::future::ready),
+        )
 }
 
 fn changed() -> std::io::Error {
     std::io::Error::other("the file changed while it was being uploaded")
-}
-
-impl hyper::body::Body for UploadBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let this = &mut *self;
-        if let Some(head) = this.head.take() {
-            return Poll::Ready(Some(Ok(Frame::data(head))));
-        }
-        if !this.file_done {
-            match ready!(Pin::new(&mut this.file).poll_next(cx)) {
-                Some(Ok(chunk)) => {
-                    let n = chunk.len() as u64;
-                    if n > this.remaining {
-                        return Poll::Ready(Some(Err(changed())));
-                    }
-                    this.remaining -= n;
-                    this.meter.add(n);
-                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None if this.remaining > 0 => return Poll::Ready(Some(Err(changed()))),
-                None => this.file_done = true,
-            }
-        }
-        Poll::Ready(this.tail.take().map(|t| Ok(Frame::data(t))))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        let len = |b: &Option<Bytes>| b.as_ref().map_or(0, |b| b.len() as u64);
-        SizeHint::with_exact(len(&self.head) + self.remaining + len(&self.tail))
-    }
 }
 
 /// The live display: files done of all (with ETA), bytes uploaded (with throughput), chunks
@@ -611,31 +572,20 @@ async fn ingest_file(shared: &Shared, file: &Candidate, meter: &Meter) -> anyhow
 
 /// `POST /v1/files` (purpose `assistants`), the file streamed from disk: its id.
 async fn upload(shared: &Shared, file: &Candidate, meter: &Meter) -> anyhow::Result<String> {
-    let boundary = format!("ragstore-ingest-{:032x}", rand::random::<u128>());
-    let head = Bytes::from(format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n\
-         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\n",
-        form_filename(&file.path)
-    ));
-    let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-    let length = head.len() as u64 + file.size + tail.len() as u64;
     let api = &shared.api;
     let url = format!("{}/v1/files", api.base);
     let created = api
         .send_with(|| {
             meter.restart();
             let disk = std::fs::File::open(&file.path).context("cannot read it")?;
-            let body = UploadBody::new(head.clone(), disk, file.size, tail.clone(), meter.clone());
-            Ok(api
-                .http
-                .post(&url)
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .header(reqwest::header::CONTENT_LENGTH, length)
-                .body(reqwest::Body::wrap(body)))
+            let body = reqwest::Body::wrap_stream(file_stream(disk, file.size, meter.clone()));
+            let part = reqwest::multipart::Part::stream_with_length(body, file.size)
+                .file_name(form_filename(&file.path))
+                .mime_str("application/octet-stream")?;
+            let form = reqwest::multipart::Form::new()
+                .text("purpose", "assistants")
+                .part("file", part);
+            Ok(api.http.post(&url).multipart(form))
         })
         .await?;
     created["id"]
@@ -722,25 +672,14 @@ fn write_summary(
 
 /// The content hashes of the store's files that are indexed or being indexed.
 async fn stored_hashes(api: &Api, store: &str) -> anyhow::Result<HashSet<String>> {
-    let mut hashes = HashSet::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut url = format!("{}/v1/vector_stores/{store}/files?limit=100", api.base);
-        if let Some(a) = &after {
-            url.push_str(&format!("&after={a}"));
-        }
-        let page = api.send(api.http.get(&url)).await?;
-        for f in page["data"].as_array().into_iter().flatten() {
-            let live = matches!(f["status"].as_str(), Some("completed" | "in_progress"));
-            if let Some(hash) = f["attributes"]["sha256"].as_str().filter(|_| live) {
-                hashes.insert(hash.to_owned());
-            }
-        }
-        after = page["last_id"].as_str().map(str::to_owned);
-        if page["has_more"] != true || after.is_none() {
-            return Ok(hashes);
-        }
-    }
+    let files = api
+        .list_all(&format!("/v1/vector_stores/{store}/files"))
+        .await?;
+    Ok(files
+        .iter()
+        .filter(|f| matches!(f["status"].as_str(), Some("completed" | "in_progress")))
+        .filter_map(|f| f["attributes"]["sha256"].as_str().map(str::to_owned))
+        .collect())
 }
 
 /// Runs `ragstore ingest`, writing progress lines and the summary to `out`; with `interactive`
@@ -988,20 +927,19 @@ mod tests {
         assert!(text.contains("  docs/broken.pdf: bad PDF"), "{text}");
     }
 
-    async fn drain(mut body: UploadBody) -> Result<Vec<u8>, std::io::Error> {
-        use hyper::body::Body;
-        let mut out = Vec::new();
-        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-        {
-            if let Ok(data) = frame?.into_data() {
-                out.extend_from_slice(&data);
-            }
-        }
-        Ok(out)
+    async fn drain(
+        body: impl Stream<Item = std::io::Result<Bytes>>,
+    ) -> Result<Vec<u8>, std::io::Error> {
+        use futures_util::TryStreamExt;
+        body.try_fold(Vec::new(), |mut out, chunk| async move {
+            out.extend_from_slice(&chunk);
+            Ok(out)
+        })
+        .await
     }
 
     #[tokio::test]
-    async fn ingest_upload_body_streams_the_file_between_head_and_tail() {
+    async fn ingest_upload_streams_the_file_and_counts_its_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.bin");
         let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -1012,23 +950,11 @@ mod tests {
             bar: ProgressBar::hidden(),
         };
         let body = |size: u64| {
-            UploadBody::new(
-                Bytes::from_static(b"HEAD"),
-                std::fs::File::open(&path).unwrap(),
-                size,
-                Bytes::from_static(b"TAIL"),
-                meter.clone(),
-            )
+            meter.restart();
+            file_stream(std::fs::File::open(&path).unwrap(), size, meter.clone())
         };
-        let b = body(content.len() as u64);
-        assert_eq!(
-            hyper::body::Body::size_hint(&b).exact(),
-            Some(content.len() as u64 + 8)
-        );
-        let sent = drain(b).await.unwrap();
-        assert_eq!(&sent[..4], b"HEAD");
-        assert_eq!(&sent[4..sent.len() - 4], content.as_slice());
-        assert_eq!(&sent[sent.len() - 4..], b"TAIL");
+        let sent = drain(body(content.len() as u64)).await.unwrap();
+        assert_eq!(sent, content);
         assert_eq!(meter.total.load(Ordering::Relaxed), content.len() as u64);
         meter.restart();
         assert_eq!(meter.total.load(Ordering::Relaxed), 0);
