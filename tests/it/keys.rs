@@ -425,6 +425,24 @@ async fn a_filename_is_never_a_path() {
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
 
+impl Captured {
+    /// Captures the log lines `filter` lets through while the guard lives.
+    fn install(filter: &str) -> (Self, tracing::subscriber::DefaultGuard) {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
 impl std::io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -437,14 +455,7 @@ impl std::io::Write for Captured {
 
 #[tokio::test]
 async fn creates_and_deletes_leave_an_audit_line_without_the_key() {
-    let log = Captured::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_env_filter("ragstore::audit=info")
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Captured::install("ragstore::audit=info");
     let app = TestApp::spawn().await;
     let (key_row, project, key) = &app.auth().create_key("audited", None).await.unwrap();
     let dir = app.stop().await;
@@ -481,7 +492,7 @@ async fn creates_and_deletes_leave_an_audit_line_without_the_key() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
-    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let text = log.text();
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("audit")).collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(
@@ -502,4 +513,95 @@ async fn creates_and_deletes_leave_an_audit_line_without_the_key() {
         !text.contains(key.as_str()),
         "the key itself is never logged"
     );
+}
+
+/// `ragstore keys …` and `ragstore projects …` as an operator runs them, on a data dir.
+fn admin(data: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ragstore"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_admin_commands_list_keys_and_projects_without_showing_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (ok, key, said) = admin(
+        &data,
+        &["keys", "create", "--project", "research", "--name", "nb"],
+    );
+    assert!(ok, "{said}");
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("rsk-"), "{key}");
+    let id = said
+        .split_whitespace()
+        .find(|w| w.starts_with("key_"))
+        .unwrap()
+        .to_owned();
+
+    let (ok, listed, _) = admin(&data, &["keys", "list"]);
+    assert!(ok);
+    let row = listed.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(row.contains("research") && row.contains("nb"), "{row}");
+    assert!(row.ends_with(" -"), "not revoked: {row}");
+    assert!(!listed.contains(&key[4..]), "a key is never shown again");
+
+    let (ok, _, said) = admin(&data, &["keys", "revoke", &id]);
+    assert!(ok, "{said}");
+    let (_, listed, _) = admin(&data, &["keys", "list"]);
+    let row = listed.lines().find(|l| l.starts_with(&id)).unwrap();
+    assert!(!row.ends_with(" -"), "revoked: {row}");
+    let (ok, _, said) = admin(&data, &["keys", "revoke", &id]);
+    assert!(!ok && said.contains("no live key"), "{said}");
+
+    let (ok, _, said) = admin(
+        &data,
+        &[
+            "projects",
+            "set-quota",
+            "research",
+            "--stored-bytes",
+            "10MB",
+            "--stores",
+            "3",
+        ],
+    );
+    assert!(ok, "{said}");
+    let (ok, listed, _) = admin(&data, &["projects", "list", "--quota-files-per-store", "7"]);
+    assert!(ok);
+    let row = listed.lines().find(|l| l.contains(" research ")).unwrap();
+    assert!(
+        row.contains("10000000") && row.contains(" 3"),
+        "its own quotas: {row}"
+    );
+    assert!(row.contains("7 (default)"), "the server's default: {row}");
+    assert!(
+        listed.lines().any(|l| l.starts_with("proj_default ")),
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_keys_says_in_its_log_that_it_runs_open() {
+    let (log, _guard) = Captured::install("ragstore=warn");
+    let app = TestApp::spawn().await;
+    assert!(
+        log.text()
+            .contains("no API keys: serving without authentication"),
+        "{}",
+        log.text()
+    );
+    app.auth().create_key("team", None).await.unwrap();
+    let dir = app.stop().await;
+    let (log, _guard) = Captured::install("ragstore=warn");
+    let _app = TestApp::spawn_in(dir, |_| {}).await;
+    assert!(!log.text().contains("no API keys"), "{}", log.text());
 }
