@@ -38,7 +38,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ragstore::domain::{AttrValue, Attributes, FileId, Filter, ProjectId, VectorStoreId};
-use ragstore::index::{point_id, Point, SearchQuery};
+use ragstore::index::{point_id, Leg, Point, SearchQuery};
 use ragstore::{App, Backends, Config};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -585,7 +585,7 @@ async fn run(dir: &std::path::Path) -> Result<()> {
                     .search(&SearchQuery {
                         store: store.clone(),
                         project: ProjectId::default_project(),
-                        vector: v.clone(),
+                        leg: Leg::Dense(v.clone()),
                         filter: filter.cloned(),
                         exclude_files: Vec::new(),
                         limit: 10,

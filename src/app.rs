@@ -221,6 +221,7 @@ impl App {
             .await
             .context("start-up sweep")?;
         adopt_points(&backends).await?;
+        schedule_keyword_index(&backends).await?;
         let services = backends.services(&config);
         let keys = backends.meta.any_live_key().await?;
         if !config.open_allowed() && !keys {
@@ -335,6 +336,28 @@ async fn adopt_points(backends: &Backends) -> anyhow::Result<()> {
             points = adopted,
             "marked index points with their store's project"
         );
+    }
+    Ok(())
+}
+
+/// Queues a keyword job for each store with points written before keyword vectors existed (or
+/// whose job a crash interrupted): searches work throughout, their keyword leg seeing those
+/// points once the job has reached them. Cheap once done: a count per store.
+async fn schedule_keyword_index(backends: &Backends) -> anyhow::Result<()> {
+    let now = backends.clock.now();
+    let mut queued = 0;
+    for (store, project) in backends.meta.live_stores().await? {
+        if backends.index.missing_keywords(&store).await? > 0
+            && backends
+                .meta
+                .enqueue_keyword_index(&store, &project, now)
+                .await?
+        {
+            queued += 1;
+        }
+    }
+    if queued > 0 {
+        tracing::info!(stores = queued, "queued keyword indexing of older points");
     }
     Ok(())
 }

@@ -12,7 +12,9 @@ use super::vs_files::ContentText;
 use super::Project;
 use crate::domain::attributes::attributes_to_json;
 use crate::domain::{Error, Filter, Result};
-use crate::service::search::{SearchRequest, MAX_QUERIES, MAX_QUERY_CHARS, MAX_RESULTS};
+use crate::service::search::{
+    rewrite_query, Ranker, SearchMode, SearchRequest, MAX_QUERIES, MAX_QUERY_CHARS, MAX_RESULTS,
+};
 use crate::service::{SearchService, Services};
 
 pub fn router() -> Router<Services> {
@@ -28,8 +30,10 @@ pub struct VectorStoreSearchRequest {
     pub filters: Option<Filter>,
     pub max_num_results: Option<i64>,
     pub ranking_options: Option<RankingOptions>,
-    /// Accepted; the query is searched as given.
+    /// The keyword leg drops stop-words and question scaffolding; `search_query` shows what it
+    /// searched.
     pub rewrite_query: Option<bool>,
+    /// llama-stack's `vector`, `keyword` or `hybrid` (the default).
     pub search_mode: Option<String>,
 }
 
@@ -57,11 +61,65 @@ impl TryFrom<Value> for Query {
     }
 }
 
-/// `ranking_options`.
+/// `ranking_options`: OpenAI's (`ranker`: `auto`, `none`, `default-2024-11-15`;
+/// `score_threshold`) and llama-stack's rankers, as a name (`rrf`, `weighted`, `rerank`, with
+/// `impact_factor` or `alpha` beside it) or as its object (`{"type": "rrf", "impact_factor": 60}`,
+/// `{"type": "weighted", "alpha": 0.5}`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RankingOptions {
-    pub ranker: Option<String>,
+    #[schema(value_type = Object)]
+    pub ranker: Option<Value>,
     pub score_threshold: Option<f64>,
+    pub impact_factor: Option<f64>,
+    pub alpha: Option<f64>,
+}
+
+impl RankingOptions {
+    /// The ranker it names; `None` for OpenAI's (the default fusion).
+    fn ranker(&self) -> Result<Option<Ranker>> {
+        let bad = |m: &str| Err(Error::invalid(m.to_owned(), "ranking_options"));
+        let (name, impact_factor, alpha) = match &self.ranker {
+            None | Some(Value::Null) => (None, self.impact_factor, self.alpha),
+            Some(Value::String(s)) => (Some(s.as_str()), self.impact_factor, self.alpha),
+            Some(Value::Object(o)) => (
+                o.get("type").and_then(Value::as_str),
+                o.get("impact_factor")
+                    .and_then(Value::as_f64)
+                    .or(self.impact_factor),
+                o.get("alpha").and_then(Value::as_f64).or(self.alpha),
+            ),
+            Some(_) => return bad("'ranking_options.ranker' must be a string or an object."),
+        };
+        let ranker = match name {
+            None | Some("none" | "auto" | "default-2024-11-15") => None,
+            Some("rrf") => {
+                let k = impact_factor.unwrap_or(f64::from(Ranker::DEFAULT_IMPACT_FACTOR));
+                if !(k > 0.0 && k <= 1e6) {
+                    return bad("'impact_factor' must be a number greater than 0.");
+                }
+                Some(Ranker::Rrf {
+                    impact_factor: k as f32,
+                })
+            }
+            Some("weighted") => {
+                let alpha = alpha.unwrap_or(f64::from(Ranker::DEFAULT_ALPHA));
+                if !(0.0..=1.0).contains(&alpha) {
+                    return bad("'alpha' must be a number between 0 and 1.");
+                }
+                Some(Ranker::Weighted {
+                    alpha: alpha as f32,
+                })
+            }
+            Some("rerank") => Some(Ranker::Rerank),
+            Some(_) => {
+                return bad(
+                    "'ranking_options.ranker' must be 'none', 'auto', 'default-2024-11-15', \
+                     'rrf', 'weighted' or 'rerank'.",
+                )
+            }
+        };
+        Ok(ranker)
+    }
 }
 
 /// OpenAI's `VectorStoreSearchResultsPage`.
@@ -115,16 +173,9 @@ impl VectorStoreSearchRequest {
             }
         };
         let mut score_threshold = 0.0f32;
+        let mut ranker = None;
         if let Some(r) = self.ranking_options {
-            match r.ranker.as_deref() {
-                None | Some("none" | "auto" | "default-2024-11-15") => {}
-                Some(_) => {
-                    return Err(Error::invalid(
-                        "'ranking_options.ranker' must be 'none', 'auto' or 'default-2024-11-15'.",
-                        "ranking_options",
-                    ))
-                }
-            }
+            ranker = r.ranker()?;
             match r.score_threshold {
                 None => {}
                 Some(x) if (0.0..=1.0).contains(&x) => score_threshold = x as f32,
@@ -136,18 +187,23 @@ impl VectorStoreSearchRequest {
                 }
             }
         }
-        match self.search_mode.as_deref() {
-            None | Some("vector") => {}
-            Some(_) => return Err(Error::invalid(
-                "'search_mode' must be 'vector'; keyword and hybrid search are not available yet.",
-                "search_mode",
-            )),
-        }
+        let mode = match self.search_mode.as_deref() {
+            None => SearchMode::DEFAULT,
+            Some(s) => SearchMode::parse(s).ok_or_else(|| {
+                Error::invalid(
+                    "'search_mode' must be 'vector', 'keyword' or 'hybrid'.",
+                    "search_mode",
+                )
+            })?,
+        };
         Ok(SearchRequest {
             queries,
             filter: self.filters,
             max_num_results,
             score_threshold,
+            mode,
+            ranker: ranker.unwrap_or(Ranker::DEFAULT),
+            rewrite_query: self.rewrite_query.unwrap_or(false),
         })
     }
 }
@@ -160,7 +216,12 @@ async fn search(
 ) -> ApiResult<Json<VectorStoreSearchResultsPage>> {
     let id = store_id(&vs)?;
     let req = req.into_request()?;
-    let search_query = req.queries.clone();
+    // As OpenAI does, a rewritten query is answered with what was searched.
+    let search_query = if req.rewrite_query {
+        req.queries.iter().map(|q| rewrite_query(q)).collect()
+    } else {
+        req.queries.clone()
+    };
     let hits = search.search(&p, &id, req).await?;
     Ok(Json(VectorStoreSearchResultsPage {
         object: "vector_store.search_results.page",

@@ -319,6 +319,15 @@ pub trait StoreMetadata: Send + Sync + 'static {
     /// Removes the rows of a deleted store once its points are gone.
     async fn purge_vector_store_rows(&self, id: &VectorStoreId) -> Result<()>;
 
+    /// Queues the job that gives a store's older points their keyword vectors, unless one is
+    /// already queued or running; `true` if it queued one.
+    async fn enqueue_keyword_index(
+        &self,
+        store: &VectorStoreId,
+        project: &ProjectId,
+        now: i64,
+    ) -> Result<bool>;
+
     // --- files in stores ------------------------------------------------------------------------
 
     /// Attaches a file with its ingest job, in one transaction, only if at that moment the file is

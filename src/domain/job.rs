@@ -14,6 +14,8 @@ pub enum JobKind {
     PurgeVsFile,
     /// A deleted store: its points and rows.
     PurgeStore,
+    /// Gives a store's points written before keyword search existed their keyword vectors.
+    IndexKeywords,
 }
 
 impl JobKind {
@@ -24,6 +26,7 @@ impl JobKind {
             JobKind::PurgeFile => "purge_file",
             JobKind::PurgeVsFile => "purge_vs_file",
             JobKind::PurgeStore => "purge_store",
+            JobKind::IndexKeywords => "index_keywords",
         }
     }
 
@@ -38,16 +41,18 @@ impl JobKind {
             JobKind::PurgeFile => &[JobKind::Extract, JobKind::Ingest],
             JobKind::PurgeVsFile | JobKind::PurgeStore => &[JobKind::Ingest],
             JobKind::Ingest => &[JobKind::PurgeVsFile],
-            JobKind::Extract => &[],
+            // It only adds vectors to points that exist, and never re-creates a deleted one.
+            JobKind::Extract | JobKind::IndexKeywords => &[],
         }
     }
 
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         JobKind::Extract,
         JobKind::Ingest,
         JobKind::PurgeFile,
         JobKind::PurgeVsFile,
         JobKind::PurgeStore,
+        JobKind::IndexKeywords,
     ];
 
     /// Purges go before other work: they are cheap, and until they run a deleted file's bytes

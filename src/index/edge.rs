@@ -35,18 +35,23 @@ use anyhow::{anyhow, Context as _};
 use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    AcornSearchParams, AnyVariants, Condition, CountRequest, CreateIndex, Distance, EdgeConfig,
-    EdgeOptimizersConfig, EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations,
-    Filter as EdgeFilter, HnswIndexConfig as HnswConfig, JsonPath, KeywordIndexParams, Match,
-    NamedQuery, OperationError, Payload, PayloadFieldSchema, PayloadOps, PayloadSchemaParams,
-    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStructPersisted,
-    QueryEnum, QueryRequest, Range, ScoredPoint, ScoringQuery, SearchParams, SetPayloadOp,
-    UpdateOperation, ValueVariants, VectorStructInternal, VectorStructPersisted, WalOptions,
+    AcornSearchParams, AnyVariants, Condition, CountRequest, CreateIndex, CreateVectorName,
+    DeleteVectorName, Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard,
+    EdgeSparseVectorParams, EdgeVectorParams, FieldCondition, FieldIndexOperations,
+    Filter as EdgeFilter, HasVectorCondition, HnswIndexConfig as HnswConfig, JsonPath,
+    KeywordIndexParams, Match, Modifier, NamedQuery, OperationError, Payload, PayloadFieldSchema,
+    PayloadOps, PayloadSchemaParams, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStructPersisted, PointVectorsPersisted, QueryEnum, QueryRequest, Range,
+    ScoredPoint, ScoringQuery, ScrollRequest, SearchParams, SetPayloadOp, SparseVector,
+    UpdateOperation, UpdateVectorsOp, ValueVariants, VectorInternal, VectorNameConfig,
+    VectorNameOperations, VectorOperations, VectorPersisted, VectorStructPersisted, WalOptions,
     WithPayloadInterface, WithVector,
 };
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
 
-use super::{Hit, Point, SearchQuery, VectorIndex};
+use super::keyword::{Keywords, Sparse, SPARSE_VECTOR};
+use super::{Hit, KeywordRound, Leg, Point, SearchQuery, VectorIndex};
 use crate::domain::{
     AttrValue, Attributes, CompareOp, Error, FileId, Filter, ProjectId, Result, Scalar,
     VectorStoreId,
@@ -99,6 +104,7 @@ impl Default for EdgeOptions {
 pub struct EdgeIndex {
     inner: Arc<Inner>,
     dims: usize,
+    keywords: Arc<Keywords>,
     /// Dropped with the index, which stops the upkeep thread.
     _stop_upkeep: Option<mpsc::Sender<()>>,
 }
@@ -131,6 +137,74 @@ struct Inner {
     /// Attribute keys given a payload index in this process, with the kind of value it
     /// indexes (the first kind seen for the key wins).
     attribute_indexes: Mutex<HashMap<String, PayloadSchemaType>>,
+}
+
+/// The shard's configuration: the dense vector, the keyword vector, upkeep and WAL.
+fn shard_config(dims: usize, options: &EdgeOptions) -> EdgeConfig {
+    EdgeConfig {
+        on_disk_payload: true,
+        vectors: [(
+            String::new(),
+            EdgeVectorParams {
+                size: dims,
+                distance: Distance::Cosine,
+                on_disk: None,
+                multivector_config: None,
+                datatype: None,
+                quantization_config: None,
+                hnsw_config: options.full_scan_threshold_kb.map(|kb| HnswConfig {
+                    full_scan_threshold: kb,
+                    ..HnswConfig::default()
+                }),
+            },
+        )]
+        .into(),
+        sparse_vectors: [(SPARSE_VECTOR.to_owned(), sparse_params())].into(),
+        optimizers: EdgeOptimizersConfig {
+            indexing_threshold: options.indexing_threshold_kb,
+            ..EdgeOptimizersConfig::default()
+        },
+        // Small segments: each is allocated in full, and truncation removes whole ones.
+        wal_options: Some(WalOptions {
+            segment_capacity: WAL_SEGMENT_BYTES,
+            segment_queue_len: 0,
+            retain_closed: std::num::NonZeroUsize::MIN,
+        }),
+        ..EdgeConfig::default()
+    }
+}
+
+/// The keyword vector: BM25 term weights, the engine applying each term's IDF at query time.
+fn sparse_params() -> EdgeSparseVectorParams {
+    EdgeSparseVectorParams {
+        modifier: Some(Modifier::Idf),
+        on_disk: Some(true),
+        ..EdgeSparseVectorParams::default()
+    }
+}
+
+/// Does the shard whose config this is have its keyword vector?
+fn has_keyword_vectors(config_file: &Path) -> Result<bool> {
+    let text = std::fs::read(config_file)?;
+    let config: EdgeConfig = serde_json::from_slice(&text)
+        .map_err(|e| engine(format!("{}: {e}", config_file.display())))?;
+    Ok(config.sparse_vectors.contains_key(SPARSE_VECTOR))
+}
+
+/// Adds the keyword vector to a shard written without one. Each segment saves its new state as
+/// it goes and the shard's config is saved last; the engine refuses to open a shard whose
+/// segments disagree, so a kill inside this (a few milliseconds, once per data dir) would need
+/// the index rebuilt.
+fn add_keyword_vectors() -> std::result::Result<UpdateOperation, OperationError> {
+    let config: VectorNameConfig =
+        serde_json::from_value(json!({"sparse": {"modifier": "idf"}}))
+            .map_err(|e| OperationError::service_error(format!("sparse vector config: {e}")))?;
+    Ok(UpdateOperation::VectorNameOperation(
+        VectorNameOperations::CreateVectorName(CreateVectorName {
+            vector_name: SPARSE_VECTOR.to_owned(),
+            config,
+        }),
+    ))
 }
 
 /// Capacity of one WAL segment file.
@@ -233,6 +307,47 @@ impl Inner {
             self.writes.fetch_add(1, Ordering::AcqRel) + 1
         };
         self.durable(seq)
+    }
+
+    /// Sets the named vectors of existing points (their other vectors and payload kept) and
+    /// returns how many it set. A point deleted meanwhile is skipped, never re-created: the
+    /// engine refuses to update a missing point, and the rest are written again without it.
+    fn update_vectors(&self, points: Vec<PointVectorsPersisted>) -> Result<u64> {
+        let op = |points| {
+            UpdateOperation::VectorOperation(VectorOperations::UpdateVectors(UpdateVectorsOp {
+                points,
+                update_filter: None,
+            }))
+        };
+        let n = points.len() as u64;
+        if n == 0 {
+            return Ok(0);
+        }
+        let Err(first) = self.write(op(points.clone()), n) else {
+            return Ok(n);
+        };
+        let ids: Vec<PointId> = points.iter().map(|p| p.id).collect();
+        let live: std::collections::HashSet<PointId> = self
+            .with_shard(|shard| {
+                shard
+                    .retrieve(&ids, Some(WithPayloadInterface::Bool(false)), None)
+                    .map_err(engine_op)
+            })?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        if live.len() == ids.len() {
+            return Err(first);
+        }
+        let rest: Vec<_> = points
+            .into_iter()
+            .filter(|p| live.contains(&p.id))
+            .collect();
+        let n = rest.len() as u64;
+        if n > 0 {
+            self.write(op(rest), n)?;
+        }
+        Ok(n)
     }
 
     /// Returns once write number `seq` is flushed, flushing if no one else has since.
@@ -472,41 +587,25 @@ impl EdgeIndex {
         let lock = std::fs::File::create(dir.join("index.lock"))?;
         lock.try_lock()
             .map_err(|_| engine(format!("{} is open in another index", dir.display())))?;
-        let config = EdgeConfig {
-            on_disk_payload: true,
-            vectors: [(
-                String::new(),
-                EdgeVectorParams {
-                    size: dims,
-                    distance: Distance::Cosine,
-                    on_disk: None,
-                    multivector_config: None,
-                    datatype: None,
-                    quantization_config: None,
-                    hnsw_config: options.full_scan_threshold_kb.map(|kb| HnswConfig {
-                        full_scan_threshold: kb,
-                        ..HnswConfig::default()
-                    }),
-                },
-            )]
-            .into(),
-            optimizers: EdgeOptimizersConfig {
-                indexing_threshold: options.indexing_threshold_kb,
-                ..EdgeOptimizersConfig::default()
-            },
-            // Small segments: each is allocated in full, and truncation removes whole ones.
-            wal_options: Some(WalOptions {
-                segment_capacity: WAL_SEGMENT_BYTES,
-                segment_queue_len: 0,
-                retain_closed: std::num::NonZeroUsize::MIN,
-            }),
-            ..EdgeConfig::default()
-        };
+        let config = shard_config(dims, &options);
         // `load` checks the config against the segments on disk (a different `dims` fails).
-        let shard = if dir.join("edge_config.json").exists() {
+        let config_file = dir.join("edge_config.json");
+        let shard = if config_file.exists() {
             // The last run's WAL is never replayed: keep only what numbering needs.
             truncate_wal(dir)?;
-            EdgeShard::load(dir, Some(config.clone()))
+            if has_keyword_vectors(&config_file)? {
+                EdgeShard::load(dir, Some(config.clone()))
+            } else {
+                // Written before keyword vectors: open it as it is, then add the sparse
+                // vector to every segment (existing points get theirs from the keyword jobs).
+                let mut before = config.clone();
+                before.sparse_vectors.clear();
+                EdgeShard::load(dir, Some(before)).and_then(|shard| {
+                    shard.update(add_keyword_vectors()?)?;
+                    shard.flush();
+                    Ok(shard)
+                })
+            }
         } else {
             EdgeShard::new(dir, config.clone())
         }
@@ -526,8 +625,10 @@ impl EdgeIndex {
         }
 
         // Points left unindexed by the previous run count towards the next optimisation.
+        // The engine counts the vectors of every index but plain ones, so the keyword vectors
+        // always count as indexed: a point has two vectors, and what lacks is dense graphs.
         let info = shard.info();
-        let unindexed = info.points_count.saturating_sub(info.indexed_vectors_count) as u64;
+        let unindexed = (2 * info.points_count).saturating_sub(info.indexed_vectors_count) as u64;
         let inner = Arc::new(Inner {
             _lock: lock,
             shard: RwLock::new(Some(shard)),
@@ -551,8 +652,26 @@ impl EdgeIndex {
         Ok(Self {
             inner,
             dims,
+            keywords: Arc::new(Keywords::new()?),
             _stop_upkeep: stop,
         })
+    }
+
+    /// Removes the keyword vectors of the closed index in `dir`, leaving it as an index written
+    /// before they existed: what tests of the upgrade start from.
+    #[doc(hidden)]
+    pub fn forget_keyword_vectors(dir: &Path) -> Result<()> {
+        let shard = EdgeShard::load(dir, None)
+            .map_err(|e| engine(format!("cannot open {}: {e}", dir.display())))?;
+        shard
+            .update(UpdateOperation::VectorNameOperation(
+                VectorNameOperations::DeleteVectorName(DeleteVectorName {
+                    vector_name: SPARSE_VECTOR.to_owned(),
+                }),
+            ))
+            .map_err(engine_op)?;
+        shard.flush();
+        Ok(())
     }
 
     /// Flushes whatever is not yet durable (every write already is when it returns).
@@ -600,7 +719,8 @@ impl VectorIndex for EdgeIndex {
             if !attributes.contains(&p.attributes) {
                 attributes.push(p.attributes.clone());
             }
-            list.push(to_engine_point(p)?);
+            let sparse = self.keywords.document(&p.text);
+            list.push(to_engine_point(p, sparse)?);
         }
         let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
             PointInsertOperations::PointsList(list),
@@ -615,7 +735,22 @@ impl VectorIndex for EdgeIndex {
     #[tracing::instrument(name = "index.search", skip_all, fields(store = %q.store, limit = q.limit))]
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>> {
         let (store, filter, limit) = (&q.store, q.filter.as_ref(), q.limit);
-        self.check_dims(&q.vector)?;
+        let query = match &q.leg {
+            Leg::Dense(v) => {
+                self.check_dims(v)?;
+                NamedQuery::default_dense(v.clone())
+            }
+            Leg::Keyword(text) => {
+                let sparse = self.keywords.query(text);
+                if sparse.is_empty() {
+                    return Ok(Vec::new());
+                }
+                NamedQuery {
+                    query: VectorInternal::Sparse(to_engine_sparse(sparse)),
+                    using: Some(SPARSE_VECTOR.to_owned()),
+                }
+            }
+        };
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -629,7 +764,8 @@ impl VectorIndex for EdgeIndex {
         // Attribute keys are the users' own and have no payload index, so qdrant cannot
         // estimate a filter's selectivity, and a plain filtered walk of the HNSW graph stops
         // early when most neighbours fail it. ACORN also explores neighbours' neighbours.
-        let params = filter.map(|_| SearchParams {
+        let dense = matches!(q.leg, Leg::Dense(_));
+        let params = filter.filter(|_| dense).map(|_| SearchParams {
             acorn: Some(AcornSearchParams {
                 enable: true,
                 max_selectivity: Some(OrderedFloat(1.0)),
@@ -645,9 +781,7 @@ impl VectorIndex for EdgeIndex {
         }
         let request = QueryRequest {
             prefetches: Vec::new(),
-            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
-                NamedQuery::default_dense(q.vector.clone()),
-            ))),
+            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(query))),
             filter: Some(all_of(must)),
             score_threshold: q.score_threshold.map(OrderedFloat),
             limit,
@@ -719,6 +853,61 @@ impl VectorIndex for EdgeIndex {
         self.blocking(move |inner| inner.count(filter)).await
     }
 
+    #[tracing::instrument(name = "index.index_keywords", skip_all, fields(store = %store))]
+    async fn index_keywords(
+        &self,
+        store: &VectorStoreId,
+        from: Option<Uuid>,
+        limit: usize,
+    ) -> Result<KeywordRound> {
+        let filter = without_keywords(store)?;
+        let keywords = Arc::clone(&self.keywords);
+        self.blocking(move |inner| {
+            let request = ScrollRequest {
+                offset: from.map(PointId::Uuid),
+                limit: Some(limit.max(1)),
+                filter: Some(filter),
+                with_payload: Some(WithPayloadInterface::Fields(vec![path(TEXT_KEY)?])),
+                with_vector: WithVector::Bool(false),
+                order_by: None,
+            };
+            let (records, next) =
+                inner.with_shard(|shard| shard.scroll(request).map_err(engine_op))?;
+            let mut points = Vec::with_capacity(records.len());
+            for r in records {
+                let text = r
+                    .payload
+                    .as_ref()
+                    .and_then(|p| p.0.get(TEXT_KEY))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                points.push(PointVectorsPersisted {
+                    id: r.id,
+                    vector: VectorStructPersisted::Named(
+                        [(
+                            SPARSE_VECTOR.to_owned(),
+                            VectorPersisted::Sparse(to_engine_sparse(keywords.document(text))),
+                        )]
+                        .into(),
+                    ),
+                });
+            }
+            let indexed = inner.update_vectors(points)?;
+            let next = match next {
+                None => None,
+                Some(PointId::Uuid(id)) => Some(id),
+                Some(other) => return Err(engine(format!("unexpected numeric point id {other}"))),
+            };
+            Ok(KeywordRound { indexed, next })
+        })
+        .await
+    }
+
+    async fn missing_keywords(&self, store: &VectorStoreId) -> Result<u64> {
+        let filter = without_keywords(store)?;
+        self.blocking(move |inner| inner.count(Some(filter))).await
+    }
+
     /// Runs the optimisers now if enough points changed (the upkeep thread does this by itself).
     #[tracing::instrument(name = "index.maintain", skip_all)]
     async fn maintain(&self) -> Result<()> {
@@ -761,7 +950,25 @@ impl EdgeIndex {
     }
 }
 
-fn to_engine_point(p: Point) -> Result<PointStructPersisted> {
+/// A store's points that have no keyword vector yet.
+fn without_keywords(store: &VectorStoreId) -> Result<EdgeFilter> {
+    Ok(EdgeFilter {
+        must: Some(vec![keyword(STORE_KEY, store.as_str())?]),
+        must_not: Some(vec![Condition::HasVector(HasVectorCondition::from(
+            SPARSE_VECTOR.to_owned(),
+        ))]),
+        ..EdgeFilter::new()
+    })
+}
+
+fn to_engine_sparse(s: Sparse) -> SparseVector {
+    SparseVector {
+        indices: s.indices,
+        values: s.values,
+    }
+}
+
+fn to_engine_point(p: Point, sparse: Sparse) -> Result<PointStructPersisted> {
     let mut payload = Map::new();
     payload.insert(
         STORE_KEY.into(),
@@ -781,7 +988,16 @@ fn to_engine_point(p: Point) -> Result<PointStructPersisted> {
     payload.insert(EXTRA_KEY.into(), Value::Object(p.extra));
     Ok(PointStructPersisted {
         id: PointId::Uuid(p.id),
-        vector: VectorStructPersisted::from(VectorStructInternal::Single(p.vector)),
+        vector: VectorStructPersisted::Named(
+            [
+                (String::new(), VectorPersisted::Dense(p.vector)),
+                (
+                    SPARSE_VECTOR.to_owned(),
+                    VectorPersisted::Sparse(to_engine_sparse(sparse)),
+                ),
+            ]
+            .into(),
+        ),
         payload: Some(Payload(payload)),
     })
 }
@@ -1006,7 +1222,7 @@ mod tests {
         idx.search(&SearchQuery {
             store: store.clone(),
             project: ProjectId::default_project(),
-            vector,
+            leg: Leg::Dense(vector),
             filter: filter.cloned(),
             exclude_files: exclude_files.to_vec(),
             limit,
@@ -1082,7 +1298,7 @@ mod tests {
         let query = |project: &ProjectId| SearchQuery {
             store: a.clone(),
             project: project.clone(),
-            vector: axis(0, 1, 0.0),
+            leg: Leg::Dense(axis(0, 1, 0.0)),
             filter: None,
             exclude_files: Vec::new(),
             limit: 5,
@@ -1103,6 +1319,13 @@ mod tests {
 
     fn info(idx: &EdgeIndex) -> qdrant_edge::ShardInfo {
         idx.inner.with_shard(|shard| Ok(shard.info())).unwrap()
+    }
+
+    /// Dense vectors in HNSW graphs, about: the engine counts keyword vectors as indexed
+    /// always (one a point), dense ones only once in a graph.
+    fn graph_vectors(idx: &EdgeIndex) -> usize {
+        let i = info(idx);
+        i.indexed_vectors_count.saturating_sub(i.points_count)
     }
 
     /// Points of file `f` in store `a` whose text makes each write about 500 KB.
@@ -1372,7 +1595,11 @@ mod tests {
         .await
         .unwrap();
         // Attributes are f64 in the domain; also store a JSON integer to prove 2021 == 2021.0.
-        let mut raw = to_engine_point(point(&a, &f, 6, axis(0, 1, 0.6), json!({}))).unwrap();
+        let mut raw = to_engine_point(
+            point(&a, &f, 6, axis(0, 1, 0.6), json!({})),
+            Sparse::default(),
+        )
+        .unwrap();
         raw.payload
             .as_mut()
             .unwrap()
@@ -1646,6 +1873,248 @@ mod tests {
         assert_eq!(chunks(&idx, &a, eq("lang", json!("fr"))).await, set(&[]));
     }
 
+    /// A point of `f` in `vs` whose text is `text`.
+    fn texted(vs: &VectorStoreId, f: &FileId, chunk: u32, text: &str, a: Value) -> Point {
+        Point {
+            text: text.to_owned(),
+            ..point(vs, f, chunk, axis(chunk as usize % DIMS, 1, 0.0), a)
+        }
+    }
+
+    fn keyword_query(vs: &VectorStoreId, text: &str, filter: Option<Filter>) -> SearchQuery {
+        SearchQuery {
+            store: vs.clone(),
+            project: ProjectId::default_project(),
+            leg: Leg::Keyword(text.to_owned()),
+            filter,
+            exclude_files: Vec::new(),
+            limit: 10,
+            score_threshold: None,
+        }
+    }
+
+    async fn keyword_chunks(idx: &EdgeIndex, q: &SearchQuery) -> Vec<u32> {
+        let hits = idx.search(q).await.unwrap();
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+        hits.iter().map(|h| h.chunk_index).collect()
+    }
+
+    #[tokio::test]
+    async fn the_keyword_leg_ranks_by_bm25_inside_the_store_and_its_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = open(dir.path());
+        let (a, b) = (store("a"), store("b"));
+        let (f, g) = (file("f"), file("g"));
+        idx.upsert(vec![
+            texted(
+                &a,
+                &f,
+                0,
+                "Install packages with apt-get install.",
+                json!({"lang": "en"}),
+            ),
+            texted(
+                &a,
+                &f,
+                1,
+                "dpkg-reconfigure tzdata sets the time zone; dpkg-reconfigure again.",
+                json!({"lang": "en"}),
+            ),
+            texted(
+                &a,
+                &f,
+                2,
+                "The timezone is read by dpkg-reconfigure once.",
+                json!({"lang": "en"}),
+            ),
+            texted(
+                &a,
+                &g,
+                3,
+                "dpkg-reconfigure locales, in another file.",
+                json!({"lang": "fr"}),
+            ),
+            texted(
+                &b,
+                &f,
+                4,
+                "dpkg-reconfigure in another store.",
+                json!({"lang": "en"}),
+            ),
+        ])
+        .await
+        .unwrap();
+        // Term frequency and IDF rank: chunk 1 names it twice; chunk 0 does not name it.
+        let q = keyword_query(&a, "dpkg-reconfigure", None);
+        let got = keyword_chunks(&idx, &q).await;
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0], 1);
+        assert!(!got.contains(&0) && !got.contains(&4));
+        // Stemming: "installing" finds "install".
+        assert_eq!(
+            keyword_chunks(&idx, &keyword_query(&a, "installing", None)).await,
+            vec![0]
+        );
+        // Filters, exclusions and the project apply to the keyword leg as to the dense one.
+        let fr = Filter::parse(&json!({"type": "eq", "key": "lang", "value": "fr"})).unwrap();
+        assert_eq!(
+            keyword_chunks(&idx, &keyword_query(&a, "dpkg-reconfigure", Some(fr))).await,
+            vec![3]
+        );
+        let mut q = keyword_query(&a, "dpkg-reconfigure", None);
+        q.exclude_files = vec![f.clone()];
+        assert_eq!(keyword_chunks(&idx, &q).await, vec![3]);
+        let mut q = keyword_query(&a, "dpkg-reconfigure", None);
+        q.project = ProjectId::from_db("proj_other".into());
+        assert!(keyword_chunks(&idx, &q).await.is_empty());
+        // Only stop-words: nothing to match.
+        assert!(keyword_chunks(&idx, &keyword_query(&a, "the of and", None))
+            .await
+            .is_empty());
+        // Attribute updates and deletes reach the keyword leg.
+        idx.set_attributes(&a, &g, &attrs(json!({"lang": "en"})))
+            .await
+            .unwrap();
+        let fr = Filter::parse(&json!({"type": "eq", "key": "lang", "value": "fr"})).unwrap();
+        assert!(
+            keyword_chunks(&idx, &keyword_query(&a, "dpkg-reconfigure", Some(fr)))
+                .await
+                .is_empty()
+        );
+        idx.delete_file(Some(&a), &f).await.unwrap();
+        assert_eq!(
+            keyword_chunks(&idx, &keyword_query(&a, "dpkg-reconfigure", None)).await,
+            vec![3]
+        );
+    }
+
+    /// An index written before keyword vectors existed: dense vectors only.
+    fn old_index(dir: &Path, points: Vec<Point>) {
+        let mut config = shard_config(DIMS, &EdgeOptions::default());
+        config.sparse_vectors.clear();
+        let shard = EdgeShard::new(dir, config).unwrap();
+        let list = points
+            .into_iter()
+            .map(|p| {
+                let mut raw = to_engine_point(p.clone(), Sparse::default()).unwrap();
+                raw.vector = VectorStructPersisted::Single(p.vector);
+                raw
+            })
+            .collect();
+        shard
+            .update(UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(list)),
+            ))
+            .unwrap();
+        shard.flush();
+    }
+
+    #[tokio::test]
+    async fn older_points_get_keyword_vectors_and_deleted_ones_stay_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, f, g) = (store("a"), file("f"), file("g"));
+        let points: Vec<Point> = (0..7)
+            .map(|i| {
+                let file = if i == 3 { &g } else { &f };
+                texted(
+                    &a,
+                    file,
+                    i,
+                    &format!("chunk {i} mentions zypper{i} and apt"),
+                    json!({}),
+                )
+            })
+            .collect();
+        old_index(dir.path(), points.clone());
+
+        let idx = open(dir.path());
+        assert_eq!(idx.missing_keywords(&a).await.unwrap(), 7);
+        assert!(keyword_chunks(&idx, &keyword_query(&a, "apt", None))
+            .await
+            .is_empty());
+        // The dense leg works throughout.
+        let dense = find(&idx, &a, points[2].vector.clone(), None, &[], 1, None)
+            .await
+            .unwrap();
+        assert_eq!(dense.len(), 1);
+        // A file deleted before the job gets to it is not brought back.
+        idx.delete_file(None, &g).await.unwrap();
+        let mut from = None;
+        let mut rounds = 0;
+        let mut indexed = 0;
+        loop {
+            let round = idx.index_keywords(&a, from, 2).await.unwrap();
+            indexed += round.indexed;
+            rounds += 1;
+            match round.next {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!((indexed, rounds), (6, 3));
+        assert_eq!(idx.missing_keywords(&a).await.unwrap(), 0);
+        assert_eq!(idx.count(Some(&a), None).await.unwrap(), 6);
+        assert_eq!(idx.count(None, Some(&g)).await.unwrap(), 0);
+        let all = keyword_chunks(&idx, &keyword_query(&a, "apt", None)).await;
+        assert_eq!(all.len(), 6);
+        assert_eq!(
+            keyword_chunks(&idx, &keyword_query(&a, "zypper5", None)).await,
+            vec![5]
+        );
+        // Run again: nothing to do, nothing duplicated.
+        assert_eq!(
+            idx.index_keywords(&a, None, 100).await.unwrap(),
+            KeywordRound::default()
+        );
+        // Reopened, it is an index with keyword vectors like any other.
+        drop(idx);
+        let idx = open(dir.path());
+        assert_eq!(
+            keyword_chunks(&idx, &keyword_query(&a, "zypper5", None)).await,
+            vec![5]
+        );
+        idx.upsert(vec![texted(&a, &f, 9, "zypper9 is new", json!({}))])
+            .await
+            .unwrap();
+        assert_eq!(
+            keyword_chunks(&idx, &keyword_query(&a, "zypper9", None)).await,
+            vec![9]
+        );
+        assert_eq!(idx.count(Some(&a), None).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn updating_vectors_skips_a_point_deleted_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = open(dir.path());
+        let (a, f, g) = (store("a"), file("f"), file("g"));
+        idx.upsert(vec![
+            texted(&a, &f, 0, "kept", json!({})),
+            texted(&a, &g, 1, "gone", json!({})),
+        ])
+        .await
+        .unwrap();
+        let gone = point_id(&g, &a, 1);
+        idx.delete_file(None, &g).await.unwrap();
+        let vectors = |id| PointVectorsPersisted {
+            id: PointId::Uuid(id),
+            vector: VectorStructPersisted::Named(
+                [(
+                    SPARSE_VECTOR.to_owned(),
+                    VectorPersisted::Sparse(SparseVector::default()),
+                )]
+                .into(),
+            ),
+        };
+        let n = idx
+            .inner
+            .update_vectors(vec![vectors(point_id(&f, &a, 0)), vectors(gone)])
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(idx.count(Some(&a), None).await.unwrap(), 1);
+        assert_eq!(idx.count(None, Some(&g)).await.unwrap(), 0);
+    }
+
     #[tokio::test]
     async fn upserting_an_id_again_overwrites() {
         let dir = tempfile::tempdir().unwrap();
@@ -1717,6 +2186,79 @@ mod tests {
         idx.flush().await.unwrap();
         idx.upsert(batch(&g)).await.unwrap();
         std::process::abort();
+    }
+
+    const KEYWORD_CRASH_DIR: &str = "RAGSTORE_EDGE_KEYWORD_CRASH_DIR";
+    const OLD_POINTS: u32 = 3_000;
+
+    /// Only does something as the child process of
+    /// `a_crash_while_keywords_are_indexed_resumes_without_duplicates`: three rounds, then dies.
+    #[tokio::test]
+    async fn keyword_crash_child() {
+        let Ok(dir) = std::env::var(KEYWORD_CRASH_DIR) else {
+            return;
+        };
+        let idx = open(Path::new(&dir));
+        let mut from = None;
+        for _ in 0..3 {
+            from = idx
+                .index_keywords(&store("a"), from, 500)
+                .await
+                .unwrap()
+                .next;
+        }
+        std::process::abort();
+    }
+
+    #[tokio::test]
+    async fn a_crash_while_keywords_are_indexed_resumes_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, f) = (store("a"), file("f"));
+        let points: Vec<Point> = (0..OLD_POINTS)
+            .map(|i| {
+                texted(
+                    &a,
+                    &f,
+                    i,
+                    &format!("chunk {i} names term{}", i % 50),
+                    json!({}),
+                )
+            })
+            .collect();
+        old_index(dir.path(), points);
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "index::edge::tests::keyword_crash_child",
+                "--nocapture",
+            ])
+            .env(KEYWORD_CRASH_DIR, dir.path())
+            .output()
+            .unwrap()
+            .status;
+        assert!(!status.success(), "the child aborts");
+        let idx = open(dir.path());
+        // Each round was durable when it returned.
+        assert_eq!(idx.missing_keywords(&a).await.unwrap(), 1_500);
+        let mut from = None;
+        let mut indexed = 0;
+        loop {
+            let round = idx.index_keywords(&a, from, 700).await.unwrap();
+            indexed += round.indexed;
+            match round.next {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(indexed, 1_500);
+        assert_eq!(idx.missing_keywords(&a).await.unwrap(), 0);
+        assert_eq!(idx.count(None, None).await.unwrap(), u64::from(OLD_POINTS));
+        let mut q = keyword_query(&a, "term7", None);
+        q.limit = 100;
+        let hits = idx.search(&q).await.unwrap();
+        let ids: BTreeSet<Uuid> = hits.iter().map(|h| h.id).collect();
+        assert_eq!((hits.len(), ids.len()), (60, 60));
+        assert!(hits.iter().all(|h| h.chunk_index % 50 == 7));
     }
 
     #[tokio::test]
@@ -1842,7 +2384,7 @@ mod tests {
             idx.upsert(batch.to_vec()).await.unwrap();
         }
         idx.maintain().await.unwrap();
-        assert!(info(&idx).indexed_vectors_count > 0, "graph built");
+        assert!(graph_vectors(&idx) > 0, "graph built");
 
         let filter = Filter::parse(&json!({"type": "eq", "key": "rare", "value": true})).unwrap();
         let cosine = |x: &[f32], y: &[f32]| {
@@ -1897,11 +2439,11 @@ mod tests {
                 )
             })
             .collect();
-        let indexed = || info(&idx).indexed_vectors_count;
+        let graphs = || graph_vectors(&idx);
 
         idx.upsert(points[..900].to_vec()).await.unwrap();
         idx.maintain().await.unwrap();
-        assert_eq!(indexed(), 0, "below the threshold nothing is optimised");
+        assert_eq!(graphs(), 0, "below the threshold nothing is optimised");
         idx.upsert(points[900..].to_vec()).await.unwrap();
 
         // Searches run while the graph is built.
@@ -1922,7 +2464,7 @@ mod tests {
         };
         idx.maintain().await.unwrap();
         assert_eq!(during.await.unwrap(), 200);
-        assert!(indexed() > 0, "maintain built an HNSW index");
+        assert!(graphs() > 0, "maintain built an HNSW index");
         assert_eq!(idx.inner.changed.load(Ordering::Acquire), 0);
 
         assert_eq!(idx.count(None, None).await.unwrap(), 1_200);
@@ -1977,7 +2519,7 @@ mod tests {
         // The graph survives a restart.
         drop(idx);
         let idx = EdgeIndex::open_with(dir.path(), DIMS, options).unwrap();
-        assert!(info(&idx).indexed_vectors_count > 0);
+        assert!(graph_vectors(&idx) > 0);
         let hits = find(&idx, &b, vectors[999].clone(), None, &[], 1, None)
             .await
             .unwrap();

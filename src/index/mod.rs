@@ -12,11 +12,16 @@
 //! | `attributes`      | object (user values) | filters address `attributes.<key>`     |
 //! | `extra`           | object (page, …)     | -                                      |
 //!
+//! Each point holds two vectors: the embedding model's dense vector (unnamed, cosine) and the
+//! chunk text's BM25 sparse vector (`bm25`, IDF applied by the engine; see [`keyword`]). A
+//! search runs one leg at a time; fusing legs is the search service's business.
+//!
 //! Every query filters on `vector_store_id` and on `project_id` (a store's project): a search can
 //! only ever see the caller's project, whatever store id it names. Nothing in this trait is
 //! specific to one engine.
 
 pub mod edge;
+pub mod keyword;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -44,7 +49,8 @@ pub struct Point {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub id: Uuid,
-    /// The engine's cosine similarity, -1..1 (the service maps it to 0..1).
+    /// The leg's raw score: cosine similarity (-1..1) for [`Leg::Dense`], BM25 (0..) for
+    /// [`Leg::Keyword`]. The service maps both to 0..1.
     pub score: f32,
     pub file_id: FileId,
     pub chunk_index: u32,
@@ -53,22 +59,38 @@ pub struct Hit {
     pub extra: Map<String, Value>,
 }
 
-/// A nearest-neighbour query inside one store. It will also carry a sparse (keyword) vector and
-/// a fusion choice when hybrid search lands; nothing in it is specific to one engine.
+/// What one leg of a search ranks by.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Leg {
+    /// Cosine similarity to this vector, of the index's dimensions.
+    Dense(Vec<f32>),
+    /// BM25 of the chunk text against this query text (the index builds its sparse vector).
+    Keyword(String),
+}
+
+/// One leg of a search inside one store; nothing in it is specific to one engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchQuery {
     pub store: VectorStoreId,
     /// The caller's project: only its points are candidates.
     pub project: ProjectId,
-    /// The query's dense vector, of the index's dimensions.
-    pub vector: Vec<f32>,
+    pub leg: Leg,
     /// On attributes; validated by the domain before it gets here.
     pub filter: Option<Filter>,
     /// Files deleted or detached whose points await their purge.
     pub exclude_files: Vec<FileId>,
     pub limit: usize,
-    /// Least cosine similarity kept.
+    /// Least raw score kept (cosine, or BM25).
     pub score_threshold: Option<f32>,
+}
+
+/// What one round of [`VectorIndex::index_keywords`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KeywordRound {
+    /// Points given their keyword vector in this round.
+    pub indexed: u64,
+    /// Where the next round starts; `None`: the store is done.
+    pub next: Option<Uuid>,
 }
 
 /// Deterministic point id: re-running a stage overwrites its points instead of duplicating them.
@@ -85,9 +107,25 @@ pub trait VectorIndex: Send + Sync + 'static {
     /// Inserts or overwrites points (by id).
     async fn upsert(&self, points: Vec<Point>) -> Result<()>;
 
-    /// The `limit` nearest points of the query's store that pass its filter, are not of its
-    /// excluded files and score at least its threshold (cosine), best first.
+    /// The `limit` best points of the query's leg in its store that pass its filter, are not of
+    /// its excluded files and score at least its threshold, best first. A keyword leg sees only
+    /// points that have their keyword vector (all but those written before it existed, until
+    /// [`VectorIndex::index_keywords`] gets to them), and finds nothing for a query made only
+    /// of stop-words.
     async fn search(&self, query: &SearchQuery) -> Result<Vec<Hit>>;
+
+    /// Gives up to `limit` points of `store` with ids from `from` on, written before keyword
+    /// vectors existed, their keyword vector (from their text). Idempotent; a point deleted
+    /// meanwhile stays deleted. Call with the returned `next` until it is `None`.
+    async fn index_keywords(
+        &self,
+        store: &VectorStoreId,
+        from: Option<Uuid>,
+        limit: usize,
+    ) -> Result<KeywordRound>;
+
+    /// How many points of `store` have no keyword vector yet.
+    async fn missing_keywords(&self, store: &VectorStoreId) -> Result<u64>;
 
     /// Deletes a file's points in one store, or in every store when `store` is `None`.
     async fn delete_file(&self, store: Option<&VectorStoreId>, file: &FileId) -> Result<()>;

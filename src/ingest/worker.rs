@@ -35,6 +35,8 @@ const EMBED_BATCH_TOKENS: usize = 32768;
 const FIRST_BATCH_TOKENS: usize = 2048;
 /// Cached chunks read per batch at most.
 const INDEX_BATCH: usize = 256;
+/// Points given their keyword vectors per round of the keyword job (one durable write each).
+const KEYWORD_ROUND: usize = 1024;
 
 /// Stages of an ingest job, in order. Tests stop a job after one to simulate a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -160,6 +162,7 @@ impl Worker {
                     JobKind::PurgeFile => self.run_purge_file(&job).await.map(|_| 0),
                     JobKind::PurgeVsFile => self.run_purge_vs_file(&job).await.map(|_| 0),
                     JobKind::PurgeStore => self.run_purge_store(&job).await.map(|_| 0),
+                    JobKind::IndexKeywords => self.run_index_keywords(&job).await.map(|_| 0),
                 }
             }
             .instrument(span)
@@ -790,6 +793,32 @@ impl Worker {
             st.index.delete_file(Some(store), file).await?;
         }
         Ok(())
+    }
+
+    /// Rounds of [`VectorIndex::index_keywords`] over the store until it is done, under the
+    /// job's lease. A kill between rounds loses nothing: points done have their vector, and the
+    /// next run starts over from the first that has none.
+    async fn run_index_keywords(&self, job: &Job) -> StageResult<()> {
+        let store = job
+            .vector_store_id
+            .as_ref()
+            .ok_or_else(|| missing("vector_store_id"))?;
+        let index = &self.st.index;
+        self.with_lease(job, async {
+            let mut from = None;
+            let mut indexed = 0;
+            loop {
+                let round = index.index_keywords(store, from, KEYWORD_ROUND).await?;
+                indexed += round.indexed;
+                match round.next {
+                    Some(next) => from = Some(next),
+                    None => break,
+                }
+            }
+            tracing::info!(store = %store, points = indexed, "keyword vectors written");
+            Ok(())
+        })
+        .await
     }
 
     async fn run_purge_store(&self, job: &Job) -> StageResult<()> {

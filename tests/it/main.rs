@@ -7,6 +7,7 @@ mod crash;
 mod errors;
 mod files;
 mod http;
+mod hybrid;
 mod isolation;
 mod keys;
 mod metadata_contract;

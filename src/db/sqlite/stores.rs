@@ -210,6 +210,32 @@ impl StoreMetadata for SqliteMetadata {
         })
     }
 
+    async fn enqueue_keyword_index(
+        &self,
+        store: &VectorStoreId,
+        project: &ProjectId,
+        now: i64,
+    ) -> Result<bool> {
+        let kind = JobKind::IndexKeywords.as_str();
+        let done = sqlx::query(
+            "INSERT INTO jobs (kind, project_id, vector_store_id, status, run_after, created_at, updated_at) \
+             SELECT ?, ?, ?, 'queued', ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM jobs \
+             WHERE kind = ? AND vector_store_id = ? AND status IN ('queued', 'running', 'stopping'))",
+        )
+        .bind(kind)
+        .bind(project.as_str())
+        .bind(store.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(kind)
+        .bind(store.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn live_stores(&self) -> Result<Vec<(VectorStoreId, ProjectId)>> {
         let rows = sqlx::query_as::<_, (String, String)>(
             "SELECT id, project_id FROM vector_stores WHERE deleted_at IS NULL",
