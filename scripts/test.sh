@@ -24,6 +24,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
 
+echo "==> S3-compatible server for the S3 storage tests (moto; scripts/s3-test-server.sh)"
+eval "$(./scripts/s3-test-server.sh start)"
+trap './scripts/s3-test-server.sh stop "$S3_TEST_SERVER_PID"' EXIT
+
 echo "==> building"
 cargo build --locked --all-targets --workspace
 

@@ -29,6 +29,7 @@ use crate::service::{
     EmbeddingService, FileService, SearchService, Services, StoreService, UploadService,
 };
 use crate::storage::local::LocalStorage;
+use crate::storage::s3::S3Storage;
 use crate::storage::{FileStorage, Staging};
 
 /// The backends chosen from [`Config`]. Services and workers are handed the pieces they use;
@@ -189,7 +190,14 @@ impl App {
         })?;
 
         let meta = Arc::new(SqliteMetadata::open(&dir.join("ragstore.db")).await?);
-        let storage = LocalStorage::new(dir.join("blobs"))?;
+        let storage: Arc<dyn FileStorage> = match &config.storage_url {
+            Some(url) => {
+                let s3 = S3Storage::open(url)?;
+                tracing::info!(url = s3.url(), "file storage: S3");
+                Arc::new(s3)
+            }
+            None => Arc::new(LocalStorage::new(dir.join("blobs"))?),
+        };
         let staging = Staging::new(dir.join("tmp"))?;
         let pipeline = build_pipeline(&config, embedder).await?;
         let dims = pipeline.embedder.dims();
@@ -206,7 +214,7 @@ impl App {
         let backends = Backends {
             meta: meta.clone(),
             queue: meta,
-            storage: Arc::new(storage),
+            storage,
             staging,
             index: Arc::new(index),
             pipeline,

@@ -55,6 +55,12 @@ pub struct Config {
     #[arg(long, env = "RAGSTORE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Where file bytes live: unset, under the data dir; `s3://bucket/prefix` for an
+    /// S3-compatible bucket (endpoint, region and credentials from the usual AWS_* variables,
+    /// AWS_ENDPOINT_URL for MinIO and other S3-compatible stores).
+    #[arg(long, env = "RAGSTORE_STORAGE_URL")]
+    pub storage_url: Option<String>,
+
     /// Largest file accepted by POST /v1/files (e.g. 512MiB, 1GB, 1048576).
     #[arg(long, env = "RAGSTORE_MAX_FILE_BYTES", default_value = "512MiB", value_parser = parse_bytes)]
     pub max_file_bytes: u64,

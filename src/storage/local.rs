@@ -30,7 +30,13 @@ impl LocalStorage {
     /// Keys are ours, but a key must never climb out of the root whatever happens upstream.
     fn path_of(&self, key: &str) -> Result<PathBuf> {
         let rel = Path::new(key);
-        let safe = !key.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        // Each segment a plain name: nothing absolute, no `..`, and no empty segment that the
+        // filesystem would quietly fold into another key.
+        let safe = !key.is_empty()
+            && key
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != "..")
+            && rel.components().all(|c| matches!(c, Component::Normal(_)));
         if !safe {
             return Err(Error::Internal(anyhow::anyhow!(
                 "unsafe storage key {key:?}"

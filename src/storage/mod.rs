@@ -2,6 +2,7 @@
 //! Blobs are addressed by keys we generate (`files/<file-id>`, `parts/<upload>/<part>`).
 
 pub mod local;
+pub mod s3;
 pub mod staging;
 
 use async_trait::async_trait;

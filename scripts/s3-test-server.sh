@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A throwaway S3-compatible server for the tests: moto's server (PyPI `moto[server]`, installed
+# once into a venv under target/), on a free port of 127.0.0.1, with one bucket.
+#
+#   eval "$(scripts/s3-test-server.sh start)"   # exports AWS_* and RAGSTORE_TEST_S3_URL,
+#                                               # and S3_TEST_SERVER_PID
+#   scripts/s3-test-server.sh stop "$S3_TEST_SERVER_PID"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${S3_TEST_VENV:-$PWD/target/moto-venv}"
+bucket=ragstore-test
+
+case "${1:-}" in
+start)
+    if [ ! -x "$venv/bin/moto_server" ]; then
+        echo "s3-test-server: installing moto[server] into $venv" >&2
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6' >&2
+    fi
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    log="${TMPDIR:-/tmp}/moto-$port.log"
+    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do
+        if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then break; fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "s3-test-server: moto exited; see $log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+    # The bucket (S3's CreateBucket is a PUT on it; moto takes any credentials).
+    curl -fsS -X PUT "http://127.0.0.1:$port/$bucket" -o /dev/null
+    echo "s3-test-server: moto on 127.0.0.1:$port (pid $pid), bucket $bucket" >&2
+    cat <<VARS
+export AWS_ENDPOINT_URL=http://127.0.0.1:$port
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export AWS_REGION=us-east-1
+export RAGSTORE_TEST_S3_URL=s3://$bucket
+export S3_TEST_SERVER_PID=$pid
+VARS
+    ;;
+stop)
+    if [ -n "${2:-}" ]; then kill "$2" 2>/dev/null || true; fi
+    ;;
+*)
+    echo "usage: $0 start | stop PID" >&2
+    exit 2
+    ;;
+esac
