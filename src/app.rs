@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, BodyLimits};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::db::sqlite::SqliteMetadata;
 use crate::db::{JobQueue, Metadata, Wakeup};
 use crate::index::edge::{EdgeIndex, EdgeOptions};
@@ -220,7 +220,10 @@ impl App {
             pipeline,
             clock,
             wakeup: Wakeup::new(),
-            exclusive: true,
+            // Under the data-dir lock and on local files, no other process can hold a lease or
+            // have just written a blob; a shared bucket (or database) may hold another
+            // replica's work in flight.
+            exclusive: config.storage_url.is_none(),
             max_file_tokens: config.max_file_tokens,
         };
         backends
@@ -266,6 +269,9 @@ impl App {
     }
 
     pub fn router(&self) -> Router {
+        if self.config.role == Role::Worker {
+            return api::ops_router(self.services.clone());
+        }
         api::router(
             self.services.clone(),
             BodyLimits {
@@ -298,7 +304,7 @@ impl App {
                 }
             }
         });
-        let workers = if self.config.workers_enabled {
+        let workers = if self.config.workers_enabled && self.config.role != Role::Api {
             spawn_workers(
                 self.backends.worker_deps(),
                 self.backends.wakeup.clone(),

@@ -38,6 +38,19 @@ pub enum Command {
     Projects(crate::admin::ProjectsCommand),
 }
 
+/// What one `ragstore serve` process does. Replicas sharing PostgreSQL, a bucket and a Qdrant
+/// server can split the work: API replicas answer clients (and embed search queries), workers
+/// run the ingestion jobs (the expensive part) and scale on their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The HTTP API and the ingestion workers.
+    All,
+    /// The HTTP API only: jobs are enqueued here and run by workers.
+    Api,
+    /// Ingestion workers only; HTTP serves nothing but /health, /ready and /metrics.
+    Worker,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -54,6 +67,11 @@ pub struct Config {
     /// Directory holding the SQLite database, file blobs and temporary uploads. Created if missing.
     #[arg(long, env = "RAGSTORE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// What this process does: all (API and ingestion workers), api (no workers) or worker
+    /// (ingestion only; HTTP serves /health, /ready and /metrics).
+    #[arg(long, env = "RAGSTORE_ROLE", value_enum, default_value = "all")]
+    pub role: Role,
 
     /// Where file bytes live: unset, under the data dir; `s3://bucket/prefix` for an
     /// S3-compatible bucket (endpoint, region and credentials from the usual AWS_* variables,

@@ -86,6 +86,19 @@ pub fn router(
     Router::new().fallback_service(MapRequestLayer::new(llama_stack_prefix).layer(routes))
 }
 
+/// What a `--role worker` replica serves: liveness, readiness and metrics, nothing of the API.
+pub fn ops_router(services: Services) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(problem_details))
+        .layer(middleware::from_fn(log_request))
+        .with_state(services)
+}
+
 /// Where llama-stack clients find the OpenAI routes.
 pub(crate) const LLAMA_STACK_PREFIX: &str = "/v1/openai/v1";
 

@@ -13,6 +13,7 @@ mod keys;
 mod metadata_contract;
 mod metrics;
 mod openapi;
+mod roles;
 mod storage_contract;
 mod uploads;
 mod vector_stores;
