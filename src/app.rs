@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, BodyLimits};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::db::sqlite::SqliteMetadata;
 use crate::db::{JobQueue, Metadata, Wakeup};
 use crate::index::edge::{EdgeIndex, EdgeOptions};
 use crate::index::VectorIndex;
@@ -188,7 +187,13 @@ impl App {
             )
         })?;
 
-        let meta = Arc::new(SqliteMetadata::open(&dir.join("ragstore.db")).await?);
+        let wakeup = Wakeup::new();
+        let db = crate::db::open(
+            config.database_url.as_deref(),
+            &dir.join("ragstore.db"),
+            Some(wakeup.clone()),
+        )
+        .await?;
         let storage = LocalStorage::new(dir.join("blobs"))?;
         let staging = Staging::new(dir.join("tmp"))?;
         let pipeline = build_pipeline(&config, embedder).await?;
@@ -204,15 +209,16 @@ impl App {
                 .await
                 .context("opening the vector index")??;
         let backends = Backends {
-            meta: meta.clone(),
-            queue: meta,
+            meta: db.meta,
+            queue: db.queue,
             storage: Arc::new(storage),
             staging,
             index: Arc::new(index),
             pipeline,
             clock,
-            wakeup: Wakeup::new(),
-            exclusive: true,
+            wakeup,
+            // A shared database's running jobs may be other replicas'.
+            exclusive: !db.shared,
             max_file_tokens: config.max_file_tokens,
         };
         backends
@@ -228,7 +234,7 @@ impl App {
             anyhow::bail!(
                 "refusing to serve on {} without API keys: anyone who can reach it could read \
                  and delete everything. Create a key with `ragstore keys create --project NAME` \
-                 (same --data-dir), bind a loopback address, or pass --insecure-no-auth",
+                 (same --data-dir or --database-url), bind a loopback address, or pass --insecure-no-auth",
                 config.addr
             );
         }

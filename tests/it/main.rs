@@ -13,6 +13,8 @@ mod keys;
 mod metadata_contract;
 mod metrics;
 mod openapi;
+mod pg;
+mod postgres;
 mod uploads;
 mod vector_stores;
 

@@ -1,11 +1,11 @@
 //! The promises of the [`Metadata`] and [`JobQueue`] seams, checked against every implementation.
 //! Each check is a plain function of a [`Backend`]; `contract_tests!` turns them into one test per
-//! check per backend, so a new backend (PostgreSQL) is one more line at the bottom.
+//! check per backend: SQLite, and PostgreSQL (a fresh database per test, see `pg.rs`).
 //!
 //! What is checked is what the services rely on: visibility and pagination, the cascades applied
 //! atomically with deletes, the fenced job queue, and the concurrency promises (two claimers never
 //! share a job; a stale claim cannot finish; racing parts never overfill an upload; an attach
-//! racing a delete never leaves a link).
+//! racing a delete never leaves a link; racing writers never overrun a quota).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -28,18 +28,33 @@ pub struct Backend {
     _dir: Option<TempDir>,
 }
 
-pub async fn sqlite() -> Backend {
+pub async fn sqlite(_test: &str) -> Option<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(
         ragstore::db::sqlite::SqliteMetadata::open(&dir.path().join("contract.db"))
             .await
             .unwrap(),
     );
-    Backend {
+    Some(Backend {
         meta: db.clone(),
         queue: db,
         _dir: Some(dir),
-    }
+    })
+}
+
+/// `None` (the test skips, saying why) without a PostgreSQL to test against.
+pub async fn postgres(test: &str) -> Option<Backend> {
+    let url = crate::pg::fresh_database(test).await?;
+    let db = Arc::new(
+        ragstore::db::postgres::PgMetadata::connect(&url, Some(ragstore::db::Wakeup::new()))
+            .await
+            .unwrap(),
+    );
+    Some(Backend {
+        meta: db.clone(),
+        queue: db,
+        _dir: None,
+    })
 }
 
 const T0: i64 = 1_700_000_000;
@@ -1045,6 +1060,44 @@ pub async fn two_claimers_never_get_the_same_job(b: Backend) {
     assert_eq!(distinct.len(), 120);
 }
 
+pub async fn racing_claims_never_run_a_job_beside_one_it_waits_for(b: Backend) {
+    // Detached and attached again before its ingest ran: the link's purge and the new ingest
+    // are both queued, and the ingest waits for the purge. Two claimers race for them; the
+    // second must see the first's purge running, never both at once.
+    let s = new_store(&b, T0).await;
+    for i in 0..30 {
+        let f = new_file(&b, T0).await;
+        attach(&b, &s, &f.id, T0).await;
+        b.meta
+            .detach_file(
+                &s.id,
+                &f.id,
+                &Cascade::file_detached(&project(), &s.id, &f.id),
+                T0,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(attach(&b, &s, &f.id, T0).await, Attached::New(_)));
+        let claims = join_all((0..2).map(|n| {
+            let queue = b.queue.clone();
+            tokio::spawn(async move { queue.claim(&format!("w{i}.{n}"), T0, LEASE).await.unwrap() })
+        }))
+        .await;
+        let claimed: Vec<Job> = claims.into_iter().filter_map(|c| c.unwrap()).collect();
+        assert_eq!(
+            kinds(&claimed),
+            vec![(
+                JobKind::PurgeVsFile,
+                Some(f.id.to_string()),
+                Some(s.id.to_string())
+            )],
+            "round {i}: the purge runs alone"
+        );
+        // It stays running: its ingest stays held back through the next rounds.
+    }
+}
+
 pub async fn a_stale_claim_cannot_heartbeat_or_finish(b: Backend) {
     let s = new_store(&b, T0).await;
     let f = new_file(&b, T0).await;
@@ -1370,6 +1423,168 @@ pub async fn progress_is_recorded_while_in_progress(b: Backend) {
     assert_eq!((r.status, r.chunks_indexed), (VsFileStatus::Completed, 10));
 }
 
+// --- quotas under concurrency ---------------------------------------------------------------------
+
+/// `Some(x)` for a success, `None` for a refusal over `limit`; any other error fails the test.
+fn within_quota<T>(r: ragstore::domain::Result<T>, limit: i64) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(ragstore::domain::Error::QuotaExceeded { limit: l, .. }) if l == limit => None,
+        Err(e) => panic!("expected success or a quota error: {e:?}"),
+    }
+}
+
+pub async fn racing_files_never_overrun_the_stored_bytes_quota(b: Backend) {
+    // 100 bytes allowed: 16 uploaded files and 8 completed uploads of 10 bytes each race.
+    let uploads: Vec<UploadRecord> = (0..8).map(|_| upload(10, T0 + 3600)).collect();
+    for u in &uploads {
+        b.meta.insert_upload(u).await.unwrap();
+    }
+    let tasks = (0..24).map(|i| {
+        let meta = b.meta.clone();
+        let f = file_at(T0);
+        let u = uploads.get(i).map(|u| u.id.clone());
+        tokio::spawn(async move {
+            let job = extract_job(&f);
+            let r = match &u {
+                Some(u) => meta
+                    .complete_upload(u, &f, Some(&job), T0, 100)
+                    .await
+                    .map(|done| assert!(done, "a pending upload")),
+                None => meta.insert_file(&f, Some(&job), 100).await,
+            };
+            within_quota(r, 100).map(|()| f.id)
+        })
+    });
+    let stored: Vec<FileId> = join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.unwrap())
+        .collect();
+    assert_eq!(stored.len(), 10, "100 bytes fit, in files of 10");
+    assert_eq!(b.meta.stored_bytes(&project()).await.unwrap(), 100);
+    // Nothing of a refused file remains: its row, its job, its upload's completion.
+    let jobs = claim_all(&b, T0).await;
+    assert_eq!(jobs.len(), 10, "one extraction job per stored file");
+    for j in &jobs {
+        assert!(stored.contains(j.file_id.as_ref().unwrap()));
+    }
+    let mut completed = 0;
+    for u in &uploads {
+        let got = b.meta.get_upload(&project(), &u.id).await.unwrap().unwrap();
+        match got.status {
+            UploadStatus::Completed => {
+                completed += 1;
+                assert!(stored.contains(got.file_id.as_ref().unwrap()));
+            }
+            status => assert_eq!(status, UploadStatus::Pending, "refused: still pending"),
+        }
+    }
+    assert!(completed <= 8);
+}
+
+pub async fn racing_attaches_never_overrun_files_per_store(b: Backend) {
+    // 6 places: 16 single attaches and 4 batches of 2 files race for them.
+    let s = new_store(&b, T0).await;
+    let mut singles = Vec::new();
+    for _ in 0..16 {
+        singles.push(new_file(&b, T0).await.id);
+    }
+    let mut batches = Vec::new();
+    for _ in 0..4 {
+        let batch = FileBatchRecord {
+            id: FileBatchId::generate(),
+            vector_store_id: s.id.clone(),
+            project_id: project(),
+            created_at: T0,
+            cancelled: false,
+        };
+        let rows = vec![
+            link(&s, &new_file(&b, T0).await.id, Some(&batch.id)),
+            link(&s, &new_file(&b, T0).await.id, Some(&batch.id)),
+        ];
+        batches.push((batch, rows));
+    }
+    let single_tasks = singles.iter().map(|f| {
+        let meta = b.meta.clone();
+        let (row, job) = link(&s, f, None);
+        tokio::spawn(async move {
+            match within_quota(meta.attach_file(&row, &job, T0, 6).await, 6) {
+                Some(Attached::New(_)) => 1,
+                None => 0,
+                Some(other) => panic!("{other:?}"),
+            }
+        })
+    });
+    let batch_tasks = batches.iter().map(|(batch, rows)| {
+        let meta = b.meta.clone();
+        let (batch, rows) = (batch.clone(), rows.clone());
+        tokio::spawn(async move {
+            match within_quota(meta.create_batch(&batch, &rows, T0, 6).await, 6) {
+                Some(gone) => {
+                    assert!(gone.is_empty());
+                    2
+                }
+                None => 0,
+            }
+        })
+    });
+    let (a, c) = futures_util::join!(join_all(single_tasks), join_all(batch_tasks));
+    let attached: usize = a.into_iter().chain(c).map(|r| r.unwrap()).sum();
+    // Singles keep attaching until the store is full, so it ends exactly full.
+    assert_eq!(attached, 6);
+    let w = ListWindow {
+        order: Order::Asc,
+        after: None,
+        before: None,
+        limit: 100,
+    };
+    let listed = b.meta.list_vs_files(&s.id, None, None, &w).await.unwrap();
+    assert_eq!(listed.len(), 6);
+    assert_eq!(claim_all(&b, T0).await.len(), 6, "one ingest job per file");
+    for (batch, _) in &batches {
+        let there = b.meta.get_batch(&s.id, &batch.id).await.unwrap().is_some();
+        let members = listed
+            .iter()
+            .filter(|f| f.batch_id.as_ref() == Some(&batch.id))
+            .count();
+        assert_eq!(
+            members,
+            if there { 2 } else { 0 },
+            "a refused batch left nothing"
+        );
+    }
+}
+
+pub async fn racing_stores_never_overrun_the_store_quota(b: Backend) {
+    let quotas = Quotas {
+        stores: 3,
+        ..Quotas::DEFAULT
+    };
+    let tasks = (0..12).map(|_| {
+        let meta = b.meta.clone();
+        let s = store_at(T0);
+        tokio::spawn(async move {
+            within_quota(meta.create_vector_store(&s, &[], T0, &quotas).await, 3).map(|_| s.id)
+        })
+    });
+    let created: BTreeSet<VectorStoreId> = join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.unwrap())
+        .collect();
+    assert_eq!(created.len(), 3);
+    let live: BTreeSet<VectorStoreId> = b
+        .meta
+        .live_stores()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(live, created);
+}
+
 /// One `#[tokio::test]` per contract check for a backend opened by `$open`.
 macro_rules! contract_tests {
     ($backend:ident, $open:ident, [$($check:ident),* $(,)?]) => {
@@ -1377,7 +1592,10 @@ macro_rules! contract_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $check() {
-                    super::$check(super::$open().await).await
+                    let test = concat!(stringify!($backend), "::", stringify!($check));
+                    if let Some(backend) = super::$open(test).await {
+                        super::$check(backend).await
+                    }
                 }
             )*
         }
@@ -1404,6 +1622,7 @@ macro_rules! all_contract_tests {
                 a_purge_waits_until_the_jobs_it_undoes_have_stopped,
                 store_lists_filter_by_batch_and_status,
                 two_claimers_never_get_the_same_job,
+                racing_claims_never_run_a_job_beside_one_it_waits_for,
                 purges_are_claimed_before_a_backlog,
                 a_stale_claim_cannot_heartbeat_or_finish,
                 only_expired_leases_are_requeued,
@@ -1411,9 +1630,13 @@ macro_rules! all_contract_tests {
                 caches_store_text_chunks_and_embeddings_per_model,
                 cache_writes_for_a_deleted_file_are_refused,
                 progress_is_recorded_while_in_progress,
+                racing_files_never_overrun_the_stored_bytes_quota,
+                racing_attaches_never_overrun_files_per_store,
+                racing_stores_never_overrun_the_store_quota,
             ]
         );
     };
 }
 
 all_contract_tests!(sqlite_backend, sqlite);
+all_contract_tests!(postgres_backend, postgres);
