@@ -73,11 +73,11 @@ CREATE TABLE file_chunks (
 -- `FOR UPDATE SKIP LOCKED`; completion is fenced on locked_by. Times are unix seconds.
 CREATE TABLE jobs (
     id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind             TEXT NOT NULL,
+    kind             TEXT COLLATE "C" NOT NULL,
     project_id       TEXT COLLATE "C" NOT NULL,
     file_id          TEXT COLLATE "C",
     vector_store_id  TEXT COLLATE "C",
-    status           TEXT NOT NULL,
+    status           TEXT COLLATE "C" NOT NULL,
     attempts         BIGINT NOT NULL DEFAULT 0,
     run_after        BIGINT NOT NULL,
     locked_by        TEXT,
