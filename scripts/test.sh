@@ -2,10 +2,12 @@
 # The whole test suite, on a fresh machine: installs what the tests need, builds ragstore once
 # (debug profile, shared by every test), runs the Rust tests of the whole workspace (unit tests of
 # the server and of crates/extract, and the integration binary that drives the real app over
-# HTTP), then the Python suite that drives a running `ragstore serve` with the official `openai`
-# SDK, then the other clients' suites (the `openai` npm SDK, llama-stack-client;
-# scripts/test-clients.sh), the web console in Debian's headless Chromium driven by Playwright
-# (scripts/test-console.sh) and the `openai` SDK through a LiteLLM proxy (scripts/test-litellm.sh).
+# HTTP, the metadata contract among them on SQLite and on a throwaway PostgreSQL cluster that
+# scripts/pg-test-cluster.sh starts and stops), then the Python suite that drives a running
+# `ragstore serve` with the official `openai` SDK, then the other clients' suites (the `openai`
+# npm SDK, llama-stack-client; scripts/test-clients.sh), the web console in Debian's headless
+# Chromium driven by Playwright (scripts/test-console.sh) and the `openai` SDK through a LiteLLM
+# proxy (scripts/test-litellm.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,12 +26,31 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
 
+# The engines the tests start are stopped whatever happens.
+cleanups=()
+cleanup() {
+    for c in "${cleanups[@]}"; do eval "$c" || true; done
+}
+trap cleanup EXIT
+
 echo "==> S3-compatible server for the S3 storage tests (moto; scripts/s3-test-server.sh)"
 eval "$(./scripts/s3-test-server.sh start)"
-trap './scripts/s3-test-server.sh stop "$S3_TEST_SERVER_PID"' EXIT
+cleanups+=('./scripts/s3-test-server.sh stop "$S3_TEST_SERVER_PID"')
 
 echo "==> building"
 cargo build --locked --all-targets --workspace
+
+# The PostgreSQL the tests create their databases in: one given in RAGSTORE_TEST_DATABASE_URL,
+# or a throwaway cluster of the PostgreSQL installed here, removed when this script exits.
+if [[ -z "${RAGSTORE_TEST_DATABASE_URL:-}" ]]; then
+    echo "==> PostgreSQL for the metadata tests (scripts/pg-test-cluster.sh)"
+    if pg_env=$(./scripts/pg-test-cluster.sh start); then
+        eval "$pg_env"
+        cleanups+=('./scripts/pg-test-cluster.sh stop "$RAGSTORE_PG_TEST_DIR"')
+    else
+        echo "    no PostgreSQL could be started: its tests will say they skip (and fail if CI is set)"
+    fi
+fi
 
 echo "==> Rust tests"
 cargo nextest run --locked --workspace --no-fail-fast

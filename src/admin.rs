@@ -1,5 +1,6 @@
 //! `ragstore keys …` and `ragstore projects …`: administration straight against the configured
-//! database (the server may be running; it sees a change within its key memory, 5 s).
+//! database, SQLite in `--data-dir` or PostgreSQL at `--database-url` (the server may be running;
+//! it sees a change within its key memory, 5 s).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,17 +10,19 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::clock::{Clock, SystemClock};
-use crate::db::sqlite::SqliteMetadata;
 use crate::db::Metadata;
 use crate::domain::{KeyId, ProjectRecord, QuotaOverrides, Quotas};
 use crate::service::auth::AuthService;
 
-/// Where the metadata lives (the server's `--data-dir`).
+/// Where the metadata lives (the server's `--database-url`, or else its `--data-dir`).
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// The server's data directory (its database is `ragstore.db` in it).
     #[arg(long, env = "RAGSTORE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// The server's PostgreSQL database, if it keeps its metadata there.
+    #[arg(long, env = "RAGSTORE_DATABASE_URL", hide_env_values = true, value_parser = crate::config::parse_database_url)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,10 +81,17 @@ pub enum ProjectsCommand {
 }
 
 async fn open(db: &DbArgs) -> anyhow::Result<(Arc<dyn Metadata>, AuthService)> {
-    std::fs::create_dir_all(&db.data_dir)
-        .with_context(|| format!("creating data dir {}", db.data_dir.display()))?;
-    let meta: Arc<dyn Metadata> =
-        Arc::new(SqliteMetadata::open(&db.data_dir.join("ragstore.db")).await?);
+    if db.database_url.is_none() {
+        std::fs::create_dir_all(&db.data_dir)
+            .with_context(|| format!("creating data dir {}", db.data_dir.display()))?;
+    }
+    let meta = crate::db::open(
+        db.database_url.as_deref(),
+        &db.data_dir.join("ragstore.db"),
+        None,
+    )
+    .await?
+    .meta;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let auth = AuthService::new(meta.clone(), clock, true, Quotas::DEFAULT);
     Ok((meta, auth))

@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, BodyLimits};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Role};
-use crate::db::sqlite::SqliteMetadata;
 use crate::db::{JobQueue, Metadata, Wakeup};
 use crate::index::edge::{EdgeIndex, EdgeOptions};
 use crate::index::VectorIndex;
@@ -189,7 +188,13 @@ impl App {
             )
         })?;
 
-        let meta = Arc::new(SqliteMetadata::open(&dir.join("ragstore.db")).await?);
+        let wakeup = Wakeup::new();
+        let db = crate::db::open(
+            config.database_url.as_deref(),
+            &dir.join("ragstore.db"),
+            Some(wakeup.clone()),
+        )
+        .await?;
         let storage: Arc<dyn FileStorage> = match &config.storage_url {
             Some(url) => {
                 let s3 = S3Storage::open(url)?;
@@ -212,18 +217,18 @@ impl App {
                 .await
                 .context("opening the vector index")??;
         let backends = Backends {
-            meta: meta.clone(),
-            queue: meta,
+            meta: db.meta,
+            queue: db.queue,
             storage,
             staging,
             index: Arc::new(index),
             pipeline,
             clock,
-            wakeup: Wakeup::new(),
-            // Under the data-dir lock and on local files, no other process can hold a lease or
-            // have just written a blob; a shared bucket (or database) may hold another
+            wakeup,
+            // Under the data-dir lock, on SQLite and local files, no other process can hold a
+            // lease or have just written a blob; a shared database or bucket may hold another
             // replica's work in flight.
-            exclusive: config.storage_url.is_none(),
+            exclusive: !db.shared && config.storage_url.is_none(),
             max_file_tokens: config.max_file_tokens,
         };
         backends
@@ -239,7 +244,7 @@ impl App {
             anyhow::bail!(
                 "refusing to serve on {} without API keys: anyone who can reach it could read \
                  and delete everything. Create a key with `ragstore keys create --project NAME` \
-                 (same --data-dir), bind a loopback address, or pass --insecure-no-auth",
+                 (same --data-dir or --database-url), bind a loopback address, or pass --insecure-no-auth",
                 config.addr
             );
         }

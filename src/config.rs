@@ -30,7 +30,7 @@ pub enum Command {
     /// Upload files and directories into a vector store of a running server, with progress;
     /// run again, it skips the files the store already holds.
     Ingest(crate::cli::IngestArgs),
-    /// Manage API keys (in the database of --data-dir).
+    /// Manage API keys (in the database of --data-dir, or --database-url).
     #[command(subcommand)]
     Keys(crate::admin::KeysCommand),
     /// List projects and set their quotas.
@@ -67,6 +67,11 @@ pub struct Config {
     /// Directory holding the SQLite database, file blobs and temporary uploads. Created if missing.
     #[arg(long, env = "RAGSTORE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// PostgreSQL database for the metadata and the job queue, which replicas can share
+    /// (postgres://user:password@host:5432/database); unset = SQLite in --data-dir.
+    #[arg(long, env = "RAGSTORE_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
+    pub database_url: Option<String>,
 
     /// What this process does: all (API and ingestion workers), api (no workers) or worker
     /// (ingestion only; HTTP serves /health, /ready and /metrics).
@@ -342,6 +347,20 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// A `postgres://` or `postgresql://` URL, as given.
+pub fn parse_database_url(s: &str) -> Result<String, String> {
+    let scheme = s
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("postgres" | "postgresql") => Ok(s.to_owned()),
+        _ => Err(
+            "expected a postgres:// or postgresql:// URL (leave it unset for SQLite in --data-dir)"
+                .to_owned(),
+        ),
+    }
+}
+
 /// `512MiB`, `8GB`, `64M`, `1048576` -> bytes. Decimal units (KB, MB, GB) are powers of 1000,
 /// binary ones (KiB, MiB, GiB, and bare K, M, G) powers of 1024.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -382,11 +401,26 @@ mod tests {
     }
 
     #[test]
+    fn database_urls() {
+        for ok in [
+            "postgres://u:p@h:5432/db",
+            "postgresql://h/db",
+            "POSTGRES://h/db",
+        ] {
+            assert_eq!(parse_database_url(ok).as_deref(), Ok(ok));
+        }
+        for bad in ["sqlite://x.db", "mysql://h/db", "h:5432/db", ""] {
+            assert!(parse_database_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn defaults() {
         let c = Config::for_data_dir("/tmp/x");
         assert_eq!(c.max_file_bytes, 512 << 20);
         assert_eq!(c.max_upload_bytes, 8 << 30);
         assert_eq!(c.addr.port(), 8321);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.database_url, None, "SQLite in the data dir by default");
     }
 }

@@ -55,8 +55,9 @@ pub struct QueueStats {
     pub oldest_queued_secs: i64,
 }
 
-/// Wakes idle workers when a job is written. In-process now; a database that can notify other
-/// processes (PostgreSQL's LISTEN/NOTIFY) will wake their workers too.
+/// Wakes idle workers when a job is written. The services that write jobs wake their own
+/// process's; on PostgreSQL every process also listens for jobs written by any other
+/// (`LISTEN ragstore_jobs`, `db::postgres`) and wakes its workers for each.
 #[derive(Debug, Clone, Default)]
 pub struct Wakeup(std::sync::Arc<tokio::sync::Notify>);
 

@@ -1,6 +1,7 @@
 //! The only place SQL lives. Two seams: [`Metadata`] (rows: files, uploads, vector stores, the
-//! per-file caches) and [`JobQueue`] (the durable ingestion queue). SQLite now, PostgreSQL later;
-//! nothing above knows which database answers.
+//! per-file caches) and [`JobQueue`] (the durable ingestion queue). SQLite in the data dir by
+//! default, PostgreSQL (shared by replicas) with `--database-url`; nothing above knows which
+//! database answers.
 //!
 //! Implementations store and load. Every decision (which jobs a delete cancels, which purge it
 //! enqueues, what status a file takes when its job ends) is made in `domain/` or `service/` and
@@ -9,10 +10,14 @@
 //! one process or several. `tests/it/metadata_contract.rs` checks every promise.
 
 pub mod jobs;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::domain::{
     Attributes, BucketObject, Cascade, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId,
@@ -25,6 +30,43 @@ pub use jobs::{JobQueue, QueueStats, Wakeup};
 /// Everything the services need from the metadata database.
 pub trait Metadata: FileMetadata + StoreMetadata + CacheMetadata + AuthMetadata {}
 impl<T: FileMetadata + StoreMetadata + CacheMetadata + AuthMetadata> Metadata for T {}
+
+/// The metadata database and its job queue (one object behind both seams).
+pub struct Database {
+    pub meta: Arc<dyn Metadata>,
+    pub queue: Arc<dyn JobQueue>,
+    /// Other processes may use it too (PostgreSQL): what it holds running or half-written may
+    /// be theirs, not abandoned.
+    pub shared: bool,
+}
+
+/// Opens PostgreSQL at `url` (a `postgres://` URL, checked by the configuration) or else SQLite
+/// at `sqlite_path`, migrated. `wakeup`, for a server: PostgreSQL wakes it when any process
+/// writes a job (SQLite's writers are this process's, which wake it themselves).
+pub async fn open(
+    url: Option<&str>,
+    sqlite_path: &Path,
+    wakeup: Option<Wakeup>,
+) -> Result<Database> {
+    Ok(match url {
+        Some(url) => {
+            let db = Arc::new(postgres::PgMetadata::connect(url, wakeup).await?);
+            Database {
+                meta: db.clone(),
+                queue: db,
+                shared: true,
+            }
+        }
+        None => {
+            let db = Arc::new(sqlite::SqliteMetadata::open(sqlite_path).await?);
+            Database {
+                meta: db.clone(),
+                queue: db,
+                shared: false,
+            }
+        }
+    })
+}
 
 /// Filters and cursor of `GET /files`.
 #[derive(Debug, Clone)]

@@ -515,12 +515,15 @@ async fn creates_and_deletes_leave_an_audit_line_without_the_key() {
     );
 }
 
-/// `ragstore keys …` and `ragstore projects …` as an operator runs them, on a data dir.
-fn admin(data: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+/// `ragstore keys …` and `ragstore projects …` as an operator runs them, against the database
+/// `db` names (`--data-dir DIR` or `--database-url URL`).
+pub fn admin(db: &[&str], args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ragstore"))
         .args(args)
-        .arg("--data-dir")
-        .arg(data)
+        .args(db)
+        // Only `db` says where the database is.
+        .env_remove("RAGSTORE_DATA_DIR")
+        .env_remove("RAGSTORE_DATABASE_URL")
         .output()
         .unwrap();
     (
@@ -534,8 +537,15 @@ fn admin(data: &std::path::Path, args: &[&str]) -> (bool, String, String) {
 fn the_admin_commands_list_keys_and_projects_without_showing_a_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    the_admin_commands_work_on(&["--data-dir", data.to_str().unwrap()]);
+    assert!(data.join("ragstore.db").exists());
+}
+
+/// Creates, lists and revokes a key and sets and lists quotas with the real binary on the
+/// database `db` names; returns the key, now revoked.
+pub fn the_admin_commands_work_on(db: &[&str]) -> String {
     let (ok, key, said) = admin(
-        &data,
+        db,
         &["keys", "create", "--project", "research", "--name", "nb"],
     );
     assert!(ok, "{said}");
@@ -547,23 +557,23 @@ fn the_admin_commands_list_keys_and_projects_without_showing_a_key() {
         .unwrap()
         .to_owned();
 
-    let (ok, listed, _) = admin(&data, &["keys", "list"]);
+    let (ok, listed, _) = admin(db, &["keys", "list"]);
     assert!(ok);
     let row = listed.lines().find(|l| l.starts_with(&id)).unwrap();
     assert!(row.contains("research") && row.contains("nb"), "{row}");
     assert!(row.ends_with(" -"), "not revoked: {row}");
     assert!(!listed.contains(&key[4..]), "a key is never shown again");
 
-    let (ok, _, said) = admin(&data, &["keys", "revoke", &id]);
+    let (ok, _, said) = admin(db, &["keys", "revoke", &id]);
     assert!(ok, "{said}");
-    let (_, listed, _) = admin(&data, &["keys", "list"]);
+    let (_, listed, _) = admin(db, &["keys", "list"]);
     let row = listed.lines().find(|l| l.starts_with(&id)).unwrap();
     assert!(!row.ends_with(" -"), "revoked: {row}");
-    let (ok, _, said) = admin(&data, &["keys", "revoke", &id]);
+    let (ok, _, said) = admin(db, &["keys", "revoke", &id]);
     assert!(!ok && said.contains("no live key"), "{said}");
 
     let (ok, _, said) = admin(
-        &data,
+        db,
         &[
             "projects",
             "set-quota",
@@ -575,7 +585,7 @@ fn the_admin_commands_list_keys_and_projects_without_showing_a_key() {
         ],
     );
     assert!(ok, "{said}");
-    let (ok, listed, _) = admin(&data, &["projects", "list", "--quota-files-per-store", "7"]);
+    let (ok, listed, _) = admin(db, &["projects", "list", "--quota-files-per-store", "7"]);
     assert!(ok);
     let row = listed.lines().find(|l| l.contains(" research ")).unwrap();
     assert!(
@@ -587,6 +597,7 @@ fn the_admin_commands_list_keys_and_projects_without_showing_a_key() {
         listed.lines().any(|l| l.starts_with("proj_default ")),
         "{listed}"
     );
+    key
 }
 
 #[tokio::test]

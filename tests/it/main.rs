@@ -15,6 +15,8 @@ mod metrics;
 mod openapi;
 mod roles;
 mod storage_contract;
+mod pg;
+mod postgres;
 mod uploads;
 mod vector_stores;
 

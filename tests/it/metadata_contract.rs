@@ -1,11 +1,11 @@
 //! The promises of the [`Metadata`] and [`JobQueue`] seams, checked against every implementation.
 //! Each check is a plain function of a [`Backend`]; `contract_tests!` turns them into one test per
-//! check per backend, so a new backend (PostgreSQL) is one more line at the bottom.
+//! check per backend: SQLite, and PostgreSQL (a fresh database per test, see `pg.rs`).
 //!
 //! What is checked is what the services rely on: visibility and pagination, the cascades applied
 //! atomically with deletes, the fenced job queue, and the concurrency promises (two claimers never
 //! share a job; a stale claim cannot finish; racing parts never overfill an upload; an attach
-//! racing a delete never leaves a link).
+//! racing a delete never leaves a link; racing writers never overrun a quota).
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -28,18 +28,33 @@ pub struct Backend {
     _dir: Option<TempDir>,
 }
 
-pub async fn sqlite() -> Backend {
+pub async fn sqlite(_test: &str) -> Option<Backend> {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(
         ragstore::db::sqlite::SqliteMetadata::open(&dir.path().join("contract.db"))
             .await
             .unwrap(),
     );
-    Backend {
+    Some(Backend {
         meta: db.clone(),
         queue: db,
         _dir: Some(dir),
-    }
+    })
+}
+
+/// `None` (the test skips, saying why) without a PostgreSQL to test against.
+pub async fn postgres(test: &str) -> Option<Backend> {
+    let url = crate::pg::fresh_database(test).await?;
+    let db = Arc::new(
+        ragstore::db::postgres::PgMetadata::connect(&url, Some(ragstore::db::Wakeup::new()))
+            .await
+            .unwrap(),
+    );
+    Some(Backend {
+        meta: db.clone(),
+        queue: db,
+        _dir: None,
+    })
 }
 
 const T0: i64 = 1_700_000_000;
@@ -1045,6 +1060,44 @@ pub async fn two_claimers_never_get_the_same_job(b: Backend) {
     assert_eq!(distinct.len(), 120);
 }
 
+pub async fn racing_claims_never_run_a_job_beside_one_it_waits_for(b: Backend) {
+    // Detached and attached again before its ingest ran: the link's purge and the new ingest
+    // are both queued, and the ingest waits for the purge. Two claimers race for them; the
+    // second must see the first's purge running, never both at once.
+    let s = new_store(&b, T0).await;
+    for i in 0..30 {
+        let f = new_file(&b, T0).await;
+        attach(&b, &s, &f.id, T0).await;
+        b.meta
+            .detach_file(
+                &s.id,
+                &f.id,
+                &Cascade::file_detached(&project(), &s.id, &f.id),
+                T0,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(attach(&b, &s, &f.id, T0).await, Attached::New(_)));
+        let claims = join_all((0..2).map(|n| {
+            let queue = b.queue.clone();
+            tokio::spawn(async move { queue.claim(&format!("w{i}.{n}"), T0, LEASE).await.unwrap() })
+        }))
+        .await;
+        let claimed: Vec<Job> = claims.into_iter().filter_map(|c| c.unwrap()).collect();
+        assert_eq!(
+            kinds(&claimed),
+            vec![(
+                JobKind::PurgeVsFile,
+                Some(f.id.to_string()),
+                Some(s.id.to_string())
+            )],
+            "round {i}: the purge runs alone"
+        );
+        // It stays running: its ingest stays held back through the next rounds.
+    }
+}
+
 pub async fn a_stale_claim_cannot_heartbeat_or_finish(b: Backend) {
     let s = new_store(&b, T0).await;
     let f = new_file(&b, T0).await;
@@ -1370,6 +1423,506 @@ pub async fn progress_is_recorded_while_in_progress(b: Backend) {
     assert_eq!((r.status, r.chunks_indexed), (VsFileStatus::Completed, 10));
 }
 
+pub async fn keyword_indexing_is_queued_once_per_store(b: Backend) {
+    // Replicas starting together each try to queue it: one job.
+    let (s, other) = (new_store(&b, T0).await, new_store(&b, T0).await);
+    let tries = join_all((0..8).map(|_| {
+        let meta = b.meta.clone();
+        let id = s.id.clone();
+        tokio::spawn(async move {
+            meta.enqueue_keyword_index(&id, &project(), T0)
+                .await
+                .unwrap()
+        })
+    }))
+    .await;
+    assert_eq!(
+        tries.into_iter().filter(|t| *t.as_ref().unwrap()).count(),
+        1
+    );
+    assert!(b
+        .meta
+        .enqueue_keyword_index(&other.id, &project(), T0)
+        .await
+        .unwrap());
+    let jobs = claim_all(&b, T0).await;
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().all(|j| j.kind == JobKind::IndexKeywords));
+    // Not while it runs; again once it is done.
+    assert!(!b
+        .meta
+        .enqueue_keyword_index(&s.id, &project(), T0)
+        .await
+        .unwrap());
+    for j in &jobs {
+        assert!(b.queue.finish(j, &JobEnd::Done, None, T0).await.unwrap());
+    }
+    assert!(b
+        .meta
+        .enqueue_keyword_index(&s.id, &project(), T0)
+        .await
+        .unwrap());
+}
+
+// --- upload sessions, projects and keys, usage ---------------------------------------------------
+
+pub async fn a_session_key_is_held_while_its_session_or_object_lives(b: Backend) {
+    let other = ProjectId::parse("proj_other").unwrap();
+    let u1 = upload(10, T0 + 100);
+    assert!(b.meta.insert_session(&u1, "b", "k", T0).await.unwrap());
+    let obj = b
+        .meta
+        .get_session(&project(), &u1.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            obj.bucket.as_str(),
+            obj.key.as_str(),
+            &obj.upload_id,
+            obj.created_at
+        ),
+        ("b", "k", &u1.id, T0)
+    );
+    assert_eq!(b.meta.get_session(&other, &u1.id).await.unwrap(), None);
+    assert_eq!(
+        b.meta
+            .get_upload(&project(), &u1.id)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&u1)
+    );
+    // A live session holds the key; the refused one wrote nothing.
+    let u2 = upload(10, T0 + 100);
+    assert!(!b.meta.insert_session(&u2, "b", "k", T0).await.unwrap());
+    assert_eq!(b.meta.get_upload(&project(), &u2.id).await.unwrap(), None);
+    // An expired one does not: its name passes to the new session.
+    let mut u3 = upload(10, T0 + 1000);
+    u3.created_at = T0 + 100;
+    assert!(b
+        .meta
+        .insert_session(&u3, "b", "k", T0 + 100)
+        .await
+        .unwrap());
+    assert_eq!(b.meta.get_session(&project(), &u1.id).await.unwrap(), None);
+    // Completed: an object, listed, and it holds the key.
+    assert!(b
+        .meta
+        .list_buckets(&project(), T0 + 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let f = file_at(T0 + 100);
+    assert!(b
+        .meta
+        .complete_upload(&u3.id, &f, None, T0 + 100, NO_QUOTA)
+        .await
+        .unwrap());
+    let (obj, file) = b
+        .meta
+        .get_bucket_object(&project(), "b", "k", T0 + 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (obj.upload_id, obj.created_at, file),
+        (u3.id.clone(), T0 + 100, f.clone())
+    );
+    assert_eq!(
+        b.meta
+            .get_bucket_object(&other, "b", "k", T0 + 100)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!b
+        .meta
+        .insert_session(&upload(10, T0 + 1000), "b", "k", T0 + 100)
+        .await
+        .unwrap());
+    let u4 = upload(10, T0 + 1000);
+    assert!(b.meta.insert_session(&u4, "a", "z", T0).await.unwrap());
+    assert!(b
+        .meta
+        .complete_upload(&u4.id, &file_at(T0), None, T0, NO_QUOTA)
+        .await
+        .unwrap());
+    let u5 = upload(10, T0 + 1000);
+    assert!(b.meta.insert_session(&u5, "b", "a", T0).await.unwrap());
+    assert!(b
+        .meta
+        .complete_upload(&u5.id, &file_at(T0), None, T0, NO_QUOTA)
+        .await
+        .unwrap());
+    assert_eq!(
+        b.meta.list_buckets(&project(), T0 + 100).await.unwrap(),
+        vec!["a".to_owned(), "b".to_owned()]
+    );
+    let keys: Vec<String> = b
+        .meta
+        .list_bucket(&project(), "b", T0 + 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(o, _)| o.key)
+        .collect();
+    assert_eq!(keys, vec!["a".to_owned(), "k".to_owned()]);
+    assert!(b
+        .meta
+        .list_buckets(&other, T0 + 100)
+        .await
+        .unwrap()
+        .is_empty());
+    // Its file deleted: no object, the key is free, and a new session takes it.
+    b.meta
+        .delete_file(&project(), &f.id, &Cascade::file_deleted(&f), T0 + 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b.meta
+            .get_bucket_object(&project(), "b", "k", T0 + 100)
+            .await
+            .unwrap(),
+        None
+    );
+    let u6 = upload(10, T0 + 1000);
+    assert!(b
+        .meta
+        .insert_session(&u6, "b", "k", T0 + 100)
+        .await
+        .unwrap());
+    b.meta.delete_bucket_object(&u6.id).await.unwrap();
+    assert_eq!(b.meta.get_session(&project(), &u6.id).await.unwrap(), None);
+
+    // Sessions racing for one new key: one gets it.
+    for round in 0..5 {
+        let key = format!("race{round}");
+        let won = join_all((0..8).map(|_| {
+            let meta = b.meta.clone();
+            let (u, key) = (upload(10, T0 + 1000), key.clone());
+            tokio::spawn(async move { meta.insert_session(&u, "b", &key, T0).await.unwrap() })
+        }))
+        .await;
+        let won = won.into_iter().filter(|w| *w.as_ref().unwrap()).count();
+        assert_eq!(won, 1, "{key}");
+    }
+}
+
+pub async fn projects_and_keys(b: Backend) {
+    use ragstore::domain::{KeyId, KeyRecord, QuotaOverrides};
+    // Racing creators of one project get the same one.
+    let made = join_all((0..6).map(|_| {
+        let meta = b.meta.clone();
+        tokio::spawn(async move { meta.ensure_project("team", T0).await.unwrap() })
+    }))
+    .await;
+    let team = made[0].as_ref().unwrap().clone();
+    assert!(made.iter().all(|p| p.as_ref().unwrap() == &team));
+    assert_eq!(team.quotas, QuotaOverrides::default());
+    // By id, else by name: a project named like another's id does not shadow it.
+    let shadow = b
+        .meta
+        .ensure_project(team.id.as_str(), T0 + 1)
+        .await
+        .unwrap();
+    assert_ne!(shadow.id, team.id);
+    assert_eq!(
+        b.meta.find_project(team.id.as_str()).await.unwrap(),
+        Some(team.clone())
+    );
+    assert_eq!(
+        b.meta.find_project("team").await.unwrap(),
+        Some(team.clone())
+    );
+    assert_eq!(b.meta.find_project("nobody").await.unwrap(), None);
+    let names: Vec<String> = b
+        .meta
+        .list_projects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(
+        names,
+        vec!["default".to_owned(), "team".to_owned(), team.id.to_string()]
+    );
+    let q = QuotaOverrides {
+        stored_bytes: Some(5),
+        files_per_store: None,
+        stores: Some(2),
+    };
+    assert!(b.meta.set_project_quotas(&team.id, &q).await.unwrap());
+    assert_eq!(
+        b.meta.find_project("team").await.unwrap().unwrap().quotas,
+        q
+    );
+    let nobody = ProjectId::parse("proj_nobody").unwrap();
+    assert!(!b.meta.set_project_quotas(&nobody, &q).await.unwrap());
+
+    assert!(!b.meta.any_live_key().await.unwrap());
+    let key = |created_at: i64| KeyRecord {
+        id: KeyId::generate(),
+        project_id: team.id.clone(),
+        name: Some("nb".into()),
+        hash: [7; 32],
+        hint: "ab12".into(),
+        created_at,
+        revoked_at: None,
+    };
+    let (k1, k2) = (key(T0 + 1), key(T0));
+    b.meta.insert_key(&k1).await.unwrap();
+    b.meta.insert_key(&k2).await.unwrap();
+    assert_eq!(b.meta.get_key(&k1.id).await.unwrap(), Some(k1.clone()));
+    assert_eq!(
+        b.meta.list_keys().await.unwrap(),
+        vec![k2.clone(), k1.clone()]
+    );
+    assert!(b.meta.any_live_key().await.unwrap());
+    assert!(b.meta.revoke_key(&k1.id, T0 + 5).await.unwrap());
+    assert!(!b.meta.revoke_key(&k1.id, T0 + 6).await.unwrap());
+    assert!(!b.meta.revoke_key(&KeyId::generate(), T0).await.unwrap());
+    assert_eq!(
+        b.meta.get_key(&k1.id).await.unwrap().unwrap().revoked_at,
+        Some(T0 + 5)
+    );
+    assert!(b.meta.any_live_key().await.unwrap());
+    assert!(b.meta.revoke_key(&k2.id, T0 + 5).await.unwrap());
+    assert!(!b.meta.any_live_key().await.unwrap());
+}
+
+pub async fn usage_and_queue_stats_count_what_is_held(b: Backend) {
+    let (f, g) = (new_file(&b, T0).await, new_file(&b, T0).await);
+    b.meta
+        .delete_file(&project(), &g.id, &Cascade::file_deleted(&g), T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let (s, t, gone) = (
+        new_store(&b, T0).await,
+        new_store(&b, T0).await,
+        new_store(&b, T0).await,
+    );
+    for (store, n) in [(&s, 3), (&t, 5), (&gone, 9)] {
+        let h = new_file(&b, T0).await;
+        attach(&b, store, &h.id, T0).await;
+        b.meta
+            .set_vs_file_progress(&store.id, &h.id, n, Some(n))
+            .await
+            .unwrap();
+    }
+    attach(&b, &s, &f.id, T0).await;
+    b.meta
+        .set_vs_file_progress(&s.id, &f.id, 1, None)
+        .await
+        .unwrap();
+    b.meta
+        .delete_vector_store(
+            &project(),
+            &gone.id,
+            &Cascade::store_deleted(&project(), &gone.id),
+            T0,
+        )
+        .await
+        .unwrap();
+    let usage = b.meta.usage(5).await.unwrap();
+    assert_eq!(usage.stored_bytes, 40, "4 live files of 10 bytes");
+    assert_eq!(usage.top_stores, vec![(t.id.clone(), 5), (s.id.clone(), 4)]);
+    assert_eq!(
+        b.meta.usage(1).await.unwrap().top_stores,
+        vec![(t.id.clone(), 5)]
+    );
+    let (counts, _) = b.meta.store_stats(&s.id).await.unwrap();
+    assert_eq!(counts.total(), 2);
+
+    let stats = b.queue.stats(T0 + 30).await.unwrap();
+    // Ingests of f and three files (the deleted store's cancelled), purges of g and the store.
+    assert_eq!(stats.queued, 5, "{stats:?}");
+    assert_eq!(stats.oldest_queued_secs, 30);
+    let count = |kind: &str, status: &str| {
+        stats
+            .by_kind_status
+            .iter()
+            .find(|(k, s, _)| k == kind && s == status)
+            .map_or(0, |(_, _, n)| *n)
+    };
+    assert_eq!(count("ingest", "queued"), 3);
+    assert_eq!(count("ingest", "cancelled"), 1);
+    assert_eq!(count("purge_file", "queued"), 1);
+    assert_eq!(count("purge_store", "queued"), 1);
+    let mut sorted = stats.by_kind_status.clone();
+    sorted.sort();
+    assert_eq!(sorted, stats.by_kind_status, "ordered by kind, then status");
+    claim_all(&b, T0 + 30).await;
+    let stats = b.queue.stats(T0 + 30).await.unwrap();
+    assert_eq!((stats.queued, stats.oldest_queued_secs), (0, 0));
+}
+
+// --- quotas under concurrency ---------------------------------------------------------------------
+
+/// `Some(x)` for a success, `None` for a refusal over `limit`; any other error fails the test.
+fn within_quota<T>(r: ragstore::domain::Result<T>, limit: i64) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(ragstore::domain::Error::QuotaExceeded { limit: l, .. }) if l == limit => None,
+        Err(e) => panic!("expected success or a quota error: {e:?}"),
+    }
+}
+
+pub async fn racing_files_never_overrun_the_stored_bytes_quota(b: Backend) {
+    // 100 bytes allowed: 16 uploaded files and 8 completed uploads of 10 bytes each race.
+    let uploads: Vec<UploadRecord> = (0..8).map(|_| upload(10, T0 + 3600)).collect();
+    for u in &uploads {
+        b.meta.insert_upload(u).await.unwrap();
+    }
+    let tasks = (0..24).map(|i| {
+        let meta = b.meta.clone();
+        let f = file_at(T0);
+        let u = uploads.get(i).map(|u| u.id.clone());
+        tokio::spawn(async move {
+            let job = extract_job(&f);
+            let r = match &u {
+                Some(u) => meta
+                    .complete_upload(u, &f, Some(&job), T0, 100)
+                    .await
+                    .map(|done| assert!(done, "a pending upload")),
+                None => meta.insert_file(&f, Some(&job), 100).await,
+            };
+            within_quota(r, 100).map(|()| f.id)
+        })
+    });
+    let stored: Vec<FileId> = join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.unwrap())
+        .collect();
+    assert_eq!(stored.len(), 10, "100 bytes fit, in files of 10");
+    assert_eq!(b.meta.stored_bytes(&project()).await.unwrap(), 100);
+    // Nothing of a refused file remains: its row, its job, its upload's completion.
+    let jobs = claim_all(&b, T0).await;
+    assert_eq!(jobs.len(), 10, "one extraction job per stored file");
+    for j in &jobs {
+        assert!(stored.contains(j.file_id.as_ref().unwrap()));
+    }
+    let mut completed = 0;
+    for u in &uploads {
+        let got = b.meta.get_upload(&project(), &u.id).await.unwrap().unwrap();
+        match got.status {
+            UploadStatus::Completed => {
+                completed += 1;
+                assert!(stored.contains(got.file_id.as_ref().unwrap()));
+            }
+            status => assert_eq!(status, UploadStatus::Pending, "refused: still pending"),
+        }
+    }
+    assert!(completed <= 8);
+}
+
+pub async fn racing_attaches_never_overrun_files_per_store(b: Backend) {
+    // 6 places: 16 single attaches and 4 batches of 2 files race for them.
+    let s = new_store(&b, T0).await;
+    let mut singles = Vec::new();
+    for _ in 0..16 {
+        singles.push(new_file(&b, T0).await.id);
+    }
+    let mut batches = Vec::new();
+    for _ in 0..4 {
+        let batch = FileBatchRecord {
+            id: FileBatchId::generate(),
+            vector_store_id: s.id.clone(),
+            project_id: project(),
+            created_at: T0,
+            cancelled: false,
+        };
+        let rows = vec![
+            link(&s, &new_file(&b, T0).await.id, Some(&batch.id)),
+            link(&s, &new_file(&b, T0).await.id, Some(&batch.id)),
+        ];
+        batches.push((batch, rows));
+    }
+    let single_tasks = singles.iter().map(|f| {
+        let meta = b.meta.clone();
+        let (row, job) = link(&s, f, None);
+        tokio::spawn(async move {
+            match within_quota(meta.attach_file(&row, &job, T0, 6).await, 6) {
+                Some(Attached::New(_)) => 1,
+                None => 0,
+                Some(other) => panic!("{other:?}"),
+            }
+        })
+    });
+    let batch_tasks = batches.iter().map(|(batch, rows)| {
+        let meta = b.meta.clone();
+        let (batch, rows) = (batch.clone(), rows.clone());
+        tokio::spawn(async move {
+            match within_quota(meta.create_batch(&batch, &rows, T0, 6).await, 6) {
+                Some(gone) => {
+                    assert!(gone.is_empty());
+                    2
+                }
+                None => 0,
+            }
+        })
+    });
+    let (a, c) = futures_util::join!(join_all(single_tasks), join_all(batch_tasks));
+    let attached: usize = a.into_iter().chain(c).map(|r| r.unwrap()).sum();
+    // Singles keep attaching until the store is full, so it ends exactly full.
+    assert_eq!(attached, 6);
+    let w = ListWindow {
+        order: Order::Asc,
+        after: None,
+        before: None,
+        limit: 100,
+    };
+    let listed = b.meta.list_vs_files(&s.id, None, None, &w).await.unwrap();
+    assert_eq!(listed.len(), 6);
+    assert_eq!(claim_all(&b, T0).await.len(), 6, "one ingest job per file");
+    for (batch, _) in &batches {
+        let there = b.meta.get_batch(&s.id, &batch.id).await.unwrap().is_some();
+        let members = listed
+            .iter()
+            .filter(|f| f.batch_id.as_ref() == Some(&batch.id))
+            .count();
+        assert_eq!(
+            members,
+            if there { 2 } else { 0 },
+            "a refused batch left nothing"
+        );
+    }
+}
+
+pub async fn racing_stores_never_overrun_the_store_quota(b: Backend) {
+    let quotas = Quotas {
+        stores: 3,
+        ..Quotas::DEFAULT
+    };
+    let tasks = (0..12).map(|_| {
+        let meta = b.meta.clone();
+        let s = store_at(T0);
+        tokio::spawn(async move {
+            within_quota(meta.create_vector_store(&s, &[], T0, &quotas).await, 3).map(|_| s.id)
+        })
+    });
+    let created: BTreeSet<VectorStoreId> = join_all(tasks)
+        .await
+        .into_iter()
+        .filter_map(|r| r.unwrap())
+        .collect();
+    assert_eq!(created.len(), 3);
+    let live: BTreeSet<VectorStoreId> = b
+        .meta
+        .live_stores()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(live, created);
+}
+
 /// One `#[tokio::test]` per contract check for a backend opened by `$open`.
 macro_rules! contract_tests {
     ($backend:ident, $open:ident, [$($check:ident),* $(,)?]) => {
@@ -1377,7 +1930,10 @@ macro_rules! contract_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $check() {
-                    super::$check(super::$open().await).await
+                    let test = concat!(stringify!($backend), "::", stringify!($check));
+                    if let Some(backend) = super::$open(test).await {
+                        super::$check(backend).await
+                    }
                 }
             )*
         }
@@ -1404,6 +1960,7 @@ macro_rules! all_contract_tests {
                 a_purge_waits_until_the_jobs_it_undoes_have_stopped,
                 store_lists_filter_by_batch_and_status,
                 two_claimers_never_get_the_same_job,
+                racing_claims_never_run_a_job_beside_one_it_waits_for,
                 purges_are_claimed_before_a_backlog,
                 a_stale_claim_cannot_heartbeat_or_finish,
                 only_expired_leases_are_requeued,
@@ -1411,9 +1968,17 @@ macro_rules! all_contract_tests {
                 caches_store_text_chunks_and_embeddings_per_model,
                 cache_writes_for_a_deleted_file_are_refused,
                 progress_is_recorded_while_in_progress,
+                keyword_indexing_is_queued_once_per_store,
+                a_session_key_is_held_while_its_session_or_object_lives,
+                projects_and_keys,
+                usage_and_queue_stats_count_what_is_held,
+                racing_files_never_overrun_the_stored_bytes_quota,
+                racing_attaches_never_overrun_files_per_store,
+                racing_stores_never_overrun_the_store_quota,
             ]
         );
     };
 }
 
 all_contract_tests!(sqlite_backend, sqlite);
+all_contract_tests!(postgres_backend, postgres);

@@ -1,40 +1,11 @@
 //! Projects and API keys on SQLite.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::{db_err, SqliteMetadata};
-use crate::db::AuthMetadata;
-use crate::domain::{Error, KeyId, KeyRecord, ProjectId, ProjectRecord, QuotaOverrides, Result};
-
-fn project_from_row(r: &SqliteRow) -> Result<ProjectRecord> {
-    Ok(ProjectRecord {
-        id: ProjectId::from_db(r.try_get("id").map_err(db_err)?),
-        name: r.try_get("name").map_err(db_err)?,
-        created_at: r.try_get("created_at").map_err(db_err)?,
-        quotas: QuotaOverrides {
-            stored_bytes: r.try_get("quota_stored_bytes").map_err(db_err)?,
-            files_per_store: r.try_get("quota_files_per_store").map_err(db_err)?,
-            stores: r.try_get("quota_stores").map_err(db_err)?,
-        },
-    })
-}
-
-fn key_from_row(r: &SqliteRow) -> Result<KeyRecord> {
-    let hash: Vec<u8> = r.try_get("hash").map_err(db_err)?;
-    Ok(KeyRecord {
-        id: KeyId::from_db(r.try_get("id").map_err(db_err)?),
-        project_id: ProjectId::from_db(r.try_get("project_id").map_err(db_err)?),
-        name: r.try_get("name").map_err(db_err)?,
-        hash: hash
-            .try_into()
-            .map_err(|_| Error::Internal(anyhow::anyhow!("a stored key hash is not 32 bytes")))?,
-        hint: r.try_get("hint").map_err(db_err)?,
-        created_at: r.try_get("created_at").map_err(db_err)?,
-        revoked_at: r.try_get("revoked_at").map_err(db_err)?,
-    })
-}
+use crate::db::{rows, AuthMetadata};
+use crate::domain::{KeyId, KeyRecord, ProjectId, ProjectRecord, QuotaOverrides, Result};
 
 #[async_trait]
 impl AuthMetadata for SqliteMetadata {
@@ -47,7 +18,7 @@ impl AuthMetadata for SqliteMetadata {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;
-        row.as_ref().map(project_from_row).transpose()
+        row.as_ref().map(rows::project).transpose()
     }
 
     async fn ensure_project(&self, name: &str, now: i64) -> Result<ProjectRecord> {
@@ -63,7 +34,7 @@ impl AuthMetadata for SqliteMetadata {
             .fetch_one(&self.pool)
             .await
             .map_err(db_err)?;
-        project_from_row(&row)
+        rows::project(&row)
     }
 
     async fn list_projects(&self) -> Result<Vec<ProjectRecord>> {
@@ -71,7 +42,7 @@ impl AuthMetadata for SqliteMetadata {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter().map(project_from_row).collect()
+        rows.iter().map(rows::project).collect()
     }
 
     async fn set_project_quotas(&self, id: &ProjectId, q: &QuotaOverrides) -> Result<bool> {
@@ -113,7 +84,7 @@ impl AuthMetadata for SqliteMetadata {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(key_from_row).transpose()
+        row.as_ref().map(rows::key).transpose()
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
@@ -121,7 +92,7 @@ impl AuthMetadata for SqliteMetadata {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter().map(key_from_row).collect()
+        rows.iter().map(rows::key).collect()
     }
 
     async fn revoke_key(&self, id: &KeyId, now: i64) -> Result<bool> {

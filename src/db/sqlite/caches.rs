@@ -1,42 +1,12 @@
 //! The per-file caches: extracted text, chunks per chunking, embeddings per model.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{corrupt, db_err, json_text, SqliteMetadata};
+use super::{db_err, SqliteMetadata};
+use crate::db::rows::{self, json_text};
 use crate::db::{CacheMetadata, ChunkRow, FileText};
-use crate::domain::{Chunking, FileId, IngestErrorCode, Result};
-
-fn vec_to_blob(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn blob_to_vec(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// A chunk row, with its embedding if that is `model`'s.
-fn chunk_from_row(row: &SqliteRow, model: Option<&str>) -> Result<ChunkRow> {
-    let extra: String = row.try_get("extra").map_err(db_err)?;
-    let idx: i64 = row.try_get("idx").map_err(db_err)?;
-    let embedded_by: Option<String> = row.try_get("embed_model").map_err(db_err)?;
-    let embedding = match model {
-        Some(m) if embedded_by.as_deref() == Some(m) => row
-            .try_get::<Option<Vec<u8>>, _>("embedding")
-            .map_err(db_err)?
-            .map(|b| blob_to_vec(&b)),
-        _ => None,
-    };
-    Ok(ChunkRow {
-        idx: idx as u32,
-        text: row.try_get("text").map_err(db_err)?,
-        extra: serde_json::from_str(&extra).map_err(|_| corrupt("chunk extra"))?,
-        embedding,
-    })
-}
+use crate::domain::{Chunking, FileId, Result};
 
 #[async_trait]
 impl CacheMetadata for SqliteMetadata {
@@ -46,59 +16,11 @@ impl CacheMetadata for SqliteMetadata {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        let Some(r) = row else { return Ok(None) };
-        let status: String = r.try_get("status").map_err(db_err)?;
-        if status == "ok" {
-            let sections: String = r.try_get("sections").map_err(db_err)?;
-            Ok(Some(FileText::Ok {
-                storage_key: r
-                    .try_get::<Option<String>, _>("storage_key")
-                    .map_err(db_err)?
-                    .ok_or_else(|| corrupt("text without key"))?,
-                format: r
-                    .try_get::<Option<String>, _>("format")
-                    .map_err(db_err)?
-                    .unwrap_or_default(),
-                sections: serde_json::from_str(&sections).map_err(|_| corrupt("text sections"))?,
-            }))
-        } else {
-            let code: Option<String> = r.try_get("error_code").map_err(db_err)?;
-            Ok(Some(FileText::Failed {
-                code: code
-                    .as_deref()
-                    .and_then(IngestErrorCode::parse)
-                    .unwrap_or(IngestErrorCode::ServerError),
-                message: r
-                    .try_get::<Option<String>, _>("error_message")
-                    .map_err(db_err)?
-                    .unwrap_or_default(),
-            }))
-        }
+        row.as_ref().map(rows::file_text).transpose()
     }
 
     async fn put_file_text(&self, file: &FileId, text: &FileText, now: i64) -> Result<bool> {
-        let (status, key, format, code, message, sections) = match text {
-            FileText::Ok {
-                storage_key,
-                format,
-                sections,
-            } => (
-                "ok",
-                Some(storage_key.as_str()),
-                Some(format.as_str()),
-                None,
-                None,
-                json_text(sections),
-            ),
-            FileText::Failed { code, message } => (
-                "failed",
-                None,
-                None,
-                Some(code.as_str()),
-                Some(message.as_str()),
-                "[]".to_owned(),
-            ),
-        };
+        let t = rows::text_columns(text);
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         if !lock_live_file(&mut tx, file).await? {
             return Ok(false);
@@ -110,13 +32,13 @@ impl CacheMetadata for SqliteMetadata {
              error_message = excluded.error_message, sections = excluded.sections",
         )
         .bind(file.as_str())
-        .bind(status)
-        .bind(key)
-        .bind(format)
-        .bind(code)
-        .bind(message)
+        .bind(t.status)
+        .bind(t.storage_key)
+        .bind(t.format)
+        .bind(t.error_code)
+        .bind(t.error_message)
         .bind(now)
-        .bind(sections)
+        .bind(t.sections)
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -220,7 +142,7 @@ impl CacheMetadata for SqliteMetadata {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter().map(|r| chunk_from_row(r, vectors_of)).collect()
+        rows.iter().map(|r| rows::chunk(r, vectors_of)).collect()
     }
 
     async fn set_embeddings(
@@ -236,7 +158,7 @@ impl CacheMetadata for SqliteMetadata {
             sqlx::query(
                 "UPDATE file_chunks SET embedding = ?, embed_model = ? WHERE file_id = ? AND chunking = ? AND idx = ?",
             )
-            .bind(vec_to_blob(v))
+            .bind(rows::vector_bytes(v))
             .bind(model)
             .bind(file.as_str())
             .bind(&key)

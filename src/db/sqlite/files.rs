@@ -1,70 +1,17 @@
 //! Files and uploads.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::{
     bind_window, cancel_jobs, check_quota, db_err, insert_job, window_sql, SqliteMetadata,
 };
-use crate::db::{FileListQuery, FileMetadata, ListWindow};
+use crate::db::{rows, FileListQuery, FileMetadata, ListWindow};
 use crate::domain::Quota;
 use crate::domain::{
-    BucketObject, Cascade, Error, FileId, FileRecord, FileStatus, NewJob, PartId, PartRecord,
-    ProjectId, Purpose, Result, UploadId, UploadRecord, UploadStatus,
+    BucketObject, Cascade, FileId, FileRecord, FileStatus, NewJob, PartId, PartRecord, ProjectId,
+    Result, UploadId, UploadRecord, UploadStatus,
 };
-
-fn corrupt_value(what: &str, value: &str) -> Error {
-    Error::Internal(anyhow::anyhow!("unexpected {what} {value:?} in database"))
-}
-
-pub(super) fn file_from_row(row: &SqliteRow) -> Result<FileRecord> {
-    let purpose: String = row.try_get("purpose").map_err(db_err)?;
-    let status: String = row.try_get("status").map_err(db_err)?;
-    Ok(FileRecord {
-        id: FileId::from_db(row.try_get("id").map_err(db_err)?),
-        project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
-        filename: row.try_get("filename").map_err(db_err)?,
-        purpose: Purpose::parse(&purpose).ok_or_else(|| corrupt_value("purpose", &purpose))?,
-        bytes: row.try_get("bytes").map_err(db_err)?,
-        created_at: row.try_get("created_at").map_err(db_err)?,
-        expires_at: row.try_get("expires_at").map_err(db_err)?,
-        status: FileStatus::parse(&status).ok_or_else(|| corrupt_value("file status", &status))?,
-        status_details: row.try_get("status_details").map_err(db_err)?,
-        storage_key: row.try_get("storage_key").map_err(db_err)?,
-    })
-}
-
-fn upload_from_row(row: &SqliteRow) -> Result<UploadRecord> {
-    let purpose: String = row.try_get("purpose").map_err(db_err)?;
-    let status: String = row.try_get("status").map_err(db_err)?;
-    let file_id: Option<String> = row.try_get("file_id").map_err(db_err)?;
-    Ok(UploadRecord {
-        id: UploadId::from_db(row.try_get("id").map_err(db_err)?),
-        project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
-        filename: row.try_get("filename").map_err(db_err)?,
-        purpose: Purpose::parse(&purpose).ok_or_else(|| corrupt_value("purpose", &purpose))?,
-        bytes: row.try_get("bytes").map_err(db_err)?,
-        mime_type: row.try_get("mime_type").map_err(db_err)?,
-        created_at: row.try_get("created_at").map_err(db_err)?,
-        expires_at: row.try_get("expires_at").map_err(db_err)?,
-        status: UploadStatus::parse(&status)
-            .ok_or_else(|| corrupt_value("upload status", &status))?,
-        file_id: file_id.map(FileId::from_db),
-        file_expires_after: row.try_get("file_expires_after").map_err(db_err)?,
-    })
-}
-
-fn part_from_row(row: &SqliteRow) -> Result<PartRecord> {
-    Ok(PartRecord {
-        id: PartId::from_db(row.try_get("id").map_err(db_err)?),
-        upload_id: UploadId::from_db(row.try_get("upload_id").map_err(db_err)?),
-        project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
-        created_at: row.try_get("created_at").map_err(db_err)?,
-        bytes: row.try_get("bytes").map_err(db_err)?,
-        storage_key: row.try_get("storage_key").map_err(db_err)?,
-    })
-}
 
 const INSERT_UPLOAD: &str =
     "INSERT INTO uploads (id, project_id, filename, purpose, bytes, mime_type, created_at, \
@@ -82,16 +29,6 @@ fn bind_upload<'q>(q: super::Query<'q>, u: &'q UploadRecord) -> super::Query<'q>
         .bind(u.status.as_str())
         .bind(u.file_id.as_ref().map(|f| f.as_str()))
         .bind(u.file_expires_after)
-}
-
-fn bucket_object_from_row(row: &SqliteRow) -> Result<BucketObject> {
-    Ok(BucketObject {
-        bucket: row.try_get("bucket").map_err(db_err)?,
-        key: row.try_get("key").map_err(db_err)?,
-        upload_id: UploadId::from_db(row.try_get("upload_id").map_err(db_err)?),
-        mime_type: row.try_get("mime_type").map_err(db_err)?,
-        created_at: row.try_get("object_created_at").map_err(db_err)?,
-    })
 }
 
 /// Objects with their files: those whose upload completed into a file visible at `?`.
@@ -164,7 +101,7 @@ impl FileMetadata for SqliteMetadata {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(file_from_row).transpose()
+        row.as_ref().map(rows::file).transpose()
     }
 
     async fn file_position(
@@ -210,7 +147,7 @@ impl FileMetadata for SqliteMetadata {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter().map(file_from_row).collect()
+        rows.iter().map(rows::file).collect()
     }
 
     async fn delete_file(
@@ -235,7 +172,7 @@ impl FileMetadata for SqliteMetadata {
             tx.rollback().await.map_err(db_err)?;
             return Ok(None);
         };
-        let file = file_from_row(&row)?;
+        let file = rows::file(&row)?;
         sqlx::query("DELETE FROM vector_store_files WHERE file_id = ?")
             .bind(id.as_str())
             .execute(&mut *tx)
@@ -256,7 +193,7 @@ impl FileMetadata for SqliteMetadata {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter().map(file_from_row).collect()
+        rows.iter().map(rows::file).collect()
     }
 
     async fn purge_file_row(&self, id: &FileId) -> Result<()> {
@@ -292,7 +229,7 @@ impl FileMetadata for SqliteMetadata {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(upload_from_row).transpose()
+        row.as_ref().map(rows::upload).transpose()
     }
 
     async fn insert_part(&self, p: &PartRecord, now: i64, max_total: i64) -> Result<bool> {
@@ -348,7 +285,7 @@ impl FileMetadata for SqliteMetadata {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        rows.iter().map(part_from_row).collect()
+        rows.iter().map(rows::part).collect()
     }
 
     async fn part_exists(&self, id: &PartId) -> Result<bool> {
@@ -549,7 +486,7 @@ impl FileMetadata for SqliteMetadata {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;
-        row.as_ref().map(bucket_object_from_row).transpose()
+        row.as_ref().map(rows::bucket_object).transpose()
     }
 
     async fn get_bucket_object(
@@ -568,7 +505,7 @@ impl FileMetadata for SqliteMetadata {
             .await
             .map_err(db_err)?;
         row.as_ref()
-            .map(|r| Ok((bucket_object_from_row(r)?, file_from_row(r)?)))
+            .map(|r| Ok((rows::bucket_object(r)?, rows::file(r)?)))
             .transpose()
     }
 
@@ -586,7 +523,7 @@ impl FileMetadata for SqliteMetadata {
             .await
             .map_err(db_err)?;
         rows.iter()
-            .map(|r| Ok((bucket_object_from_row(r)?, file_from_row(r)?)))
+            .map(|r| Ok((rows::bucket_object(r)?, rows::file(r)?)))
             .collect()
     }
 

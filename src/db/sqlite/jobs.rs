@@ -1,32 +1,11 @@
 //! The job queue.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{corrupt, db_err, SqliteMetadata};
-use crate::db::JobQueue;
-use crate::domain::{
-    FileId, Job, JobEnd, JobKind, ProjectId, Result, VectorStoreId, VsFileOutcome,
-};
-
-fn job_from_row(row: &SqliteRow) -> Result<Job> {
-    let kind: String = row.try_get("kind").map_err(db_err)?;
-    let file: Option<String> = row.try_get("file_id").map_err(db_err)?;
-    let store: Option<String> = row.try_get("vector_store_id").map_err(db_err)?;
-    Ok(Job {
-        id: row.try_get("id").map_err(db_err)?,
-        kind: JobKind::parse(&kind).ok_or_else(|| corrupt("job kind"))?,
-        project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
-        file_id: file.map(FileId::from_db),
-        vector_store_id: store.map(VectorStoreId::from_db),
-        attempts: row.try_get("attempts").map_err(db_err)?,
-        locked_by: row
-            .try_get::<Option<String>, _>("locked_by")
-            .map_err(db_err)?
-            .unwrap_or_default(),
-    })
-}
+use super::{db_err, SqliteMetadata};
+use crate::db::{rows, JobQueue};
+use crate::domain::{Job, JobEnd, JobKind, Result, VsFileOutcome};
 
 /// The claim: the oldest queued job due by now that waits for no leased job (see
 /// [`JobKind::waits_for`]; one clause per kind that waits, bound in [`JobKind::ALL`] order),
@@ -95,7 +74,7 @@ impl JobQueue for SqliteMetadata {
                 }
             }
             if let Some(row) = q.fetch_optional(&self.pool).await.map_err(db_err)? {
-                return job_from_row(&row).map(Some);
+                return rows::job(&row).map(Some);
             }
         }
         Ok(None)

@@ -101,14 +101,6 @@ pub(crate) fn db_err(e: sqlx::Error) -> Error {
     }
 }
 
-fn corrupt(what: &str) -> Error {
-    Error::Internal(anyhow::anyhow!("unexpected {what} in database"))
-}
-
-fn json_text<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned())
-}
-
 async fn insert_job(tx: &mut Tx<'_>, job: &NewJob, now: i64) -> Result<i64> {
     let row = sqlx::query(
         "INSERT INTO jobs (kind, project_id, file_id, vector_store_id, status, run_after, created_at, updated_at) \

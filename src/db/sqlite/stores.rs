@@ -1,83 +1,18 @@
 //! Vector stores, the files in them, and file batches.
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
-use std::collections::BTreeMap;
 
 use super::{
-    bind_window, cancel_jobs, check_quota, corrupt, db_err, insert_job, json_text, window_sql,
-    SqliteMetadata, Tx, CANCEL_STATUS,
+    bind_window, cancel_jobs, check_quota, db_err, insert_job, window_sql, SqliteMetadata, Tx,
+    CANCEL_STATUS,
 };
+use crate::db::rows::{self, json_text};
 use crate::db::{Attached, ListWindow, Position, StoreMetadata};
 use crate::domain::{
-    Attributes, Cascade, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId,
-    IngestErrorCode, JobKind, NewJob, ProjectId, Quota, Quotas, Result, VectorStoreId,
-    VectorStoreRecord, VsFileRecord, VsFileStatus,
+    Attributes, Cascade, FileBatchId, FileBatchRecord, FileCounts, FileId, JobKind, NewJob,
+    ProjectId, Quota, Quotas, Result, VectorStoreId, VectorStoreRecord, VsFileRecord, VsFileStatus,
 };
-
-fn store_from_row(row: &SqliteRow) -> Result<VectorStoreRecord> {
-    let metadata: String = row.try_get("metadata").map_err(db_err)?;
-    Ok(VectorStoreRecord {
-        id: VectorStoreId::from_db(row.try_get("id").map_err(db_err)?),
-        project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
-        name: row.try_get("name").map_err(db_err)?,
-        description: row.try_get("description").map_err(db_err)?,
-        metadata: serde_json::from_str::<BTreeMap<String, String>>(&metadata)
-            .map_err(|_| corrupt("vector store metadata"))?,
-        created_at: row.try_get("created_at").map_err(db_err)?,
-        last_active_at: row.try_get("last_active_at").map_err(db_err)?,
-        expires_after_days: row.try_get("expires_after_days").map_err(db_err)?,
-    })
-}
-
-fn vs_file_from_row(row: &SqliteRow) -> Result<VsFileRecord> {
-    let status: String = row.try_get("status").map_err(db_err)?;
-    let attributes: String = row.try_get("attributes").map_err(db_err)?;
-    let code: Option<String> = row.try_get("last_error_code").map_err(db_err)?;
-    let message: Option<String> = row.try_get("last_error_message").map_err(db_err)?;
-    let batch: Option<String> = row.try_get("batch_id").map_err(db_err)?;
-    let max: i64 = row.try_get("chunk_max_tokens").map_err(db_err)?;
-    let overlap: i64 = row.try_get("chunk_overlap_tokens").map_err(db_err)?;
-    Ok(VsFileRecord {
-        vector_store_id: VectorStoreId::from_db(row.try_get("vector_store_id").map_err(db_err)?),
-        file_id: FileId::from_db(row.try_get("file_id").map_err(db_err)?),
-        project_id: ProjectId::from_db(row.try_get("project_id").map_err(db_err)?),
-        batch_id: batch.map(FileBatchId::from_db),
-        created_at: row.try_get("created_at").map_err(db_err)?,
-        status: VsFileStatus::parse(&status).ok_or_else(|| corrupt("vector store file status"))?,
-        usage_bytes: row.try_get("usage_bytes").map_err(db_err)?,
-        chunking: Chunking {
-            max_tokens: max as u32,
-            overlap_tokens: overlap as u32,
-        },
-        attributes: serde_json::from_str::<Attributes>(&attributes)
-            .map_err(|_| corrupt("attributes"))?,
-        chunks_indexed: row.try_get::<i64, _>("chunks_indexed").map_err(db_err)? as u32,
-        chunks_total: row
-            .try_get::<Option<i64>, _>("chunks_total")
-            .map_err(db_err)?
-            .map(|n| n as u32),
-        last_error: match (code, message) {
-            (Some(c), Some(m)) => Some((
-                IngestErrorCode::parse(&c).ok_or_else(|| corrupt("error code"))?,
-                m,
-            )),
-            _ => None,
-        },
-    })
-}
-
-/// File counts from rows of `status, COUNT(*) AS n`.
-fn counts_from_rows(rows: &[SqliteRow]) -> Result<FileCounts> {
-    let mut counts = FileCounts::default();
-    for r in rows {
-        let status: String = r.try_get("status").map_err(db_err)?;
-        let status = VsFileStatus::parse(&status).ok_or_else(|| corrupt("status"))?;
-        counts.add(status, r.try_get("n").map_err(db_err)?);
-    }
-    Ok(counts)
-}
 
 /// Inserts the row only if the file is visible in its project and the store is live at this
 /// moment, in the caller's transaction; `false` if it is already there or either is gone.
@@ -124,7 +59,7 @@ async fn fetch_vs_file<'e, E: sqlx::Executor<'e, Database = sqlx::Sqlite>>(
             .fetch_optional(e)
             .await
             .map_err(db_err)?;
-    row.as_ref().map(vs_file_from_row).transpose()
+    row.as_ref().map(rows::vs_file).transpose()
 }
 
 /// Attaches each file with its job; returns the files left out because they are gone.
@@ -262,7 +197,7 @@ impl StoreMetadata for SqliteMetadata {
         .fetch_optional(&self.pool)
         .await
         .map_err(db_err)?;
-        row.as_ref().map(store_from_row).transpose()
+        row.as_ref().map(rows::store).transpose()
     }
 
     async fn vector_store_position(
@@ -295,7 +230,7 @@ impl StoreMetadata for SqliteMetadata {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter().map(store_from_row).collect()
+        rows.iter().map(rows::store).collect()
     }
 
     async fn update_vector_store(&self, s: &VectorStoreRecord) -> Result<()> {
@@ -373,7 +308,7 @@ impl StoreMetadata for SqliteMetadata {
         for r in &rows {
             usage += r.try_get::<i64, _>("bytes").map_err(db_err)?;
         }
-        Ok((counts_from_rows(&rows)?, usage))
+        Ok((rows::counts(&rows)?, usage))
     }
 
     async fn purge_vector_store_rows(&self, id: &VectorStoreId) -> Result<()> {
@@ -466,7 +401,7 @@ impl StoreMetadata for SqliteMetadata {
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.iter().map(vs_file_from_row).collect()
+        rows.iter().map(rows::vs_file).collect()
     }
 
     async fn set_vs_file_progress(
@@ -528,7 +463,7 @@ impl StoreMetadata for SqliteMetadata {
             tx.rollback().await.map_err(db_err)?;
             return Ok(None);
         };
-        let removed = vs_file_from_row(&row)?;
+        let removed = rows::vs_file(&row)?;
         cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         insert_job(&mut tx, &cascade.purge, now).await?;
         tx.commit().await.map_err(db_err)?;
@@ -590,18 +525,7 @@ impl StoreMetadata for SqliteMetadata {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        row.map(|r| {
-            Ok(FileBatchRecord {
-                id: FileBatchId::from_db(r.try_get("id").map_err(db_err)?),
-                vector_store_id: VectorStoreId::from_db(
-                    r.try_get("vector_store_id").map_err(db_err)?,
-                ),
-                project_id: ProjectId::from_db(r.try_get("project_id").map_err(db_err)?),
-                created_at: r.try_get("created_at").map_err(db_err)?,
-                cancelled: r.try_get::<i64, _>("cancelled").map_err(db_err)? != 0,
-            })
-        })
-        .transpose()
+        row.as_ref().map(rows::batch).transpose()
     }
 
     async fn batch_counts(&self, id: &FileBatchId) -> Result<FileCounts> {
@@ -612,7 +536,7 @@ impl StoreMetadata for SqliteMetadata {
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
-        counts_from_rows(&rows)
+        rows::counts(&rows)
     }
 
     async fn cancel_batch(&self, id: &FileBatchId, kinds: &[JobKind], now: i64) -> Result<()> {
