@@ -1042,8 +1042,213 @@ impl VectorIndex for QdrantIndex {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::index::point_id;
+    use serde_json::json;
+
+    /// The test server (`RAGSTORE_TEST_QDRANT_URL`); without one the test is skipped, saying
+    /// why, unless `CI` is set (then it fails). Each test gets a collection prefix of its own.
+    fn server_options(test: &str) -> Option<QdrantOptions> {
+        let url = match std::env::var("RAGSTORE_TEST_QDRANT_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
+                "{test}: CI is set but RAGSTORE_TEST_QDRANT_URL is not: the Qdrant-server \
+                 tests must run in CI (scripts/qdrant-test-server.sh starts a server)"
+            ),
+            _ => {
+                eprintln!(
+                    "SKIPPED {test}: RAGSTORE_TEST_QDRANT_URL is not set, so this test of the \
+                     Qdrant-server backend did not run (scripts/qdrant-test-server.sh starts one)"
+                );
+                return None;
+            }
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        Some(QdrantOptions {
+            collection_prefix: format!("u{}_{nanos}_{test}", std::process::id()),
+            ..QdrantOptions::new(url)
+        })
+    }
+
+    const DIMS: usize = 4;
+
+    fn point(store: &str, file: &str, chunk: u32, text: &str, attributes: Value) -> Point {
+        let (store, file) = (
+            VectorStoreId::parse(store).unwrap(),
+            FileId::parse(file).unwrap(),
+        );
+        Point {
+            id: point_id(&file, &store, chunk),
+            vector: vec![1.0, chunk as f32, 0.5, 0.0],
+            vector_store_id: store,
+            project_id: ProjectId::default_project(),
+            file_id: file,
+            chunk_index: chunk,
+            text: text.into(),
+            attributes: serde_json::from_value(attributes).unwrap(),
+            extra: Map::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn open_lays_out_the_collection_and_its_indexes_and_refuses_another_layout() {
+        let Some(options) = server_options("layout") else {
+            return;
+        };
+        let idx = QdrantIndex::open(&options, "m", DIMS).await.unwrap();
+        assert_eq!(
+            idx.collection(),
+            format!("{}_m_4", options.collection_prefix)
+        );
+        idx.upsert(vec![point(
+            "vs_a",
+            "file-f",
+            0,
+            "some text",
+            json!({"lang": "en", "year": 2020, "draft": false}),
+        )])
+        .await
+        .unwrap();
+        let info = collection_info(&idx.client, idx.collection())
+            .await
+            .unwrap();
+        let kind = |path: &str| {
+            let found = info.payload_schema.get(path);
+            found.map(|i| qdrant::PayloadSchemaType::try_from(i.data_type).unwrap())
+        };
+        for key in [STORE_KEY, PROJECT_KEY, FILE_KEY] {
+            assert_eq!(kind(key), Some(qdrant::PayloadSchemaType::Keyword), "{key}");
+        }
+        let tenant = info.payload_schema[STORE_KEY].params.clone().unwrap();
+        assert!(matches!(
+            tenant.index_params,
+            Some(IndexParams::KeywordIndexParams(KeywordIndexParams {
+                is_tenant: Some(true),
+                ..
+            }))
+        ));
+        let attributes = attribute_indexes(&info.payload_schema);
+        assert_eq!(attributes.get("lang"), Some(&FieldType::Keyword));
+        assert_eq!(attributes.get("year"), Some(&FieldType::Float));
+        assert_eq!(attributes.get("draft"), Some(&FieldType::Bool));
+        // Reopened, it knows its indexes from the server.
+        let again = QdrantIndex::open(&options, "m", DIMS).await.unwrap();
+        assert_eq!(*again.attribute_indexes.lock().unwrap(), attributes);
+
+        // A collection of that name laid out otherwise is refused, not written to.
+        let other = collection_name(&options.collection_prefix, "other", DIMS);
+        idx.client
+            .create_collection(new_collection(&other, DIMS + 1, &options))
+            .await
+            .unwrap();
+        let err = QdrantIndex::open(&options, "other", DIMS)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("exists with a dense vector of 5"),
+            "{err}"
+        );
+        let mut no_idf = new_collection(&other, DIMS, &options);
+        no_idf.sparse_vectors_config = None;
+        idx.client.delete_collection(&other).await.unwrap();
+        idx.client.create_collection(no_idf).await.unwrap();
+        let err = QdrantIndex::open(&options, "other", DIMS)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no sparse vector 'bm25'"), "{err}");
+        idx.client.delete_collection(&other).await.unwrap();
+        again.drop_collection().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn updating_vectors_skips_a_point_deleted_meanwhile() {
+        let Some(options) = server_options("update") else {
+            return;
+        };
+        let idx = QdrantIndex::open(&options, "m", DIMS).await.unwrap();
+        let kept = point("vs_a", "file-f", 0, "kept", json!({}));
+        let gone = point("vs_a", "file-g", 1, "gone", json!({}));
+        let (kept_id, gone_id) = (kept.id, gone.id);
+        idx.upsert(vec![gone, kept]).await.unwrap();
+        idx.delete_file(None, &FileId::parse("file-g").unwrap())
+            .await
+            .unwrap();
+        let vectors = |id: Uuid| PointVectors {
+            id: Some(id.into()),
+            vectors: Some(
+                NamedVectors {
+                    vectors: HashMap::from([(
+                        SPARSE_VECTOR.to_owned(),
+                        sparse(Sparse {
+                            indices: vec![7],
+                            values: vec![1.0],
+                        }),
+                    )]),
+                }
+                .into(),
+            ),
+        };
+        // The deleted point first and last: either way the live one is set, the other not
+        // brought back.
+        for order in [[gone_id, kept_id], [kept_id, gone_id]] {
+            let n = idx
+                .update_existing(order.iter().map(|id| vectors(*id)).collect())
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+            assert_eq!(idx.count(None, None).await.unwrap(), 1);
+        }
+        let page = idx.export_points(None, 10).await.unwrap();
+        assert_eq!(page.points.len(), 1);
+        assert_eq!(page.points[0].id, kept_id);
+        assert_eq!(page.points[0].keywords.as_ref().unwrap().indices, vec![7]);
+        // A batch of only deleted points sets nothing and is no error.
+        assert_eq!(
+            idx.update_existing(vec![vectors(gone_id)]).await.unwrap(),
+            0
+        );
+        assert_eq!(idx.count(None, None).await.unwrap(), 1);
+        idx.drop_collection().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn maintain_returns_once_the_server_built_its_graphs() {
+        let Some(options) = server_options("maintain") else {
+            return;
+        };
+        let options = QdrantOptions {
+            indexing_threshold_kb: Some(1),
+            ..options
+        };
+        let idx = QdrantIndex::open(&options, "m", DIMS).await.unwrap();
+        let points: Vec<Point> = (0..2_000)
+            .map(|i| point("vs_a", "file-f", i, "text", json!({})))
+            .collect();
+        for batch in points.chunks(500) {
+            idx.upsert(batch.to_vec()).await.unwrap();
+        }
+        idx.maintain().await.unwrap();
+        let info = collection_info(&idx.client, idx.collection())
+            .await
+            .unwrap();
+        assert_eq!(
+            CollectionStatus::try_from(info.status),
+            Ok(CollectionStatus::Green)
+        );
+        // Dense vectors in graphs (keyword vectors are counted as indexed always).
+        assert!(
+            info.indexed_vectors_count.unwrap_or(0) > info.points_count.unwrap_or(0),
+            "{:?} indexed of {:?} points",
+            info.indexed_vectors_count,
+            info.points_count
+        );
+        idx.drop_collection().await.unwrap();
+    }
 
     #[test]
     fn collection_names_are_safe_and_distinct_per_model_and_size() {
