@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine: installs what the tests need, builds ragstore once
 # (debug profile, shared by every test), runs the Rust tests of the whole workspace (unit tests of
 # the server and of crates/extract, and the integration binary that drives the real app over
-# HTTP), then the Python suite that drives a running `ragstore serve` with the official `openai`
+# HTTP, the vector index's contract on both engines included: a Qdrant server is started for it),
+# then the Python suite that drives a running `ragstore serve` with the official `openai`
 # SDK, then the other clients' suites (the `openai` npm SDK, llama-stack-client;
 # scripts/test-clients.sh), the web console in Debian's headless Chromium driven by Playwright
 # (scripts/test-console.sh) and the `openai` SDK through a LiteLLM proxy (scripts/test-litellm.sh).
@@ -26,6 +27,18 @@ fi
 
 echo "==> building"
 cargo build --locked --all-targets --workspace
+
+# The Qdrant-server backend's tests need a real server: a throwaway one from ../shared/qdrant/
+# on free ports (scripts/qdrant-test-server.sh), stopped on exit. A server already named by
+# RAGSTORE_TEST_QDRANT_URL is used as it is.
+if [[ -z ${RAGSTORE_TEST_QDRANT_URL:-} ]]; then
+    echo "==> Qdrant server for the Qdrant backend's tests (scripts/qdrant-test-server.sh)"
+    qdrant_dir=$(mktemp -d)
+    trap './scripts/qdrant-test-server.sh stop "$qdrant_dir"' EXIT
+    RAGSTORE_TEST_QDRANT_URL=$(./scripts/qdrant-test-server.sh start "$qdrant_dir")
+    export RAGSTORE_TEST_QDRANT_URL
+    echo "    $RAGSTORE_TEST_QDRANT_URL"
+fi
 
 echo "==> Rust tests"
 cargo nextest run --locked --workspace --no-fail-fast

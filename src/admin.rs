@@ -272,6 +272,16 @@ pub struct MigrateIndexArgs {
     pub qdrant: crate::config::QdrantArgs,
 }
 
+/// How a copy into a Qdrant collection names its target in the checkpoint.
+pub fn qdrant_target(url: &str, collection: &str) -> String {
+    format!("Qdrant {url}, collection {collection}")
+}
+
+/// How a copy into the embedded index of data dir `dir` names its target in the checkpoint.
+pub fn edge_target(dir: &Path) -> String {
+    format!("embedded index {}", dir.join("index").display())
+}
+
 /// Holds `dir`'s lock as the server does: no server may use it while the index is copied.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -319,7 +329,7 @@ pub async fn migrate_index(args: MigrateIndexArgs, out: &mut impl Write) -> anyh
             let source = edge(dir, dims).await?;
             let target =
                 QdrantIndex::open(&args.qdrant.options(&url), &args.embedding_model, dims).await?;
-            let name = format!("Qdrant {url}, collection {}", target.collection());
+            let name = qdrant_target(&url, target.collection());
             let checkpoint = args.data_dir.join("index-migration.json");
             (lock, Box::new(source), Box::new(target), name, checkpoint)
         }
@@ -333,7 +343,7 @@ pub async fn migrate_index(args: MigrateIndexArgs, out: &mut impl Write) -> anyh
                 QdrantIndex::open_existing(&args.qdrant.options(&url), &args.embedding_model)
                     .await?;
             let target = edge(dir.join("index"), source.dims()).await?;
-            let name = format!("embedded index {}", dir.join("index").display());
+            let name = edge_target(&dir);
             let checkpoint = dir.join("index-migration.json");
             (lock, Box::new(source), Box::new(target), name, checkpoint)
         }

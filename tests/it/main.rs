@@ -14,6 +14,7 @@ mod keys;
 mod metadata_contract;
 mod metrics;
 mod openapi;
+mod qdrant_server;
 mod uploads;
 mod vector_stores;
 
