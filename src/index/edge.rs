@@ -692,40 +692,17 @@ impl EdgeIndex {
         })
         .await?
     }
-
-    fn check_dims(&self, v: &[f32]) -> Result<()> {
-        if v.len() != self.dims {
-            return Err(Error::Internal(anyhow!(
-                "vector has {} dimensions, the index expects {}",
-                v.len(),
-                self.dims
-            )));
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
 impl VectorIndex for EdgeIndex {
     #[tracing::instrument(name = "index.upsert", skip_all, fields(points = points.len()))]
     async fn upsert(&self, points: Vec<Point>) -> Result<()> {
-        if points.is_empty() {
-            return Ok(());
-        }
-        let n = points.len() as u64;
-        let mut list = Vec::with_capacity(points.len());
-        // One file's points share their attributes: index the distinct maps.
-        let mut attributes: Vec<Attributes> = Vec::new();
-        for p in points {
-            self.check_dims(&p.vector)?;
-            if !attributes.contains(&p.attributes) {
-                attributes.push(p.attributes.clone());
-            }
-            let sparse = self.keywords.document(&p.text);
-            let (id, vector, payload) = payload::split(p)?;
-            list.push(to_engine_point(id, vector, Some(sparse), payload));
-        }
-        self.write_points(list, attributes, n).await
+        let points = points
+            .into_iter()
+            .map(|p| payload::stored(p, &self.keywords))
+            .collect::<Result<Vec<_>>>()?;
+        self.write_points(points).await
     }
 
     #[tracing::instrument(name = "index.search", skip_all, fields(store = %q.store, limit = q.limit))]
@@ -733,7 +710,7 @@ impl VectorIndex for EdgeIndex {
         let (filter, limit) = (q.filter.as_ref(), q.limit);
         let query = match &q.leg {
             Leg::Dense(v) => {
-                self.check_dims(v)?;
+                payload::check_dims(v, self.dims)?;
                 NamedQuery::default_dense(v.clone())
             }
             Leg::Keyword(text) => {
@@ -911,18 +888,7 @@ impl VectorIndex for EdgeIndex {
 
     #[tracing::instrument(name = "index.import", skip_all, fields(points = points.len()))]
     async fn import_points(&self, points: Vec<StoredPoint>) -> Result<()> {
-        let n = points.len() as u64;
-        let mut attributes: Vec<Attributes> = Vec::new();
-        let mut list = Vec::with_capacity(points.len());
-        for p in points {
-            self.check_dims(&p.vector)?;
-            let a = payload::attributes_of(&p.payload);
-            if !attributes.contains(&a) {
-                attributes.push(a);
-            }
-            list.push(to_engine_point(p.id, p.vector, p.keywords, p.payload));
-        }
-        self.write_points(list, attributes, n).await
+        self.write_points(points).await
     }
 
     /// Runs the optimisers now if enough points changed (the upkeep thread does this by itself).
@@ -951,17 +917,20 @@ fn spawn_upkeep(inner: Weak<Inner>, every: Duration) -> Result<mpsc::Sender<()>>
 }
 
 impl EdgeIndex {
-    /// Inserts or overwrites `list` (`n` points), giving the keys of `attributes` their payload
-    /// indexes first.
-    async fn write_points(
-        &self,
-        list: Vec<PointStructPersisted>,
-        attributes: Vec<Attributes>,
-        n: u64,
-    ) -> Result<()> {
-        if list.is_empty() {
+    /// Inserts or overwrites points, giving their attribute keys payload indexes first.
+    async fn write_points(&self, points: Vec<StoredPoint>) -> Result<()> {
+        if points.is_empty() {
             return Ok(());
         }
+        let n = points.len() as u64;
+        let attributes = payload::distinct_attributes(&points);
+        let list = points
+            .into_iter()
+            .map(|p| {
+                payload::check_dims(&p.vector, self.dims)?;
+                Ok(to_engine_point(p.id, p.vector, p.keywords, p.payload))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
             PointInsertOperations::PointsList(list),
         ));

@@ -5,7 +5,8 @@ use anyhow::{anyhow, Context as _};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{Hit, Point};
+use super::keyword::Keywords;
+use super::{Hit, Point, StoredPoint};
 use crate::domain::{Attributes, Error, FileId, Result};
 
 pub(crate) const STORE_KEY: &str = "vector_store_id";
@@ -38,12 +39,43 @@ pub(crate) fn split(p: Point) -> Result<(Uuid, Vec<f32>, Map<String, Value>)> {
     Ok((p.id, p.vector, payload))
 }
 
-/// The attributes a stored payload carries (none if it has none, or they do not parse).
-pub(crate) fn attributes_of(payload: &Map<String, Value>) -> Attributes {
-    payload
-        .get(ATTRIBUTES_KEY)
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default()
+/// A point as an index stores it, its keyword vector made from its text.
+pub(crate) fn stored(p: Point, keywords: &Keywords) -> Result<StoredPoint> {
+    let sparse = keywords.document(&p.text);
+    let (id, vector, payload) = split(p)?;
+    Ok(StoredPoint {
+        id,
+        vector,
+        keywords: Some(sparse),
+        payload,
+    })
+}
+
+/// The distinct attribute maps the points carry (a file's points share theirs): the keys an
+/// index gives payload indexes to before writing them.
+pub(crate) fn distinct_attributes(points: &[StoredPoint]) -> Vec<Attributes> {
+    let mut seen: Vec<&Value> = Vec::new();
+    for p in points {
+        if let Some(a) = p.payload.get(ATTRIBUTES_KEY) {
+            if !seen.contains(&a) {
+                seen.push(a);
+            }
+        }
+    }
+    seen.into_iter()
+        .filter_map(|a| serde_json::from_value(a.clone()).ok())
+        .collect()
+}
+
+/// Refuses a vector of other dimensions than the index's.
+pub(crate) fn check_dims(v: &[f32], dims: usize) -> Result<()> {
+    if v.len() != dims {
+        return Err(Error::Internal(anyhow!(
+            "vector has {} dimensions, the index expects {dims}",
+            v.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A found point, from its payload.

@@ -390,17 +390,6 @@ impl QdrantIndex {
         Ok(())
     }
 
-    fn check_dims(&self, v: &[f32]) -> Result<()> {
-        if v.len() != self.dims {
-            return Err(Error::Internal(anyhow!(
-                "vector has {} dimensions, the index expects {}",
-                v.len(),
-                self.dims
-            )));
-        }
-        Ok(())
-    }
-
     async fn create_index(
         &self,
         field: &str,
@@ -461,14 +450,18 @@ impl QdrantIndex {
     }
 
     /// Inserts or overwrites points, giving their attribute keys payload indexes first.
-    async fn write_points(
-        &self,
-        points: Vec<PointStruct>,
-        attributes: Vec<Attributes>,
-    ) -> Result<()> {
+    async fn write_points(&self, points: Vec<StoredPoint>) -> Result<()> {
         if points.is_empty() {
             return Ok(());
         }
+        let attributes = payload::distinct_attributes(&points);
+        let points = points
+            .into_iter()
+            .map(|p| {
+                payload::check_dims(&p.vector, self.dims)?;
+                Ok(point_struct(p.id, p.vector, p.keywords, p.payload))
+            })
+            .collect::<Result<Vec<_>>>()?;
         self.index_attributes(&attributes).await?;
         self.client
             .upsert_points(UpsertPoints {
@@ -786,26 +779,18 @@ fn point_struct(
 impl VectorIndex for QdrantIndex {
     #[tracing::instrument(name = "index.upsert", skip_all, fields(points = points.len()))]
     async fn upsert(&self, points: Vec<Point>) -> Result<()> {
-        let mut list = Vec::with_capacity(points.len());
-        // One file's points share their attributes: index the distinct maps.
-        let mut attributes: Vec<Attributes> = Vec::new();
-        for p in points {
-            self.check_dims(&p.vector)?;
-            if !attributes.contains(&p.attributes) {
-                attributes.push(p.attributes.clone());
-            }
-            let keywords = self.keywords.document(&p.text);
-            let (id, vector, payload) = payload::split(p)?;
-            list.push(point_struct(id, vector, Some(keywords), payload));
-        }
-        self.write_points(list, attributes).await
+        let points = points
+            .into_iter()
+            .map(|p| payload::stored(p, &self.keywords))
+            .collect::<Result<Vec<_>>>()?;
+        self.write_points(points).await
     }
 
     #[tracing::instrument(name = "index.search", skip_all, fields(store = %q.store, limit = q.limit))]
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>> {
         let (query, using) = match &q.leg {
             Leg::Dense(v) => {
-                self.check_dims(v)?;
+                payload::check_dims(v, self.dims)?;
                 (Query::new_nearest(VectorInput::new_dense(v.clone())), None)
             }
             Leg::Keyword(text) => {
@@ -988,17 +973,7 @@ impl VectorIndex for QdrantIndex {
 
     #[tracing::instrument(name = "index.import", skip_all, fields(points = points.len()))]
     async fn import_points(&self, points: Vec<StoredPoint>) -> Result<()> {
-        let mut attributes: Vec<Attributes> = Vec::new();
-        let mut list = Vec::with_capacity(points.len());
-        for p in points {
-            self.check_dims(&p.vector)?;
-            let a = payload::attributes_of(&p.payload);
-            if !attributes.contains(&a) {
-                attributes.push(a);
-            }
-            list.push(point_struct(p.id, p.vector, p.keywords, p.payload));
-        }
-        self.write_points(list, attributes).await
+        self.write_points(points).await
     }
 
     /// The server optimises on its own; this waits (up to ten minutes) until it has nothing
