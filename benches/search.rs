@@ -1,5 +1,10 @@
 //! Search latency over HTTP with 100 000-point stores: `cargo bench --bench search`.
 //!
+//! Runs on the embedded index, then, if `RAGSTORE_BENCH_QDRANT_URL` names a Qdrant server's
+//! gRPC URL, the same run again with the app on that server (`--qdrant-url`, a collection of
+//! its own, dropped at the end): the same points, queries and cases, one engine after the other.
+//! `RAGSTORE_BENCH_ENGINES=qdrant` (or `embedded`) runs only one of them.
+//!
 //! Builds the real `App` on a temp dir (local all-MiniLM-L6-v2 from `<repo>/models`, ingestion
 //! workers off), creates the vector stores with `POST /v1/vector_stores`, then loads synthetic
 //! points straight through the `VectorIndex` seam (`state.index.upsert`, 1 000 per call):
@@ -42,6 +47,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ragstore::domain::{AttrValue, Attributes, FileId, Filter, ProjectId, VectorStoreId};
+use ragstore::index::qdrant::QdrantIndex;
 use ragstore::index::{point_id, Leg, Point, SearchQuery};
 use ragstore::{App, Backends, Config};
 use serde_json::{json, Map, Value};
@@ -58,16 +64,37 @@ const BEFORE_MAINTAIN_REQUESTS: usize = 30;
 const SEED: u64 = 0x5eed_2024_0bad_cafe;
 
 fn main() -> Result<()> {
-    // The data dir outlives the runtime: tasks still holding the index (a server after an
-    // error) flush it when the runtime drops them.
-    let dir = tempfile::tempdir()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(run(dir.path()));
-    drop(runtime);
-    dir.close()?;
-    result
+    let qdrant = std::env::var("RAGSTORE_BENCH_QDRANT_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    let only = std::env::var("RAGSTORE_BENCH_ENGINES").unwrap_or_default();
+    let wanted = |engine: &str| only.is_empty() || only.split(',').any(|e| e.trim() == engine);
+    let mut engines = Vec::new();
+    if wanted("embedded") {
+        engines.push(None);
+    }
+    match qdrant {
+        Some(url) if wanted("qdrant") => engines.push(Some(url)),
+        Some(_) => {}
+        None => println!(
+            "(RAGSTORE_BENCH_QDRANT_URL is not set: the Qdrant-server run is skipped; \
+             scripts/qdrant-test-server.sh starts a server)"
+        ),
+    }
+    for qdrant in engines {
+        // The data dir outlives the runtime: tasks still holding the index (a server after an
+        // error) flush it when the runtime drops them.
+        let dir = tempfile::tempdir()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let result = runtime.block_on(run(dir.path(), qdrant.as_deref()));
+        drop(runtime);
+        dir.close()?;
+        result?;
+        println!();
+    }
+    Ok(())
 }
 
 // --- a tiny seeded RNG (xorshift64*) -------------------------------------------------------------
@@ -433,15 +460,25 @@ async fn http_case(
     Ok(Stats::new(ms, &hits))
 }
 
-async fn run(dir: &std::path::Path) -> Result<()> {
+/// One run on the embedded index, or on the Qdrant server at `qdrant`.
+async fn run(dir: &std::path::Path, qdrant: Option<&str>) -> Result<()> {
     let models_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let mut config = Config::for_data_dir(dir.join("data"));
     config.models_dir = models_dir.clone();
     config.workers_enabled = false;
     config.index_upkeep_secs = 0.0;
+    if let Some(url) = qdrant {
+        config.qdrant.url = Some(url.to_owned());
+        config.qdrant.collection_prefix = format!("bench_{}", std::process::id());
+    }
+    let qdrant_options = qdrant.map(|url| config.qdrant.options(url));
     let embed_sessions = config.embed_thread_count();
 
     println!("search bench: POST /v1/vector_stores/{{vs}}/search over HTTP, in-process server");
+    match qdrant {
+        None => println!("  engine: embedded index (qdrant-edge, in this process)"),
+        Some(url) => println!("  engine: Qdrant server at {url} (gRPC; another process)"),
+    }
     println!(
         "  cores {}, embed sessions {embed_sessions}, models {}, data {}",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -499,6 +536,13 @@ async fn run(dir: &std::path::Path) -> Result<()> {
         loaded.points as f64 / loaded.upsert_secs,
         memory()
     );
+    // The run's collection, dropped once it succeeded (a failed run leaves it for a look).
+    let collection = match &qdrant_options {
+        Some(options) => {
+            Some(QdrantIndex::open(options, st.pipeline.embedder.model(), dims).await?)
+        }
+        None => None,
+    };
     let count_a = st.index.count(Some(&store_a), None).await?;
     let count_b0 = st.index.count(Some(&stores_b[0]), None).await?;
     let count_all = st.index.count(None, None).await?;
@@ -530,7 +574,12 @@ async fn run(dir: &std::path::Path) -> Result<()> {
     let ((), maintain_ms) = timed(async { Ok(st.index.maintain().await?) }).await?;
     let ((), again_ms) = timed(async { Ok(st.index.maintain().await?) }).await?;
     println!(
-        "  index.maintain() (HNSW build + flush): {:.1} s; a second call: {:.0} ms",
+        "  index.maintain() ({}): {:.1} s; a second call: {:.0} ms",
+        if qdrant.is_some() {
+            "until the server's optimisers are done"
+        } else {
+            "HNSW build + flush"
+        },
         maintain_ms / 1e3,
         again_ms
     );
@@ -690,5 +739,8 @@ async fn run(dir: &std::path::Path) -> Result<()> {
     stop.cancel();
     server.await??;
     println!("  load average (1/5/15 min) at end: {}", loadavg());
+    if let Some(server) = collection {
+        server.drop_collection().await?;
+    }
     Ok(())
 }

@@ -3,7 +3,9 @@
 # (debug profile, shared by every test), runs the Rust tests of the whole workspace (unit tests of
 # the server and of crates/extract, and the integration binary that drives the real app over
 # HTTP, the metadata contract among them on SQLite and on a throwaway PostgreSQL cluster that
-# scripts/pg-test-cluster.sh starts and stops), then the Python suite that drives a running
+# scripts/pg-test-cluster.sh starts and stops, the storage contract on local disk and on moto's S3
+# server, the vector index's contract on both engines with a Qdrant server from ../shared/qdrant/),
+# then the Python suite that drives a running
 # `ragstore serve` with the official `openai` SDK, then the other clients' suites (the `openai`
 # npm SDK, llama-stack-client; scripts/test-clients.sh), the web console in Debian's headless
 # Chromium driven by Playwright (scripts/test-console.sh) and the `openai` SDK through a LiteLLM
@@ -50,6 +52,18 @@ if [[ -z "${RAGSTORE_TEST_DATABASE_URL:-}" ]]; then
     else
         echo "    no PostgreSQL could be started: its tests will say they skip (and fail if CI is set)"
     fi
+fi
+
+# The Qdrant-server backend's tests need a real server: a throwaway one from ../shared/qdrant/
+# on free ports (scripts/qdrant-test-server.sh), stopped on exit. A server already named by
+# RAGSTORE_TEST_QDRANT_URL is used as it is.
+if [[ -z ${RAGSTORE_TEST_QDRANT_URL:-} ]]; then
+    echo "==> Qdrant server for the Qdrant backend's tests (scripts/qdrant-test-server.sh)"
+    qdrant_dir=$(mktemp -d)
+    cleanups+=('./scripts/qdrant-test-server.sh stop "$qdrant_dir"')
+    RAGSTORE_TEST_QDRANT_URL=$(./scripts/qdrant-test-server.sh start "$qdrant_dir")
+    export RAGSTORE_TEST_QDRANT_URL
+    echo "    $RAGSTORE_TEST_QDRANT_URL"
 fi
 
 echo "==> Rust tests"

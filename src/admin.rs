@@ -1,9 +1,10 @@
 //! `ragstore keys …` and `ragstore projects …`: administration straight against the configured
 //! database, SQLite in `--data-dir` or PostgreSQL at `--database-url` (the server may be running;
 //! it sees a change within its key memory, 5 s).
+//! `ragstore migrate-index`: the vector index copied between engines (the server stopped).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -249,4 +250,145 @@ mod tests {
         assert_eq!(super::when(0), "1970-01-01 00:00Z");
         assert_eq!(super::when(1_796_242_513), "2026-12-02 20:15Z");
     }
+}
+
+/// `ragstore migrate-index --to-qdrant URL` or `--to-edge DIR`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("to").required(true).args(["to_qdrant", "to_edge"])))]
+pub struct MigrateIndexArgs {
+    /// Copy the embedded index of --data-dir into the Qdrant server at this gRPC URL (the
+    /// collection serve --qdrant-url uses; created if missing, and it must be empty).
+    #[arg(long, value_name = "URL")]
+    pub to_qdrant: Option<String>,
+    /// Copy the collection of the Qdrant server at --qdrant-url into the embedded index of this
+    /// data dir (DIR/index, which must be empty).
+    #[arg(long, value_name = "DIR")]
+    pub to_edge: Option<PathBuf>,
+    /// The data dir whose embedded index --to-qdrant copies (a server on it must be stopped).
+    #[arg(long, env = "RAGSTORE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The embedding model, which names the collection: the local model is all-MiniLM-L6-v2,
+    /// a remote one is serve's --embedding-model.
+    #[arg(
+        long,
+        env = "RAGSTORE_EMBEDDING_MODEL",
+        default_value = "all-MiniLM-L6-v2"
+    )]
+    pub embedding_model: String,
+    /// Points copied per page (each page is one write, then a checkpoint).
+    #[arg(long, default_value_t = 256)]
+    pub page: usize,
+    #[command(flatten)]
+    pub qdrant: crate::config::QdrantArgs,
+}
+
+/// How a copy into a Qdrant collection names its target in the checkpoint.
+pub fn qdrant_target(url: &str, collection: &str) -> String {
+    format!("Qdrant {url}, collection {collection}")
+}
+
+/// How a copy into the embedded index of data dir `dir` names its target in the checkpoint.
+pub fn edge_target(dir: &Path) -> String {
+    format!("embedded index {}", dir.join("index").display())
+}
+
+/// Holds `dir`'s lock as the server does: no server may use it while the index is copied.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock = std::fs::File::create(dir.join("ragstore.lock"))
+        .with_context(|| format!("creating the lock file in {}", dir.display()))?;
+    lock.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "{} is in use by a ragstore server: stop it first",
+            dir.display()
+        )
+    })?;
+    Ok(lock)
+}
+
+/// Copies the index, page by page, resuming an interrupted copy; prints progress and the
+/// counts of both sides, which must agree.
+pub async fn migrate_index(args: MigrateIndexArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    use crate::index::edge::{EdgeIndex, EdgeOptions};
+    use crate::index::migrate::copy_points;
+    use crate::index::qdrant::QdrantIndex;
+    use crate::index::VectorIndex;
+
+    let edge = |dir: PathBuf, dims: usize| async move {
+        let options = EdgeOptions {
+            maintain_every: None,
+            ..EdgeOptions::default()
+        };
+        tokio::task::spawn_blocking(move || EdgeIndex::open_with(&dir, dims, options))
+            .await
+            .context("opening the embedded index")?
+            .map_err(anyhow::Error::from)
+    };
+    let (_lock, source, target, name, checkpoint): (
+        _,
+        Box<dyn VectorIndex>,
+        Box<dyn VectorIndex>,
+        _,
+        _,
+    ) = match (args.to_qdrant, args.to_edge) {
+        (Some(url), _) => {
+            let lock = lock_data_dir(&args.data_dir)?;
+            let dir = args.data_dir.join("index");
+            let dims = EdgeIndex::stored_dims(&dir)?
+                .with_context(|| format!("no embedded index in {}", dir.display()))?;
+            let source = edge(dir, dims).await?;
+            let target =
+                QdrantIndex::open(&args.qdrant.options(&url), &args.embedding_model, dims).await?;
+            let name = qdrant_target(&url, target.collection());
+            let checkpoint = args.data_dir.join("index-migration.json");
+            (lock, Box::new(source), Box::new(target), name, checkpoint)
+        }
+        (None, Some(dir)) => {
+            let url = args.qdrant.url.clone().context(
+                "--to-edge copies from the Qdrant server named by --qdrant-url (or \
+                     RAGSTORE_QDRANT_URL)",
+            )?;
+            let lock = lock_data_dir(&dir)?;
+            let source =
+                QdrantIndex::open_existing(&args.qdrant.options(&url), &args.embedding_model)
+                    .await?;
+            let target = edge(dir.join("index"), source.dims()).await?;
+            let name = edge_target(&dir);
+            let checkpoint = dir.join("index-migration.json");
+            (lock, Box::new(source), Box::new(target), name, checkpoint)
+        }
+        (None, None) => anyhow::bail!("give --to-qdrant URL or --to-edge DIR"),
+    };
+    writeln!(out, "copying into {name}")?;
+    let mut shown = 0;
+    let copied = copy_points(
+        source.as_ref(),
+        target.as_ref(),
+        &name,
+        &checkpoint,
+        args.page,
+        None,
+        |n| {
+            if n >= shown + 10_000 {
+                shown = n;
+                tracing::info!(points = n, "copying the index");
+            }
+        },
+    )
+    .await?;
+    let (from, to) = (
+        source.count(None, None).await?,
+        target.count(None, None).await?,
+    );
+    writeln!(
+        out,
+        "copied {} points{}; the source holds {from}, the target {to}",
+        copied.copied,
+        if copied.resumed { " (resumed)" } else { "" }
+    )?;
+    anyhow::ensure!(
+        from == to,
+        "the counts differ: was the source written to during the copy?"
+    );
+    Ok(())
 }

@@ -14,6 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Role};
 use crate::db::{JobQueue, Metadata, Wakeup};
 use crate::index::edge::{EdgeIndex, EdgeOptions};
+use crate::index::qdrant::QdrantIndex;
 use crate::index::VectorIndex;
 use crate::ingest::chunk::Chunker;
 use crate::ingest::embed::Embedder;
@@ -205,23 +206,13 @@ impl App {
         };
         let staging = Staging::new(dir.join("tmp"))?;
         let pipeline = build_pipeline(&config, embedder).await?;
-        let dims = pipeline.embedder.dims();
-        let index_dir = dir.join("index");
-        let options = EdgeOptions {
-            maintain_every: (config.index_upkeep_secs > 0.0)
-                .then(|| std::time::Duration::from_secs_f64(config.index_upkeep_secs)),
-            ..EdgeOptions::default()
-        };
-        let index =
-            tokio::task::spawn_blocking(move || EdgeIndex::open_with(&index_dir, dims, options))
-                .await
-                .context("opening the vector index")??;
+        let index = open_index(&config, &pipeline).await?;
         let backends = Backends {
             meta: db.meta,
             queue: db.queue,
             storage,
             staging,
-            index: Arc::new(index),
+            index,
             pipeline,
             clock,
             wakeup,
@@ -341,6 +332,35 @@ impl App {
         tracing::info!("shut down cleanly");
         Ok(())
     }
+}
+
+/// The vector index: the Qdrant server of `--qdrant-url` (the collection of the embedding
+/// model), or the embedded one in the data dir.
+async fn open_index(config: &Config, pipeline: &Pipeline) -> anyhow::Result<Arc<dyn VectorIndex>> {
+    let dims = pipeline.embedder.dims();
+    if let Some(url) = &config.qdrant.url {
+        let options = config.qdrant.options(url);
+        let index = QdrantIndex::open(&options, pipeline.embedder.model(), dims)
+            .await
+            .with_context(|| format!("opening the vector index on the Qdrant server {url}"))?;
+        tracing::info!(
+            url,
+            collection = index.collection(),
+            "vectors in a Qdrant server"
+        );
+        return Ok(Arc::new(index));
+    }
+    let index_dir = config.data_dir.join("index");
+    let options = EdgeOptions {
+        maintain_every: (config.index_upkeep_secs > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(config.index_upkeep_secs)),
+        ..EdgeOptions::default()
+    };
+    let index =
+        tokio::task::spawn_blocking(move || EdgeIndex::open_with(&index_dir, dims, options))
+            .await
+            .context("opening the vector index")??;
+    Ok(Arc::new(index))
 }
 
 /// Marks points written before the index recorded projects with their store's project (a

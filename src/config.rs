@@ -36,6 +36,9 @@ pub enum Command {
     /// List projects and set their quotas.
     #[command(subcommand)]
     Projects(crate::admin::ProjectsCommand),
+    /// Copy the vector index to a Qdrant server (or back into the data dir) without
+    /// re-embedding; run again to resume an interrupted copy.
+    MigrateIndex(crate::admin::MigrateIndexArgs),
 }
 
 /// What one `ragstore serve` process does. Replicas sharing PostgreSQL, a bucket and a Qdrant
@@ -205,6 +208,62 @@ pub struct Config {
 
     #[command(flatten)]
     pub rate_limits: RateLimitArgs,
+
+    #[command(flatten)]
+    pub qdrant: QdrantArgs,
+}
+
+/// A Qdrant server for the vectors, instead of the embedded index in the data dir.
+#[derive(Debug, Clone, Args)]
+pub struct QdrantArgs {
+    /// Keep vectors in the Qdrant server at this gRPC URL (e.g. http://127.0.0.1:6334) instead
+    /// of the embedded index in the data dir.
+    #[arg(long = "qdrant-url", env = "RAGSTORE_QDRANT_URL")]
+    pub url: Option<String>,
+    /// API key of the Qdrant server.
+    #[arg(
+        long = "qdrant-api-key",
+        env = "RAGSTORE_QDRANT_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// Shards of a new collection (default: the server's).
+    #[arg(long = "qdrant-shards", env = "RAGSTORE_QDRANT_SHARDS")]
+    pub shards: Option<u32>,
+    /// Copies of each shard in a new collection (default: the server's).
+    #[arg(
+        long = "qdrant-replication-factor",
+        env = "RAGSTORE_QDRANT_REPLICATION_FACTOR"
+    )]
+    pub replication_factor: Option<u32>,
+    /// Copies a write must reach before it is acknowledged, in a new collection (default: the
+    /// server's, 1).
+    #[arg(
+        long = "qdrant-write-consistency",
+        env = "RAGSTORE_QDRANT_WRITE_CONSISTENCY"
+    )]
+    pub write_consistency: Option<u32>,
+    /// Collections are named PREFIX_MODEL_DIMENSIONS.
+    #[arg(
+        long = "qdrant-collection-prefix",
+        env = "RAGSTORE_QDRANT_COLLECTION_PREFIX",
+        default_value = "ragstore"
+    )]
+    pub collection_prefix: String,
+}
+
+impl QdrantArgs {
+    /// How to reach the server at `url`, and how to lay out a new collection.
+    pub fn options(&self, url: &str) -> crate::index::qdrant::QdrantOptions {
+        crate::index::qdrant::QdrantOptions {
+            api_key: self.api_key.clone(),
+            collection_prefix: self.collection_prefix.clone(),
+            shard_number: self.shards,
+            replication_factor: self.replication_factor,
+            write_consistency_factor: self.write_consistency,
+            ..crate::index::qdrant::QdrantOptions::new(url)
+        }
+    }
 }
 
 /// Default quotas of every project (`ragstore projects set-quota` overrides them per project).

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => ingest(args),
         Command::Keys(cmd) => keys(cmd),
         Command::Projects(cmd) => projects(cmd),
+        Command::MigrateIndex(args) => migrate_index(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +66,12 @@ async fn keys(cmd: ragstore::admin::KeysCommand) -> anyhow::Result<()> {
 #[tokio::main]
 async fn projects(cmd: ragstore::admin::ProjectsCommand) -> anyhow::Result<()> {
     ragstore::admin::projects(cmd, &mut std::io::stdout().lock()).await
+}
+
+#[tokio::main]
+async fn migrate_index(args: ragstore::admin::MigrateIndexArgs) -> anyhow::Result<()> {
+    init_tracing(LogFormat::Text);
+    ragstore::admin::migrate_index(args, &mut std::io::stdout().lock()).await
 }
 
 #[tokio::main]

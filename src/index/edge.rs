@@ -44,26 +44,17 @@ use qdrant_edge::{
     PointOperations, PointStructPersisted, PointVectorsPersisted, QueryEnum, QueryRequest, Range,
     ScoredPoint, ScoringQuery, ScrollRequest, SearchParams, SetPayloadOp, SparseVector,
     UpdateOperation, UpdateVectorsOp, ValueVariants, VectorInternal, VectorNameConfig,
-    VectorNameOperations, VectorOperations, VectorPersisted, VectorStructPersisted, WalOptions,
-    WithPayloadInterface, WithVector,
+    VectorNameOperations, VectorOperations, VectorPersisted, VectorStructInternal,
+    VectorStructPersisted, WalOptions, WithPayloadInterface, WithVector,
 };
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::filter::{self, attribute_path, Bounds, Conditions};
 use super::keyword::{Keywords, Sparse, SPARSE_VECTOR};
-use super::{Hit, KeywordRound, Leg, Point, SearchQuery, VectorIndex};
-use crate::domain::{
-    AttrValue, Attributes, CompareOp, Error, FileId, Filter, ProjectId, Result, Scalar,
-    VectorStoreId,
-};
-
-const STORE_KEY: &str = "vector_store_id";
-const FILE_KEY: &str = "file_id";
-const PROJECT_KEY: &str = "project_id";
-const CHUNK_KEY: &str = "chunk_index";
-const TEXT_KEY: &str = "text";
-const ATTRIBUTES_KEY: &str = "attributes";
-const EXTRA_KEY: &str = "extra";
+use super::payload::{self, ATTRIBUTES_KEY, FILE_KEY, PROJECT_KEY, STORE_KEY, TEXT_KEY};
+use super::{ExportPage, Hit, KeywordRound, Leg, Point, SearchQuery, StoredPoint, VectorIndex};
+use crate::domain::{AttrValue, Attributes, Error, FileId, ProjectId, Result, VectorStoreId};
 
 /// Tuning knobs; [`EdgeOptions::default`] suits a server.
 #[derive(Debug, Clone)]
@@ -235,7 +226,7 @@ impl Inner {
                 AttrValue::Bool(_) => PayloadSchemaType::Bool,
             };
             let schema = PayloadFieldSchema::FieldType(kind);
-            self.write(create_index(attribute_path(key)?, schema), 0)?;
+            self.write(create_index(path(&attribute_path(key)?)?, schema), 0)?;
             known.insert(key.clone(), kind);
         }
         Ok(())
@@ -657,6 +648,17 @@ impl EdgeIndex {
         })
     }
 
+    /// The dense vectors' dimensions of the index in `dir`; `None` if there is none.
+    pub fn stored_dims(dir: &Path) -> Result<Option<usize>> {
+        let config_file = dir.join("edge_config.json");
+        if !config_file.exists() {
+            return Ok(None);
+        }
+        let config: EdgeConfig = serde_json::from_slice(&std::fs::read(&config_file)?)
+            .map_err(|e| engine(format!("{}: {e}", config_file.display())))?;
+        Ok(config.vectors.get("").map(|v| v.size))
+    }
+
     /// Removes the keyword vectors of the closed index in `dir`, leaving it as an index written
     /// before they existed: what tests of the upgrade start from.
     #[doc(hidden)]
@@ -690,54 +692,25 @@ impl EdgeIndex {
         })
         .await?
     }
-
-    fn check_dims(&self, v: &[f32]) -> Result<()> {
-        if v.len() != self.dims {
-            return Err(Error::Internal(anyhow!(
-                "vector has {} dimensions, the index expects {}",
-                v.len(),
-                self.dims
-            )));
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
 impl VectorIndex for EdgeIndex {
     #[tracing::instrument(name = "index.upsert", skip_all, fields(points = points.len()))]
     async fn upsert(&self, points: Vec<Point>) -> Result<()> {
-        if points.is_empty() {
-            return Ok(());
-        }
-        let n = points.len() as u64;
-        let mut list = Vec::with_capacity(points.len());
-        // One file's points share their attributes: index the distinct maps.
-        let mut attributes: Vec<Attributes> = Vec::new();
-        for p in points {
-            self.check_dims(&p.vector)?;
-            if !attributes.contains(&p.attributes) {
-                attributes.push(p.attributes.clone());
-            }
-            let sparse = self.keywords.document(&p.text);
-            list.push(to_engine_point(p, sparse)?);
-        }
-        let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-            PointInsertOperations::PointsList(list),
-        ));
-        self.blocking(move |inner| {
-            inner.index_attributes(attributes.iter())?;
-            inner.write(op, n)
-        })
-        .await
+        let points = points
+            .into_iter()
+            .map(|p| payload::stored(p, &self.keywords))
+            .collect::<Result<Vec<_>>>()?;
+        self.write_points(points).await
     }
 
     #[tracing::instrument(name = "index.search", skip_all, fields(store = %q.store, limit = q.limit))]
     async fn search(&self, q: &SearchQuery) -> Result<Vec<Hit>> {
-        let (store, filter, limit) = (&q.store, q.filter.as_ref(), q.limit);
+        let (filter, limit) = (q.filter.as_ref(), q.limit);
         let query = match &q.leg {
             Leg::Dense(v) => {
-                self.check_dims(v)?;
+                payload::check_dims(v, self.dims)?;
                 NamedQuery::default_dense(v.clone())
             }
             Leg::Keyword(text) => {
@@ -754,13 +727,7 @@ impl VectorIndex for EdgeIndex {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut must = vec![
-            keyword(STORE_KEY, store.as_str())?,
-            keyword(PROJECT_KEY, q.project.as_str())?,
-        ];
-        if let Some(f) = filter {
-            must.push(translate(f)?);
-        }
+        let scope = filter::search::<EdgeConditions>(q)?;
         // Attribute keys are the users' own and have no payload index, so qdrant cannot
         // estimate a filter's selectivity, and a plain filtered walk of the HNSW graph stops
         // early when most neighbours fail it. ACORN also explores neighbours' neighbours.
@@ -776,13 +743,10 @@ impl VectorIndex for EdgeIndex {
             hnsw_ef: Some((2 * limit).max(32)),
             ..SearchParams::default()
         });
-        for file in &q.exclude_files {
-            must.push(none_of(keyword(FILE_KEY, file.as_str())?));
-        }
         let request = QueryRequest {
             prefetches: Vec::new(),
             query: Some(ScoringQuery::Vector(QueryEnum::Nearest(query))),
-            filter: Some(all_of(must)),
+            filter: Some(scope),
             score_threshold: q.score_threshold.map(OrderedFloat),
             limit,
             offset: 0,
@@ -800,13 +764,13 @@ impl VectorIndex for EdgeIndex {
 
     #[tracing::instrument(name = "index.delete_file", skip_all, fields(file = %file))]
     async fn delete_file(&self, store: Option<&VectorStoreId>, file: &FileId) -> Result<()> {
-        let filter = scope(store, Some(file))?;
+        let filter = filter::scope::<EdgeConditions>(store, Some(file))?;
         self.delete(filter).await
     }
 
     #[tracing::instrument(name = "index.delete_store", skip_all, fields(store = %store))]
     async fn delete_store(&self, store: &VectorStoreId) -> Result<()> {
-        let filter = scope(Some(store), None)?;
+        let filter = filter::scope::<EdgeConditions>(Some(store), None)?;
         self.delete(filter).await
     }
 
@@ -817,7 +781,7 @@ impl VectorIndex for EdgeIndex {
         file: &FileId,
         attributes: &Attributes,
     ) -> Result<()> {
-        let filter = scope(Some(store), Some(file))?;
+        let filter = filter::scope::<EdgeConditions>(Some(store), Some(file))?;
         let value = serde_json::to_value(attributes).context("attributes to JSON")?;
         // Setting a top-level key replaces its whole value, so keys absent from the new map go.
         let payload = Payload([(ATTRIBUTES_KEY.to_owned(), value)].into_iter().collect());
@@ -830,12 +794,7 @@ impl VectorIndex for EdgeIndex {
     }
 
     async fn adopt_store(&self, store: &VectorStoreId, project: &ProjectId) -> Result<u64> {
-        // A store's points all belong to its project, so those not marked with it are unmarked.
-        let filter = Some(EdgeFilter {
-            must: Some(vec![keyword(STORE_KEY, store.as_str())?]),
-            must_not: Some(vec![keyword(PROJECT_KEY, project.as_str())?]),
-            ..EdgeFilter::new()
-        });
+        let filter = Some(filter::unadopted::<EdgeConditions>(store, project)?);
         let payload = Payload(
             [(
                 PROJECT_KEY.to_owned(),
@@ -849,7 +808,7 @@ impl VectorIndex for EdgeIndex {
     }
 
     async fn count(&self, store: Option<&VectorStoreId>, file: Option<&FileId>) -> Result<u64> {
-        let filter = scope(store, file)?;
+        let filter = filter::scope::<EdgeConditions>(store, file)?;
         self.blocking(move |inner| inner.count(filter)).await
     }
 
@@ -860,7 +819,7 @@ impl VectorIndex for EdgeIndex {
         from: Option<Uuid>,
         limit: usize,
     ) -> Result<KeywordRound> {
-        let filter = without_keywords(store)?;
+        let filter = filter::without_keywords::<EdgeConditions>(store)?;
         let keywords = Arc::clone(&self.keywords);
         self.blocking(move |inner| {
             let request = ScrollRequest {
@@ -893,19 +852,43 @@ impl VectorIndex for EdgeIndex {
                 });
             }
             let indexed = inner.update_vectors(points)?;
-            let next = match next {
-                None => None,
-                Some(PointId::Uuid(id)) => Some(id),
-                Some(other) => return Err(engine(format!("unexpected numeric point id {other}"))),
-            };
+            let next = next.map(uuid_of).transpose()?;
             Ok(KeywordRound { indexed, next })
         })
         .await
     }
 
     async fn missing_keywords(&self, store: &VectorStoreId) -> Result<u64> {
-        let filter = without_keywords(store)?;
+        let filter = filter::without_keywords::<EdgeConditions>(store)?;
         self.blocking(move |inner| inner.count(Some(filter))).await
+    }
+
+    async fn export_points(&self, from: Option<Uuid>, limit: usize) -> Result<ExportPage> {
+        self.blocking(move |inner| {
+            let request = ScrollRequest {
+                offset: from.map(PointId::Uuid),
+                limit: Some(limit.max(1)),
+                filter: None,
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: WithVector::Bool(true),
+                order_by: None,
+            };
+            let (records, next) =
+                inner.with_shard(|shard| shard.scroll(request).map_err(engine_op))?;
+            Ok(ExportPage {
+                points: records
+                    .into_iter()
+                    .map(to_stored_point)
+                    .collect::<Result<_>>()?,
+                next: next.map(uuid_of).transpose()?,
+            })
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "index.import", skip_all, fields(points = points.len()))]
+    async fn import_points(&self, points: Vec<StoredPoint>) -> Result<()> {
+        self.write_points(points).await
     }
 
     /// Runs the optimisers now if enough points changed (the upkeep thread does this by itself).
@@ -934,6 +917,30 @@ fn spawn_upkeep(inner: Weak<Inner>, every: Duration) -> Result<mpsc::Sender<()>>
 }
 
 impl EdgeIndex {
+    /// Inserts or overwrites points, giving their attribute keys payload indexes first.
+    async fn write_points(&self, points: Vec<StoredPoint>) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let n = points.len() as u64;
+        let attributes = payload::distinct_attributes(&points);
+        let list = points
+            .into_iter()
+            .map(|p| {
+                payload::check_dims(&p.vector, self.dims)?;
+                Ok(to_engine_point(p.id, p.vector, p.keywords, p.payload))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+            PointInsertOperations::PointsList(list),
+        ));
+        self.blocking(move |inner| {
+            inner.index_attributes(attributes.iter())?;
+            inner.write(op, n)
+        })
+        .await
+    }
+
     async fn delete(&self, filter: Option<EdgeFilter>) -> Result<()> {
         let Some(filter) = filter else {
             return Ok(());
@@ -950,17 +957,6 @@ impl EdgeIndex {
     }
 }
 
-/// A store's points that have no keyword vector yet.
-fn without_keywords(store: &VectorStoreId) -> Result<EdgeFilter> {
-    Ok(EdgeFilter {
-        must: Some(vec![keyword(STORE_KEY, store.as_str())?]),
-        must_not: Some(vec![Condition::HasVector(HasVectorCondition::from(
-            SPARSE_VECTOR.to_owned(),
-        ))]),
-        ..EdgeFilter::new()
-    })
-}
-
 fn to_engine_sparse(s: Sparse) -> SparseVector {
     SparseVector {
         indices: s.indices,
@@ -968,76 +964,78 @@ fn to_engine_sparse(s: Sparse) -> SparseVector {
     }
 }
 
-fn to_engine_point(p: Point, sparse: Sparse) -> Result<PointStructPersisted> {
-    let mut payload = Map::new();
-    payload.insert(
-        STORE_KEY.into(),
-        Value::String(p.vector_store_id.as_str().into()),
-    );
-    payload.insert(
-        PROJECT_KEY.into(),
-        Value::String(p.project_id.as_str().into()),
-    );
-    payload.insert(FILE_KEY.into(), Value::String(p.file_id.as_str().into()));
-    payload.insert(CHUNK_KEY.into(), Value::from(p.chunk_index));
-    payload.insert(TEXT_KEY.into(), Value::String(p.text));
-    payload.insert(
-        ATTRIBUTES_KEY.into(),
-        serde_json::to_value(&p.attributes).context("attributes to JSON")?,
-    );
-    payload.insert(EXTRA_KEY.into(), Value::Object(p.extra));
-    Ok(PointStructPersisted {
-        id: PointId::Uuid(p.id),
-        vector: VectorStructPersisted::Named(
-            [
-                (String::new(), VectorPersisted::Dense(p.vector)),
-                (
-                    SPARSE_VECTOR.to_owned(),
-                    VectorPersisted::Sparse(to_engine_sparse(sparse)),
-                ),
-            ]
-            .into(),
-        ),
+fn from_engine_sparse(s: SparseVector) -> Sparse {
+    Sparse {
+        indices: s.indices,
+        values: s.values,
+    }
+}
+
+/// A point as the engine stores it: its dense vector, its keyword vector (if it has one yet)
+/// and its payload.
+fn to_engine_point(
+    id: Uuid,
+    vector: Vec<f32>,
+    sparse: Option<Sparse>,
+    payload: Map<String, Value>,
+) -> PointStructPersisted {
+    let mut vectors = HashMap::from([(String::new(), VectorPersisted::Dense(vector))]);
+    if let Some(sparse) = sparse {
+        vectors.insert(
+            SPARSE_VECTOR.to_owned(),
+            VectorPersisted::Sparse(to_engine_sparse(sparse)),
+        );
+    }
+    PointStructPersisted {
+        id: PointId::Uuid(id),
+        vector: VectorStructPersisted::Named(vectors.into_iter().collect()),
         payload: Some(Payload(payload)),
+    }
+}
+
+fn uuid_of(id: PointId) -> Result<Uuid> {
+    match id {
+        PointId::Uuid(id) => Ok(id),
+        other => Err(engine(format!("unexpected numeric point id {other}"))),
+    }
+}
+
+/// A point the engine read back, as any index stores it.
+fn to_stored_point(r: qdrant_edge::Record) -> Result<StoredPoint> {
+    let id = uuid_of(r.id)?;
+    let (mut vector, mut keywords) = (None, None);
+    match r.vector {
+        Some(VectorStructInternal::Single(v)) => vector = Some(v),
+        Some(VectorStructInternal::Named(named)) => {
+            for (name, v) in named {
+                match (name.as_str(), v) {
+                    ("", VectorInternal::Dense(d)) => vector = Some(d),
+                    (SPARSE_VECTOR, VectorInternal::Sparse(s)) => {
+                        keywords = Some(from_engine_sparse(s));
+                    }
+                    (name, _) => {
+                        return Err(engine(format!("point {id}: unexpected vector {name:?}")))
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    let vector = vector.ok_or_else(|| engine(format!("point {id}: no dense vector")))?;
+    Ok(StoredPoint {
+        id,
+        vector,
+        keywords,
+        payload: r.payload.map(|p| p.0).unwrap_or_default(),
     })
 }
 
 fn to_hit(p: ScoredPoint) -> Result<Hit> {
-    let PointId::Uuid(id) = p.id else {
-        return Err(engine(format!("unexpected numeric point id {}", p.id)));
-    };
-    let mut payload = p.payload.map(|p| p.0).unwrap_or_default();
-    let mut take = |key: &str| payload.remove(key).unwrap_or(Value::Null);
-    let file_id = match take(FILE_KEY) {
-        Value::String(s) => FileId::from_db(s),
-        other => return Err(engine(format!("point {id}: bad file_id {other}"))),
-    };
-    let chunk_index = take(CHUNK_KEY)
-        .as_u64()
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| engine(format!("point {id}: bad chunk_index")))?;
-    let text = match take(TEXT_KEY) {
-        Value::String(s) => s,
-        other => return Err(engine(format!("point {id}: bad text {other}"))),
-    };
-    let attributes = match take(ATTRIBUTES_KEY) {
-        Value::Null => Attributes::new(),
-        v => serde_json::from_value(v)
-            .map_err(|e| engine(format!("point {id}: bad attributes: {e}")))?,
-    };
-    let extra = match take(EXTRA_KEY) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    Ok(Hit {
-        id,
-        score: p.score,
-        file_id,
-        chunk_index,
-        text,
-        attributes,
-        extra,
-    })
+    payload::hit(
+        uuid_of(p.id)?,
+        p.score,
+        p.payload.map(|p| p.0).unwrap_or_default(),
+    )
 }
 
 fn path(key: &str) -> Result<JsonPath> {
@@ -1045,156 +1043,67 @@ fn path(key: &str) -> Result<JsonPath> {
         .map_err(|()| engine(format!("invalid payload path {key}")))
 }
 
-/// The payload path of attribute `key`. Quoting lets any key through except one holding `"` or
-/// `\`, which qdrant's path syntax cannot express.
-fn attribute_path(key: &str) -> Result<JsonPath> {
-    if key.contains(['"', '\\']) {
-        return Err(Error::invalid(
-            format!(
-                "Invalid 'filters': key '{key}' cannot be filtered on (it contains '\"' or '\\')."
-            ),
-            "filters",
-        ));
+/// qdrant-edge's conditions: Qdrant's segment types.
+struct EdgeConditions;
+
+fn field(condition: FieldCondition) -> Condition {
+    Condition::Field(condition)
+}
+
+impl Conditions for EdgeConditions {
+    type Condition = Condition;
+    type Filter = EdgeFilter;
+
+    fn keyword(path_: &str, value: &str) -> Result<Condition> {
+        let value = Match::new_value(ValueVariants::String(value.to_owned()));
+        Ok(field(FieldCondition::new_match(path(path_)?, value)))
     }
-    path(&format!("{ATTRIBUTES_KEY}.\"{key}\""))
-}
 
-fn keyword(key: &str, value: &str) -> Result<Condition> {
-    Ok(Condition::Field(FieldCondition::new_match(
-        path(key)?,
-        Match::new_value(ValueVariants::String(value.to_owned())),
-    )))
-}
-
-/// Restricts to a store and/or a file; `None` when neither is given.
-fn scope(store: Option<&VectorStoreId>, file: Option<&FileId>) -> Result<Option<EdgeFilter>> {
-    let mut must = Vec::new();
-    if let Some(store) = store {
-        must.push(keyword(STORE_KEY, store.as_str())?);
-    }
-    if let Some(file) = file {
-        must.push(keyword(FILE_KEY, file.as_str())?);
-    }
-    Ok((!must.is_empty()).then(|| all_of(must)))
-}
-
-fn all_of(must: Vec<Condition>) -> EdgeFilter {
-    EdgeFilter {
-        must: Some(must),
-        ..EdgeFilter::new()
-    }
-}
-
-fn any_of(should: Vec<Condition>) -> EdgeFilter {
-    EdgeFilter {
-        should: Some(should),
-        ..EdgeFilter::new()
-    }
-}
-
-fn none_of(condition: Condition) -> Condition {
-    Condition::Filter(EdgeFilter::new_must_not(condition))
-}
-
-fn range(path: JsonPath, range: Range<OrderedFloat<f64>>) -> Condition {
-    Condition::Field(FieldCondition::new_range(path, range))
-}
-
-/// A number is compared as a range so that a stored `3` and a stored `3.0` both equal `3`.
-fn equals(path: JsonPath, value: &Scalar) -> Condition {
-    let matched =
-        |v| Condition::Field(FieldCondition::new_match(path.clone(), Match::new_value(v)));
-    match value {
-        Scalar::String(s) => matched(ValueVariants::String(s.clone())),
-        Scalar::Bool(b) => matched(ValueVariants::Bool(*b)),
-        Scalar::Number(x) => range(
-            path.clone(),
-            Range {
-                gte: Some(OrderedFloat(*x)),
-                lte: Some(OrderedFloat(*x)),
-                gt: None,
-                lt: None,
-            },
-        ),
-    }
-}
-
-fn one_of(path: JsonPath, values: &[Scalar]) -> Result<Condition> {
-    let mut should = Vec::new();
-    let strings: Vec<&str> = values
-        .iter()
-        .filter_map(|v| match v {
-            Scalar::String(s) => Some(s.as_str()),
-            _ => None,
-        })
-        .collect();
-    if !strings.is_empty() {
+    fn any_keyword(path_: &str, values: Vec<String>) -> Result<Condition> {
         // `AnyVariants` holds an `IndexSet` with a hasher the engine does not re-export.
         let any: AnyVariants =
-            serde_json::from_value(Value::from(strings)).context("match any strings")?;
-        should.push(Condition::Field(FieldCondition::new_match(
-            path.clone(),
+            serde_json::from_value(Value::from(values)).context("match any strings")?;
+        Ok(field(FieldCondition::new_match(
+            path(path_)?,
             Match::new_any(any),
-        )));
+        )))
     }
-    for v in values {
-        if !matches!(v, Scalar::String(_)) {
-            should.push(equals(path.clone(), v));
-        }
-    }
-    Ok(match should.len() {
-        1 => should.remove(0),
-        _ => Condition::Filter(any_of(should)),
-    })
-}
 
-/// The domain filter as an engine condition on `attributes.<key>`. A point without the key
-/// fails every comparison and so passes `ne` and `nin`.
-fn translate(f: &Filter) -> Result<Condition> {
-    match f {
-        Filter::And(children) => Ok(Condition::Filter(all_of(
-            children.iter().map(translate).collect::<Result<_>>()?,
-        ))),
-        Filter::Or(children) => Ok(Condition::Filter(any_of(
-            children.iter().map(translate).collect::<Result<_>>()?,
-        ))),
-        Filter::Compare { key, op, values } => {
-            let path = attribute_path(key)?;
-            let Some(first) = values.first() else {
-                return Err(Error::invalid(
-                    format!("Invalid 'filters': '{key}' needs a value."),
-                    "filters",
-                ));
-            };
-            Ok(match op {
-                CompareOp::Eq => equals(path, first),
-                CompareOp::Ne => none_of(equals(path, first)),
-                CompareOp::Gt | CompareOp::Gte | CompareOp::Lt | CompareOp::Lte => {
-                    let Scalar::Number(x) = first else {
-                        return Err(Error::invalid(
-                            format!("Invalid 'filters': comparing '{key}' needs a number."),
-                            "filters",
-                        ));
-                    };
-                    let x = Some(OrderedFloat(*x));
-                    let mut bound = Range {
-                        gt: None,
-                        gte: None,
-                        lt: None,
-                        lte: None,
-                    };
-                    match op {
-                        CompareOp::Gt => bound.gt = x,
-                        CompareOp::Gte => bound.gte = x,
-                        CompareOp::Lt => bound.lt = x,
-                        _ => bound.lte = x,
-                    }
-                    range(path, bound)
-                }
-                CompareOp::In => one_of(path, values)?,
-                CompareOp::Nin => none_of(one_of(path, values)?),
-            })
+    fn boolean(path_: &str, value: bool) -> Result<Condition> {
+        let value = Match::new_value(ValueVariants::Bool(value));
+        Ok(field(FieldCondition::new_match(path(path_)?, value)))
+    }
+
+    fn range(path_: &str, b: Bounds) -> Result<Condition> {
+        let range = Range {
+            gt: b.gt.map(OrderedFloat),
+            gte: b.gte.map(OrderedFloat),
+            lt: b.lt.map(OrderedFloat),
+            lte: b.lte.map(OrderedFloat),
+        };
+        Ok(field(FieldCondition::new_range(path(path_)?, range)))
+    }
+
+    fn has_vector(name: &str) -> Condition {
+        Condition::HasVector(HasVectorCondition::from(name.to_owned()))
+    }
+
+    fn filter(
+        must: Vec<Condition>,
+        should: Vec<Condition>,
+        must_not: Vec<Condition>,
+    ) -> EdgeFilter {
+        let some = |v: Vec<Condition>| (!v.is_empty()).then_some(v);
+        EdgeFilter {
+            must: some(must),
+            should: some(should),
+            must_not: some(must_not),
+            ..EdgeFilter::new()
         }
+    }
+
+    fn nest(filter: EdgeFilter) -> Condition {
+        Condition::Filter(filter)
     }
 }
 
@@ -1202,7 +1111,7 @@ fn translate(f: &Filter) -> Result<Condition> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::domain::AttrValue;
+    use crate::domain::Filter;
     use crate::index::point_id;
     use serde_json::json;
     use std::collections::BTreeSet;
@@ -1283,38 +1192,6 @@ mod tests {
 
     fn open(dir: &Path) -> EdgeIndex {
         EdgeIndex::open(dir, DIMS).unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_search_sees_only_its_projects_points_and_adoption_marks_old_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = open(dir.path());
-        let (a, f) = (store("a"), file("f"));
-        let other = ProjectId::parse("proj_other").unwrap();
-        // Written as if before projects were recorded: not marked with the store's project.
-        let mut p = point(&a, &f, 0, axis(0, 1, 0.0), json!({}));
-        p.project_id = other.clone();
-        idx.upsert(vec![p]).await.unwrap();
-        let query = |project: &ProjectId| SearchQuery {
-            store: a.clone(),
-            project: project.clone(),
-            leg: Leg::Dense(axis(0, 1, 0.0)),
-            filter: None,
-            exclude_files: Vec::new(),
-            limit: 5,
-            score_threshold: None,
-        };
-        let mine = ProjectId::default_project();
-        assert!(idx.search(&query(&mine)).await.unwrap().is_empty());
-        assert_eq!(idx.search(&query(&other)).await.unwrap().len(), 1);
-        assert_eq!(idx.adopt_store(&a, &mine).await.unwrap(), 1);
-        assert_eq!(idx.adopt_store(&a, &mine).await.unwrap(), 0);
-        assert_eq!(idx.search(&query(&mine)).await.unwrap().len(), 1);
-        assert!(idx.search(&query(&other)).await.unwrap().is_empty());
-        // Durable: a reopened index still has the mark.
-        drop(idx);
-        let idx = open(dir.path());
-        assert_eq!(idx.search(&query(&mine)).await.unwrap().len(), 1);
     }
 
     fn info(idx: &EdgeIndex) -> qdrant_edge::ShardInfo {
@@ -1480,399 +1357,6 @@ mod tests {
         }
     }
 
-    async fn chunks(idx: &EdgeIndex, vs: &VectorStoreId, filter: Option<Value>) -> BTreeSet<u32> {
-        let filter = filter.map(|f| Filter::parse(&f).unwrap());
-        find(idx, vs, axis(0, 1, 0.0), filter.as_ref(), &[], 1000, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|h| h.chunk_index)
-            .collect()
-    }
-
-    fn set(v: &[u32]) -> BTreeSet<u32> {
-        v.iter().copied().collect()
-    }
-
-    #[tokio::test]
-    async fn search_ranks_nearest_first_within_one_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = open(dir.path());
-        let (a, b, f) = (store("a"), store("b"), file("f"));
-        idx.upsert(vec![
-            point(&a, &f, 0, axis(1, 0, 0.0), json!({})),
-            point(&a, &f, 1, axis(0, 1, 0.2), json!({})),
-            point(&a, &f, 2, axis(0, 1, 1.0), json!({})),
-            point(&a, &f, 3, axis(0, 1, 0.05), json!({})),
-            // The exact match lives in another store and must never show up.
-            point(&b, &f, 9, axis(0, 1, 0.0), json!({})),
-        ])
-        .await
-        .unwrap();
-
-        let hits = find(&idx, &a, axis(0, 1, 0.0), None, &[], 10, None)
-            .await
-            .unwrap();
-        let order: Vec<u32> = hits.iter().map(|h| h.chunk_index).collect();
-        assert_eq!(order, [3, 1, 2, 0]);
-        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
-        assert!((hits[2].score - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-4);
-        assert!(hits[3].score.abs() < 1e-4);
-        let top = &hits[0];
-        assert_eq!(top.id, point_id(&f, &a, 3));
-        assert_eq!(top.file_id, f);
-        assert_eq!(top.text, format!("{f} chunk 3"));
-        assert_eq!(top.extra, *json!({"page": 4}).as_object().unwrap());
-
-        let limited = find(&idx, &a, axis(0, 1, 0.0), None, &[], 2, None)
-            .await
-            .unwrap();
-        assert_eq!(limited.len(), 2);
-        let close = find(&idx, &a, axis(0, 1, 0.0), None, &[], 10, Some(0.9))
-            .await
-            .unwrap();
-        assert_eq!(
-            close.iter().map(|h| h.chunk_index).collect::<Vec<_>>(),
-            [3, 1]
-        );
-
-        let in_b = find(&idx, &b, axis(0, 1, 0.0), None, &[], 10, None)
-            .await
-            .unwrap();
-        assert_eq!(in_b.len(), 1);
-        assert_eq!(in_b[0].chunk_index, 9);
-        assert!(
-            find(&idx, &store("c"), axis(0, 1, 0.0), None, &[], 10, None)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert!(find(&idx, &a, vec![1.0; DIMS + 1], None, &[], 10, None)
-            .await
-            .is_err());
-    }
-
-    async fn filter_fixture(idx: &EdgeIndex) -> VectorStoreId {
-        let (a, b, f) = (store("a"), store("b"), file("f"));
-        idx.upsert(vec![
-            point(
-                &a,
-                &f,
-                0,
-                axis(0, 1, 0.1),
-                json!({"author": "ann", "year": 2020, "draft": false, "tag": "a"}),
-            ),
-            point(
-                &a,
-                &f,
-                1,
-                axis(0, 1, 0.2),
-                json!({"author": "bob", "year": 2021.0, "draft": true, "tag": "b"}),
-            ),
-            point(
-                &a,
-                &f,
-                2,
-                axis(0, 1, 0.3),
-                json!({"author": "ann", "year": 2022, "tag": "c"}),
-            ),
-            point(&a, &f, 3, axis(0, 1, 0.4), json!({})),
-            point(
-                &a,
-                &f,
-                4,
-                axis(0, 1, 0.5),
-                json!({"author": "cy", "year": 3.5, "a.b c": "x"}),
-            ),
-            point(
-                &b,
-                &f,
-                5,
-                axis(0, 1, 0.0),
-                json!({"author": "ann", "year": 2021}),
-            ),
-        ])
-        .await
-        .unwrap();
-        // Attributes are f64 in the domain; also store a JSON integer to prove 2021 == 2021.0.
-        let mut raw = to_engine_point(
-            point(&a, &f, 6, axis(0, 1, 0.6), json!({})),
-            Sparse::default(),
-        )
-        .unwrap();
-        raw.payload
-            .as_mut()
-            .unwrap()
-            .0
-            .insert(ATTRIBUTES_KEY.into(), json!({"year": 2021}));
-        idx.inner
-            .write(
-                UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                    PointInsertOperations::PointsList(vec![raw]),
-                )),
-                1,
-            )
-            .unwrap();
-        a
-    }
-
-    async fn assert_filters(idx: &EdgeIndex, a: &VectorStoreId) {
-        let cases = [
-            (
-                json!({"type": "eq", "key": "author", "value": "ann"}),
-                set(&[0, 2]),
-            ),
-            (
-                json!({"type": "ne", "key": "author", "value": "ann"}),
-                set(&[1, 3, 4, 6]),
-            ),
-            (
-                json!({"type": "eq", "key": "year", "value": 2021}),
-                set(&[1, 6]),
-            ),
-            (
-                json!({"type": "eq", "key": "year", "value": 2021.0}),
-                set(&[1, 6]),
-            ),
-            (
-                json!({"type": "eq", "key": "year", "value": 3.5}),
-                set(&[4]),
-            ),
-            (
-                json!({"type": "eq", "key": "year", "value": 2021.5}),
-                set(&[]),
-            ),
-            (json!({"type": "eq", "key": "year", "value": 3}), set(&[])),
-            (
-                json!({"type": "eq", "key": "year", "value": "2020"}),
-                set(&[]),
-            ),
-            (
-                json!({"type": "eq", "key": "draft", "value": true}),
-                set(&[1]),
-            ),
-            (
-                json!({"type": "eq", "key": "draft", "value": false}),
-                set(&[0]),
-            ),
-            (
-                json!({"type": "ne", "key": "draft", "value": true}),
-                set(&[0, 2, 3, 4, 6]),
-            ),
-            (
-                json!({"type": "gt", "key": "year", "value": 2020}),
-                set(&[1, 2, 6]),
-            ),
-            (
-                json!({"type": "gte", "key": "year", "value": 2020}),
-                set(&[0, 1, 2, 6]),
-            ),
-            (
-                json!({"type": "lt", "key": "year", "value": 2021}),
-                set(&[0, 4]),
-            ),
-            (
-                json!({"type": "lte", "key": "year", "value": 2021}),
-                set(&[0, 1, 4, 6]),
-            ),
-            (
-                json!({"type": "in", "key": "author", "value": ["ann", "cy"]}),
-                set(&[0, 2, 4]),
-            ),
-            (
-                json!({"type": "in", "key": "tag", "value": ["c"]}),
-                set(&[2]),
-            ),
-            (
-                json!({"type": "in", "key": "year", "value": [2020, 3.5]}),
-                set(&[0, 4]),
-            ),
-            (
-                json!({"type": "in", "key": "year", "value": [2022, "2020"]}),
-                set(&[2]),
-            ),
-            (
-                json!({"type": "nin", "key": "author", "value": ["ann", "bob"]}),
-                set(&[3, 4, 6]),
-            ),
-            (
-                json!({"type": "nin", "key": "year", "value": [2021, 2020]}),
-                set(&[2, 3, 4]),
-            ),
-            (
-                json!({"type": "eq", "key": "a.b c", "value": "x"}),
-                set(&[4]),
-            ),
-            (
-                json!({"type": "eq", "key": "missing", "value": "x"}),
-                set(&[]),
-            ),
-            (
-                json!({"type": "and", "filters": [
-                    {"type": "eq", "key": "author", "value": "ann"},
-                    {"type": "gte", "key": "year", "value": 2021}
-                ]}),
-                set(&[2]),
-            ),
-            (
-                json!({"type": "or", "filters": [
-                    {"type": "eq", "key": "author", "value": "bob"},
-                    {"type": "lt", "key": "year", "value": 10}
-                ]}),
-                set(&[1, 4]),
-            ),
-            (
-                json!({"type": "and", "filters": [
-                    {"type": "or", "filters": [
-                        {"type": "eq", "key": "author", "value": "ann"},
-                        {"type": "eq", "key": "author", "value": "bob"}
-                    ]},
-                    {"type": "or", "filters": [
-                        {"type": "eq", "key": "draft", "value": true},
-                        {"type": "and", "filters": [
-                            {"type": "gt", "key": "year", "value": 2021},
-                            {"type": "ne", "key": "tag", "value": "z"}
-                        ]}
-                    ]}
-                ]}),
-                set(&[1, 2]),
-            ),
-        ];
-        for (filter, expected) in cases {
-            assert_eq!(
-                chunks(idx, a, Some(filter.clone())).await,
-                expected,
-                "{filter}"
-            );
-        }
-        assert_eq!(chunks(idx, a, None).await, set(&[0, 1, 2, 3, 4, 6]));
-    }
-
-    #[tokio::test]
-    async fn every_filter_op_selects_exactly_the_expected_points() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = open(dir.path());
-        let a = filter_fixture(&idx).await;
-        assert_filters(&idx, &a).await;
-
-        // The domain refuses such a key before it gets here; the adapter still refuses it too.
-        let quoted = Filter::Compare {
-            key: "a\"b".into(),
-            op: CompareOp::Eq,
-            values: vec![Scalar::Number(1.0)],
-        };
-        let err = find(&idx, &a, axis(0, 1, 0.0), Some(&quoted), &[], 5, None).await;
-        assert!(matches!(err, Err(Error::Invalid { .. })));
-    }
-
-    #[tokio::test]
-    async fn deletes_and_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = open(dir.path());
-        let (a, b, f, g) = (store("a"), store("b"), file("f"), file("g"));
-        let mut points = Vec::new();
-        for (vs, fi, n) in [(&a, &f, 3), (&a, &g, 2), (&b, &f, 4), (&b, &g, 1)] {
-            for c in 0..n {
-                points.push(point(vs, fi, c, axis(c as usize, 7, 0.5), json!({})));
-            }
-        }
-        idx.upsert(points).await.unwrap();
-        assert_eq!(idx.count(None, None).await.unwrap(), 10);
-        assert_eq!(idx.count(Some(&a), None).await.unwrap(), 5);
-        assert_eq!(idx.count(None, Some(&f)).await.unwrap(), 7);
-        assert_eq!(idx.count(Some(&b), Some(&f)).await.unwrap(), 4);
-        assert_eq!(idx.count(Some(&store("c")), None).await.unwrap(), 0);
-
-        idx.delete_file(Some(&a), &f).await.unwrap();
-        assert_eq!(idx.count(Some(&a), Some(&f)).await.unwrap(), 0);
-        assert_eq!(idx.count(Some(&b), Some(&f)).await.unwrap(), 4);
-        assert_eq!(idx.count(None, None).await.unwrap(), 7);
-        let left: BTreeSet<_> = find(&idx, &a, axis(0, 7, 0.5), None, &[], 10, None)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|h| (h.file_id, h.chunk_index))
-            .collect();
-        assert_eq!(left, [(g.clone(), 0), (g.clone(), 1)].into_iter().collect());
-
-        idx.delete_file(None, &g).await.unwrap();
-        assert_eq!(idx.count(None, Some(&g)).await.unwrap(), 0);
-        assert_eq!(idx.count(None, None).await.unwrap(), 4);
-
-        idx.delete_store(&b).await.unwrap();
-        assert_eq!(idx.count(None, None).await.unwrap(), 0);
-        // Deleting what is already gone is fine.
-        idx.delete_store(&b).await.unwrap();
-        idx.delete_file(None, &f).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn set_attributes_replaces_the_map_and_keeps_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = open(dir.path());
-        let (a, b, f, g) = (store("a"), store("b"), file("f"), file("g"));
-        idx.upsert(vec![
-            point(
-                &a,
-                &f,
-                0,
-                axis(0, 1, 0.0),
-                json!({"lang": "en", "old": true}),
-            ),
-            point(
-                &a,
-                &f,
-                1,
-                axis(0, 1, 0.5),
-                json!({"lang": "en", "old": true}),
-            ),
-            point(&a, &g, 0, axis(0, 1, 1.0), json!({"lang": "en"})),
-            point(
-                &b,
-                &f,
-                0,
-                axis(0, 1, 0.0),
-                json!({"lang": "en", "old": true}),
-            ),
-        ])
-        .await
-        .unwrap();
-
-        let new = attrs(json!({"lang": "fr", "rank": 2}));
-        idx.set_attributes(&a, &f, &new).await.unwrap();
-
-        let eq = |k: &str, v: Value| Some(json!({"type": "eq", "key": k, "value": v}));
-        assert_eq!(
-            chunks(&idx, &a, eq("lang", json!("fr"))).await,
-            set(&[0, 1])
-        );
-        assert_eq!(chunks(&idx, &a, eq("lang", json!("en"))).await, set(&[0]));
-        assert_eq!(chunks(&idx, &a, eq("old", json!(true))).await, set(&[]));
-        assert_eq!(chunks(&idx, &a, eq("rank", json!(2))).await, set(&[0, 1]));
-        // The same file in another store is untouched.
-        assert_eq!(chunks(&idx, &b, eq("old", json!(true))).await, set(&[0]));
-
-        let hits = find(&idx, &a, axis(0, 1, 0.0), None, &[], 10, None)
-            .await
-            .unwrap();
-        let top = &hits[0];
-        assert_eq!((&top.file_id, top.chunk_index), (&f, 0));
-        assert!((top.score - 1.0).abs() < 1e-4, "vector kept: {}", top.score);
-        assert_eq!(top.text, format!("{f} chunk 0"));
-        assert_eq!(top.attributes, new);
-        assert_eq!(top.extra, *json!({"page": 1}).as_object().unwrap());
-        assert_eq!(idx.count(None, None).await.unwrap(), 4);
-
-        idx.set_attributes(&a, &f, &Attributes::new())
-            .await
-            .unwrap();
-        let hits = find(&idx, &a, axis(0, 1, 0.0), None, &[], 1, None)
-            .await
-            .unwrap();
-        assert!(hits[0].attributes.is_empty());
-        assert_eq!(chunks(&idx, &a, eq("lang", json!("fr"))).await, set(&[]));
-    }
-
     /// A point of `f` in `vs` whose text is `text`.
     fn texted(vs: &VectorStoreId, f: &FileId, chunk: u32, text: &str, a: Value) -> Point {
         Point {
@@ -1899,95 +1383,6 @@ mod tests {
         hits.iter().map(|h| h.chunk_index).collect()
     }
 
-    #[tokio::test]
-    async fn the_keyword_leg_ranks_by_bm25_inside_the_store_and_its_filters() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = open(dir.path());
-        let (a, b) = (store("a"), store("b"));
-        let (f, g) = (file("f"), file("g"));
-        idx.upsert(vec![
-            texted(
-                &a,
-                &f,
-                0,
-                "Install packages with apt-get install.",
-                json!({"lang": "en"}),
-            ),
-            texted(
-                &a,
-                &f,
-                1,
-                "dpkg-reconfigure tzdata sets the time zone; dpkg-reconfigure again.",
-                json!({"lang": "en"}),
-            ),
-            texted(
-                &a,
-                &f,
-                2,
-                "The timezone is read by dpkg-reconfigure once.",
-                json!({"lang": "en"}),
-            ),
-            texted(
-                &a,
-                &g,
-                3,
-                "dpkg-reconfigure locales, in another file.",
-                json!({"lang": "fr"}),
-            ),
-            texted(
-                &b,
-                &f,
-                4,
-                "dpkg-reconfigure in another store.",
-                json!({"lang": "en"}),
-            ),
-        ])
-        .await
-        .unwrap();
-        // Term frequency and IDF rank: chunk 1 names it twice; chunk 0 does not name it.
-        let q = keyword_query(&a, "dpkg-reconfigure", None);
-        let got = keyword_chunks(&idx, &q).await;
-        assert_eq!(got.len(), 3, "{got:?}");
-        assert_eq!(got[0], 1);
-        assert!(!got.contains(&0) && !got.contains(&4));
-        // Stemming: "installing" finds "install".
-        assert_eq!(
-            keyword_chunks(&idx, &keyword_query(&a, "installing", None)).await,
-            vec![0]
-        );
-        // Filters, exclusions and the project apply to the keyword leg as to the dense one.
-        let fr = Filter::parse(&json!({"type": "eq", "key": "lang", "value": "fr"})).unwrap();
-        assert_eq!(
-            keyword_chunks(&idx, &keyword_query(&a, "dpkg-reconfigure", Some(fr))).await,
-            vec![3]
-        );
-        let mut q = keyword_query(&a, "dpkg-reconfigure", None);
-        q.exclude_files = vec![f.clone()];
-        assert_eq!(keyword_chunks(&idx, &q).await, vec![3]);
-        let mut q = keyword_query(&a, "dpkg-reconfigure", None);
-        q.project = ProjectId::from_db("proj_other".into());
-        assert!(keyword_chunks(&idx, &q).await.is_empty());
-        // Only stop-words: nothing to match.
-        assert!(keyword_chunks(&idx, &keyword_query(&a, "the of and", None))
-            .await
-            .is_empty());
-        // Attribute updates and deletes reach the keyword leg.
-        idx.set_attributes(&a, &g, &attrs(json!({"lang": "en"})))
-            .await
-            .unwrap();
-        let fr = Filter::parse(&json!({"type": "eq", "key": "lang", "value": "fr"})).unwrap();
-        assert!(
-            keyword_chunks(&idx, &keyword_query(&a, "dpkg-reconfigure", Some(fr)))
-                .await
-                .is_empty()
-        );
-        idx.delete_file(Some(&a), &f).await.unwrap();
-        assert_eq!(
-            keyword_chunks(&idx, &keyword_query(&a, "dpkg-reconfigure", None)).await,
-            vec![3]
-        );
-    }
-
     /// An index written before keyword vectors existed: dense vectors only.
     fn old_index(dir: &Path, points: Vec<Point>) {
         let mut config = shard_config(DIMS, &EdgeOptions::default());
@@ -1996,8 +1391,9 @@ mod tests {
         let list = points
             .into_iter()
             .map(|p| {
-                let mut raw = to_engine_point(p.clone(), Sparse::default()).unwrap();
-                raw.vector = VectorStructPersisted::Single(p.vector);
+                let (id, vector, payload) = payload::split(p).unwrap();
+                let mut raw = to_engine_point(id, vector.clone(), None, payload);
+                raw.vector = VectorStructPersisted::Single(vector);
                 raw
             })
             .collect();
@@ -2115,55 +1511,38 @@ mod tests {
         assert_eq!(idx.count(None, Some(&g)).await.unwrap(), 0);
     }
 
-    #[tokio::test]
-    async fn upserting_an_id_again_overwrites() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = open(dir.path());
-        let (a, f) = (store("a"), file("f"));
-        idx.upsert(vec![point(&a, &f, 0, axis(0, 1, 0.0), json!({"v": 1}))])
-            .await
-            .unwrap();
-        let mut again = point(&a, &f, 0, axis(2, 1, 0.0), json!({"v": 2}));
-        again.text = "rewritten".into();
-        idx.upsert(vec![
-            again.clone(),
-            point(&a, &f, 1, axis(3, 1, 0.0), json!({})),
-        ])
-        .await
-        .unwrap();
-        assert_eq!(idx.count(None, None).await.unwrap(), 2);
-        let hits = find(&idx, &a, axis(2, 1, 0.0), None, &[], 1, None)
-            .await
-            .unwrap();
-        assert_eq!(hits[0].id, again.id);
-        assert_eq!(hits[0].text, "rewritten");
-        assert_eq!(hits[0].attributes["v"], AttrValue::Number(2.0));
-    }
-
+    /// The shard is locked while open, keeps its payload indexes, knows its dimensions and
+    /// refuses others.
     #[tokio::test]
     async fn reopening_keeps_points_and_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let idx = open(dir.path());
-        let a = filter_fixture(&idx).await;
+        let (a, f) = (store("a"), file("f"));
+        idx.upsert(vec![point(
+            &a,
+            &f,
+            0,
+            axis(0, 1, 0.0),
+            json!({"lang": "en"}),
+        )])
+        .await
+        .unwrap();
         drop(idx);
 
         let idx = open(dir.path());
         // The WAL is locked while a shard is open: a second open of the same dir fails.
         assert!(EdgeIndex::open(dir.path(), DIMS).is_err());
-        assert_eq!(idx.count(None, None).await.unwrap(), 7);
-        assert_filters(&idx, &a).await;
+        assert_eq!(idx.count(None, None).await.unwrap(), 1);
         let schema = info(&idx).payload_schema;
         assert!(schema.contains_key(&path(STORE_KEY).unwrap()));
         assert!(schema.contains_key(&path(FILE_KEY).unwrap()));
-        idx.upsert(vec![point(&a, &file("g"), 0, axis(5, 1, 0.0), json!({}))])
-            .await
-            .unwrap();
-        idx.flush().await.unwrap();
+        assert!(schema.contains_key(&path(&attribute_path("lang").unwrap()).unwrap()));
         drop(idx);
-
-        let idx = open(dir.path());
-        assert_eq!(idx.count(Some(&a), None).await.unwrap(), 7);
-        drop(idx);
+        assert_eq!(EdgeIndex::stored_dims(dir.path()).unwrap(), Some(DIMS));
+        assert_eq!(
+            EdgeIndex::stored_dims(&dir.path().join("none")).unwrap(),
+            None
+        );
         assert!(EdgeIndex::open(dir.path(), DIMS * 2).is_err());
     }
 
@@ -2282,130 +1661,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(hits[0].chunk_index % DIMS as u32, 3);
-    }
-
-    /// Attribute keys get a payload index of the first kind seen; values of another kind under
-    /// the same key still filter correctly, and an index survives a reopen.
-    #[tokio::test]
-    async fn attribute_indexes_keep_filters_exact_across_kinds_and_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, f1, f2, f3) = (store("a"), file("f1"), file("f2"), file("f3"));
-        {
-            let idx = open(dir.path());
-            idx.upsert(vec![
-                point(&a, &f1, 0, axis(0, 1, 0.0), json!({"v": "x", "flag": true})),
-                point(&a, &f2, 1, axis(1, 0, 0.0), json!({"v": 5, "flag": false})),
-            ])
-            .await
-            .unwrap();
-            assert_eq!(
-                idx.inner.attribute_indexes.lock().unwrap().get("v"),
-                Some(&PayloadSchemaType::Keyword)
-            );
-            idx.flush().await.unwrap();
-        }
-        let idx = open(dir.path());
-        idx.upsert(vec![point(&a, &f3, 2, axis(2, 0, 0.0), json!({"v": 7}))])
-            .await
-            .unwrap();
-        assert_eq!(
-            chunks(
-                &idx,
-                &a,
-                Some(json!({"type": "eq", "key": "v", "value": "x"}))
-            )
-            .await,
-            set(&[0])
-        );
-        assert_eq!(
-            chunks(
-                &idx,
-                &a,
-                Some(json!({"type": "gt", "key": "v", "value": 4}))
-            )
-            .await,
-            set(&[1, 2])
-        );
-        assert_eq!(
-            chunks(
-                &idx,
-                &a,
-                Some(json!({"type": "eq", "key": "v", "value": 7}))
-            )
-            .await,
-            set(&[2])
-        );
-        assert_eq!(
-            chunks(
-                &idx,
-                &a,
-                Some(json!({"type": "eq", "key": "flag", "value": false}))
-            )
-            .await,
-            set(&[1])
-        );
-        assert_eq!(
-            chunks(
-                &idx,
-                &a,
-                Some(json!({"type": "ne", "key": "flag", "value": true}))
-            )
-            .await,
-            set(&[1, 2])
-        );
-    }
-
-    /// HNSW with a selective filter on an unindexed attribute walks a graph whose neighbours
-    /// mostly fail the filter and stops early: it must still return `limit` hits when that
-    /// many match, and the true nearest ones.
-    #[tokio::test]
-    async fn selective_filters_on_the_graph_fill_the_page_with_the_true_nearest() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = EdgeOptions {
-            maintain_every: None,
-            optimize_after: 1_000,
-            indexing_threshold_kb: Some(1),
-            full_scan_threshold_kb: Some(1),
-            ..EdgeOptions::default()
-        };
-        let idx = EdgeIndex::open_with(dir.path(), DIMS, options).unwrap();
-        let a = store("a");
-        let vectors = random_vectors(4_000, 0x2545_f491_4f6c_dd1d);
-        let points: Vec<Point> = vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let f = file(&format!("f{}", i % 40));
-                // 1 point in 100 is "rare".
-                point(&a, &f, i as u32, v.clone(), json!({"rare": i % 100 == 7}))
-            })
-            .collect();
-        for batch in points.chunks(1_000) {
-            idx.upsert(batch.to_vec()).await.unwrap();
-        }
-        idx.maintain().await.unwrap();
-        assert!(graph_vectors(&idx) > 0, "graph built");
-
-        let filter = Filter::parse(&json!({"type": "eq", "key": "rare", "value": true})).unwrap();
-        let cosine = |x: &[f32], y: &[f32]| {
-            let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
-            let norm = |v: &[f32]| v.iter().map(|c| c * c).sum::<f32>().sqrt();
-            dot / (norm(x) * norm(y))
-        };
-        for query in random_vectors(20, 0x1234_5678_9abc_def1) {
-            let hits = find(&idx, &a, query.clone(), Some(&filter), &[], 10, None)
-                .await
-                .unwrap();
-            let mut exact: Vec<(f32, u32)> = points
-                .iter()
-                .filter(|p| p.chunk_index % 100 == 7)
-                .map(|p| (cosine(&p.vector, &query), p.chunk_index))
-                .collect();
-            exact.sort_by(|x, y| y.0.total_cmp(&x.0));
-            let want: Vec<u32> = exact.iter().take(10).map(|e| e.1).collect();
-            let got: Vec<u32> = hits.iter().map(|h| h.chunk_index).collect();
-            assert_eq!(got, want);
-        }
     }
 
     #[tokio::test]

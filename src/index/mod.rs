@@ -1,6 +1,8 @@
 //! Where chunk vectors live and are searched. [`VectorIndex`] is the seam: Qdrant's engine
-//! in-process (`qdrant-edge`) by default, a Qdrant server through `qdrant-client` later. Both keep
-//! every store in one collection/shard, with the same payload layout:
+//! in-process (`qdrant-edge`, [`edge`]) by default, or a Qdrant server through `qdrant-client`
+//! ([`qdrant`], `--qdrant-url`). Both keep every store in one collection/shard, with the same
+//! payload layout ([`payload`]) and the same filters ([`filter`]), so points copy between them
+//! as they are ([`migrate`]):
 //!
 //! | payload key       | type                 | index                                  |
 //! |-------------------|----------------------|----------------------------------------|
@@ -21,13 +23,18 @@
 //! specific to one engine.
 
 pub mod edge;
+pub(crate) mod filter;
 pub mod keyword;
+pub mod migrate;
+pub(crate) mod payload;
+pub mod qdrant;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::domain::{Attributes, FileId, Filter, ProjectId, Result, VectorStoreId};
+use keyword::Sparse;
 
 /// One chunk's vector and payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +100,28 @@ pub struct KeywordRound {
     pub next: Option<Uuid>,
 }
 
+/// A point as an index stores it: what copying an index to another engine moves, with no
+/// re-embedding and no re-reading of text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPoint {
+    pub id: Uuid,
+    /// The dense vector.
+    pub vector: Vec<f32>,
+    /// The keyword vector; `None` for a point written before keyword vectors existed (the
+    /// keyword job gives it one).
+    pub keywords: Option<Sparse>,
+    /// The payload, keys as in the layout above.
+    pub payload: Map<String, Value>,
+}
+
+/// One page of [`VectorIndex::export_points`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportPage {
+    pub points: Vec<StoredPoint>,
+    /// Where the next page starts; `None`: that was the last.
+    pub next: Option<Uuid>,
+}
+
 /// Deterministic point id: re-running a stage overwrites its points instead of duplicating them.
 pub fn point_id(file: &FileId, store: &VectorStoreId, chunk_index: u32) -> Uuid {
     let name = format!("{file}/{store}/{chunk_index}");
@@ -147,6 +176,13 @@ pub trait VectorIndex: Send + Sync + 'static {
 
     /// Exact number of points, optionally restricted to a store and/or a file.
     async fn count(&self, store: Option<&VectorStoreId>, file: Option<&FileId>) -> Result<u64>;
+
+    /// Up to `limit` points, every store's, with ids from `from` on in id order, as stored.
+    async fn export_points(&self, from: Option<Uuid>, limit: usize) -> Result<ExportPage>;
+
+    /// Writes points as another index exported them (inserting or overwriting by id), keyword
+    /// vectors as they were.
+    async fn import_points(&self, points: Vec<StoredPoint>) -> Result<()>;
 
     /// Does the implementation's upkeep (building graphs, compacting) now rather than on its own
     /// schedule. Never needed for correctness; benchmarks use it to measure a built index.

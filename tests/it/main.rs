@@ -8,6 +8,7 @@ mod errors;
 mod files;
 mod http;
 mod hybrid;
+mod index_contract;
 mod isolation;
 mod keys;
 mod metadata_contract;
@@ -17,6 +18,7 @@ mod roles;
 mod storage_contract;
 mod pg;
 mod postgres;
+mod qdrant_server;
 mod uploads;
 mod vector_stores;
 
@@ -178,6 +180,27 @@ pub fn client_with_key(key: &str) -> reqwest::Client {
         .default_headers(headers)
         .build()
         .unwrap()
+}
+
+/// The Qdrant server the tests of the Qdrant backend use (`RAGSTORE_TEST_QDRANT_URL`, its gRPC
+/// URL). Without one, `test` is skipped with a line saying why; but when `CI` is set it fails:
+/// CI must run them.
+pub fn qdrant_url(test: &str) -> Option<String> {
+    match std::env::var("RAGSTORE_TEST_QDRANT_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) => panic!(
+            "{test}: CI is set but RAGSTORE_TEST_QDRANT_URL is not: the Qdrant-server tests \
+             must run in CI (scripts/test.sh starts a server with scripts/qdrant-test-server.sh)"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED {test}: RAGSTORE_TEST_QDRANT_URL is not set, so this test of the \
+                 Qdrant-server backend did not run (scripts/qdrant-test-server.sh starts a \
+                 server and prints the URL; scripts/test.sh does this itself)"
+            );
+            None
+        }
+    }
 }
 
 pub fn models_dir() -> PathBuf {

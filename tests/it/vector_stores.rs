@@ -1894,6 +1894,19 @@ impl VectorIndex for GatedIndex {
     async fn missing_keywords(&self, store: &VectorStoreId) -> ragstore::domain::Result<u64> {
         self.inner.missing_keywords(store).await
     }
+    async fn export_points(
+        &self,
+        from: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> ragstore::domain::Result<ragstore::index::ExportPage> {
+        self.inner.export_points(from, limit).await
+    }
+    async fn import_points(
+        &self,
+        points: Vec<ragstore::index::StoredPoint>,
+    ) -> ragstore::domain::Result<()> {
+        self.inner.import_points(points).await
+    }
     async fn maintain(&self) -> ragstore::domain::Result<()> {
         self.inner.maintain().await
     }
