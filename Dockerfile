@@ -9,7 +9,7 @@ RUN ./scripts/fetch-models.sh && cargo build --locked --release
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/ragstore /usr/local/bin/ragstore
 COPY --from=build /src/models /opt/ragstore/models

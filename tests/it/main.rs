@@ -14,11 +14,11 @@ mod keys;
 mod metadata_contract;
 mod metrics;
 mod openapi;
-mod roles;
-mod storage_contract;
 mod pg;
 mod postgres;
 mod qdrant_server;
+mod roles;
+mod storage_contract;
 mod uploads;
 mod vector_stores;
 
@@ -64,6 +64,9 @@ impl TestApp {
     ) -> Self {
         let mut config = Config::for_data_dir(dir.path().join("data"));
         config.models_dir = models_dir();
+        if remote_backends() {
+            remote::configure(dir.path(), &mut config).await;
+        }
         // Tests drive the queue themselves with `drain()`, so every step is deterministic.
         config.workers_enabled = false;
         tweak(&mut config);
@@ -200,6 +203,59 @@ pub fn qdrant_url(test: &str) -> Option<String> {
             );
             None
         }
+    }
+}
+
+/// `RAGSTORE_TEST_BACKENDS=remote`: every [`TestApp`] runs on the engines a scaled-out
+/// deployment uses (PostgreSQL, S3, a Qdrant server) instead of the embedded ones, each app on
+/// its own database, bucket prefix and collections. `scripts/test.sh` runs the integration
+/// suite once each way.
+pub fn remote_backends() -> bool {
+    std::env::var("RAGSTORE_TEST_BACKENDS").is_ok_and(|v| v == "remote")
+}
+
+mod remote {
+    use ragstore::Config;
+    use serde_json::{json, Value};
+    use std::path::Path;
+
+    fn var(name: &str) -> String {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("RAGSTORE_TEST_BACKENDS=remote needs {name} (scripts/test.sh sets it)")
+        })
+    }
+
+    /// The app's engines, chosen once per test dir (a restart in the same dir finds its data).
+    pub async fn configure(dir: &Path, config: &mut Config) {
+        let file = dir.join("remote-backends.json");
+        let chosen: Value = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap(),
+            Err(_) => {
+                let tag = ragstore::domain::FileId::generate()
+                    .as_str()
+                    .trim_start_matches("file-")
+                    .to_ascii_lowercase();
+                let database = crate::pg::fresh_database("remote backends")
+                    .await
+                    .expect("RAGSTORE_TEST_DATABASE_URL");
+                let v = json!({
+                    "database_url": database,
+                    "storage_url": format!(
+                        "{}/t-{tag}",
+                        var("RAGSTORE_TEST_S3_URL").trim_end_matches('/')
+                    ),
+                    "qdrant_url": var("RAGSTORE_TEST_QDRANT_URL"),
+                    "collection_prefix": format!("t{tag}"),
+                });
+                std::fs::write(&file, v.to_string()).unwrap();
+                v
+            }
+        };
+        let s = |k: &str| chosen[k].as_str().unwrap().to_owned();
+        config.database_url = Some(s("database_url"));
+        config.storage_url = Some(s("storage_url"));
+        config.qdrant.url = Some(s("qdrant_url"));
+        config.qdrant.collection_prefix = s("collection_prefix");
     }
 }
 

@@ -24,11 +24,18 @@ async fn an_api_replica_enqueues_and_a_worker_replica_ingests() {
     })
     .await;
     let file = api
-        .upload("basalt.txt", b"Basalt forms when lava cools.".to_vec(), "assistants")
+        .upload(
+            "basalt.txt",
+            b"Basalt forms when lava cools.".to_vec(),
+            "assistants",
+        )
         .await;
     let file = file["id"].as_str().unwrap().to_owned();
     let (s, vs) = api
-        .post_json("/v1/vector_stores", json!({"name": "rocks", "file_ids": [file]}))
+        .post_json(
+            "/v1/vector_stores",
+            json!({"name": "rocks", "file_ids": [file]}),
+        )
         .await;
     assert_eq!(s, 200, "{vs}");
     let vs = vs["id"].as_str().unwrap().to_owned();
@@ -42,7 +49,12 @@ async fn an_api_replica_enqueues_and_a_worker_replica_ingests() {
         c.workers_enabled = true;
     })
     .await;
-    for path in ["/v1/files", "/v1/vector_stores", "/v1/openai/v1/files", "/console"] {
+    for path in [
+        "/v1/files",
+        "/v1/vector_stores",
+        "/v1/openai/v1/files",
+        "/console",
+    ] {
         let res = worker.client.get(worker.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 404, "{path} on a worker");
     }
@@ -68,7 +80,10 @@ async fn an_api_replica_enqueues_and_a_worker_replica_ingests() {
     let all = TestApp::spawn_in(dir, |_| {}).await;
     assert_eq!(status_of(&all, &vs, &file).await, "completed");
     let (s, hits) = all
-        .post_json(&format!("/v1/vector_stores/{vs}/search"), json!({"query": "lava"}))
+        .post_json(
+            &format!("/v1/vector_stores/{vs}/search"),
+            json!({"query": "lava"}),
+        )
         .await;
     assert_eq!(s, 200, "{hits}");
     assert_eq!(hits["data"].as_array().unwrap().len(), 1, "{hits}");

@@ -94,17 +94,54 @@ def limits() -> dict[str, int]:
     return dict(LIMITS)
 
 
-def _env() -> dict[str, str]:
+def _env(data_dir: Path | None = None) -> dict[str, str]:
     """The environment for the binary: only its flags configure it, stray RAGSTORE_* variables
-    must not leak in."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("RAGSTORE_")}
+    must not leak in; but with RAGSTORE_TEST_BACKENDS=remote, the server of `data_dir` (and the
+    admin commands on it) keep their data in PostgreSQL, S3 and a Qdrant server (`_remote`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTORE_")}
+    if data_dir is not None and os.environ.get("RAGSTORE_TEST_BACKENDS") == "remote":
+        env.update(_remote(data_dir))
+    return env
+
+
+def _remote(data_dir: Path) -> dict[str, str]:
+    """The engines of the server whose data dir is `data_dir`, chosen once and remembered beside
+    it: a fresh database in the cluster of RAGSTORE_TEST_DATABASE_URL, a fresh prefix of the
+    bucket of RAGSTORE_TEST_S3_URL and fresh collections in RAGSTORE_TEST_QDRANT_URL (all set by
+    scripts/test.sh)."""
+    import json
+    import secrets
+    import urllib.parse
+
+    saved = data_dir.parent / "remote-backends.json"
+    if saved.exists():
+        return json.loads(saved.read_text())
+    tag = secrets.token_hex(6)
+    admin = os.environ["RAGSTORE_TEST_DATABASE_URL"]
+    name = f"ragstore_py_{tag}"
+    subprocess.run(
+        ["psql", admin, "-q", "-c", f'CREATE DATABASE "{name}"'],
+        check=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    parts = urllib.parse.urlsplit(admin)
+    chosen = {
+        "RAGSTORE_DATABASE_URL": urllib.parse.urlunsplit(parts._replace(path=f"/{name}")),
+        "RAGSTORE_STORAGE_URL": os.environ["RAGSTORE_TEST_S3_URL"].rstrip("/") + f"/py-{tag}",
+        "RAGSTORE_QDRANT_URL": os.environ["RAGSTORE_TEST_QDRANT_URL"],
+        "RAGSTORE_QDRANT_COLLECTION_PREFIX": f"py{tag}",
+    }
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(chosen))
+    return chosen
 
 
 def ragstore_cli(data_dir: Path, *args: str) -> str:
     """Runs an admin command of the binary (`keys ...`, `projects ...`) against the database in
     `data_dir` (works while a server runs on it); returns its stdout, fails the test if it fails."""
     cmd = [str(_find_binary()), *args, "--data-dir", str(data_dir)]
-    done = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=_env(), timeout=60)
+    done = subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=_env(data_dir), timeout=60
+    )
     if done.returncode != 0:
         pytest.fail(
             f"`{' '.join(cmd)}` exited with code {done.returncode}\n"
@@ -187,7 +224,7 @@ def start_server(
     ]
     stderr_file = open(stderr_path, "wb")
     proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=stderr_file, stderr=stderr_file, env=_env()
+        cmd, stdin=subprocess.DEVNULL, stdout=stderr_file, stderr=stderr_file, env=_env(data_dir)
     )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
