@@ -1542,20 +1542,15 @@ pub async fn a_session_key_is_held_while_its_session_or_object_lives(b: Backend)
         .insert_session(&upload(10, T0 + 1000), "b", "k", T0 + 100)
         .await
         .unwrap());
-    let u4 = upload(10, T0 + 1000);
-    assert!(b.meta.insert_session(&u4, "a", "z", T0).await.unwrap());
-    assert!(b
-        .meta
-        .complete_upload(&u4.id, &file_at(T0), None, T0, NO_QUOTA)
-        .await
-        .unwrap());
-    let u5 = upload(10, T0 + 1000);
-    assert!(b.meta.insert_session(&u5, "b", "a", T0).await.unwrap());
-    assert!(b
-        .meta
-        .complete_upload(&u5.id, &file_at(T0), None, T0, NO_QUOTA)
-        .await
-        .unwrap());
+    for (bucket, key) in [("a", "z"), ("b", "a")] {
+        let u = upload(10, T0 + 1000);
+        assert!(b.meta.insert_session(&u, bucket, key, T0).await.unwrap());
+        assert!(b
+            .meta
+            .complete_upload(&u.id, &file_at(T0), None, T0, NO_QUOTA)
+            .await
+            .unwrap());
+    }
     assert_eq!(
         b.meta.list_buckets(&project(), T0 + 100).await.unwrap(),
         vec!["a".to_owned(), "b".to_owned()]

@@ -57,14 +57,7 @@ fn claim_sql(purges: bool) -> &'static str {
 #[async_trait]
 impl JobQueue for PgMetadata {
     async fn claim(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>> {
-        // The lease holder is this claim, not just this worker: a claim that was requeued and
-        // claimed again (even by the same worker) can no longer heartbeat or finish.
-        let holder = format!(
-            "{worker}/{}",
-            crate::domain::PartId::generate()
-                .as_str()
-                .trim_start_matches("part_")
-        );
+        let holder = crate::db::jobs::lease_holder(worker);
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         // Claims take turns (in every process): whether a job waits for another is read from
         // the other's row, which a concurrent claim may be changing.
@@ -113,13 +106,7 @@ impl JobQueue for PgMetadata {
         now: i64,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let (status, run_after, error) = match end {
-            JobEnd::Done => ("done", None, None),
-            JobEnd::Failed { message, .. } => ("failed", None, Some(message.as_str())),
-            JobEnd::Retry { message, retry_at } => {
-                ("queued", Some(*retry_at), Some(message.as_str()))
-            }
-        };
+        let (status, run_after, error) = rows::job_end_columns(end);
         let done = sqlx::query(
             "UPDATE jobs SET status = $1, run_after = COALESCE($2, run_after), last_error = $3, locked_by = NULL, \
              locked_until = NULL, updated_at = $4 WHERE id = $5 AND locked_by = $6 AND status = 'running'",
@@ -138,10 +125,7 @@ impl JobQueue for PgMetadata {
             return Ok(false);
         }
         if let Some(o) = outcome {
-            let (code, message) = match &o.last_error {
-                Some((code, message)) => (Some(code.as_str()), Some(message.as_str())),
-                None => (None, None),
-            };
+            let (code, message) = rows::outcome_error(o);
             sqlx::query(
                 "UPDATE vector_store_files SET status = $1, usage_bytes = $2, last_error_code = $3, \
                  last_error_message = $4 WHERE vector_store_id = $5 AND file_id = $6 AND status = 'in_progress'",
