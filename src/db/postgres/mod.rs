@@ -259,3 +259,20 @@ async fn check_quota(tx: &mut Tx<'_>, quota: Quota, owner: &str, max: i64) -> Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn what_may_pass_is_transient() {
+        for code in [
+            "08006", "08001", "40001", "40P01", "55P03", "25006", "53300", "57P01", "57014",
+            "58030",
+        ] {
+            assert!(super::transient_sqlstate(code), "{code}");
+        }
+        // A broken constraint, a missing table, bad data: they would happen again.
+        for code in ["23505", "23503", "42P01", "22P02", "XX000", ""] {
+            assert!(!super::transient_sqlstate(code), "{code}");
+        }
+    }
+}
