@@ -179,11 +179,13 @@ impl JobQueue for PgMetadata {
 
     async fn requeue_expired(&self, before: i64) -> Result<u64> {
         // A running job goes back in the queue; a stopping one counts as stopped. Replicas'
-        // reapers racing here take turns on each row, and the second finds it requeued.
+        // reapers racing here take turns on each row (in id order, as every change of several
+        // jobs), and the second finds it requeued.
         let statuses: Vec<String> = sqlx::query_scalar(
             "UPDATE jobs SET status = CASE status WHEN 'stopping' THEN 'cancelled' ELSE 'queued' END, \
              locked_by = NULL, locked_until = NULL, updated_at = $1 \
-             WHERE status IN ('running', 'stopping') AND locked_until < $1 RETURNING status",
+             WHERE id IN (SELECT id FROM jobs WHERE status IN ('running', 'stopping') AND locked_until < $1 \
+             ORDER BY id FOR UPDATE) RETURNING status",
         )
         .bind(before)
         .fetch_all(&self.pool)

@@ -317,12 +317,13 @@ impl StoreMetadata for PgMetadata {
             tx.rollback().await.map_err(db_err)?;
             return Ok(false);
         }
+        // Jobs before links (see `cancel_jobs`).
+        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         sqlx::query("DELETE FROM vector_store_files WHERE vector_store_id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         insert_job(&mut tx, &cascade.purge, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(true)
@@ -474,6 +475,8 @@ impl StoreMetadata for PgMetadata {
         now: i64,
     ) -> Result<Option<VsFileRecord>> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Jobs before links (see `cancel_jobs`); undone below if there was no link.
+        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         let row = sqlx::query(&format!(
             "DELETE FROM vector_store_files WHERE vector_store_id = $1 AND file_id = $2 RETURNING {VS_FILE}"
         ))
@@ -487,7 +490,6 @@ impl StoreMetadata for PgMetadata {
             return Ok(None);
         };
         let removed = rows::vs_file(&row)?;
-        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         insert_job(&mut tx, &cascade.purge, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(removed))
@@ -573,10 +575,11 @@ impl StoreMetadata for PgMetadata {
         // The jobs of the batch's unfinished files, found before their rows change.
         if !kinds.is_empty() {
             sqlx::query(&format!(
-                "UPDATE jobs SET status = {CANCEL_STATUS}, updated_at = $1 WHERE kind = ANY($2) \
-                 AND status IN ('queued', 'running') \
+                "UPDATE jobs SET status = {CANCEL_STATUS}, updated_at = $1 WHERE id IN (SELECT j.id FROM jobs j \
+                 WHERE j.kind = ANY($2) AND j.status IN ('queued', 'running') \
                  AND EXISTS (SELECT 1 FROM vector_store_files f WHERE f.batch_id = $3 AND f.status = 'in_progress' \
-                             AND f.file_id = jobs.file_id AND f.vector_store_id = jobs.vector_store_id)"
+                             AND f.file_id = j.file_id AND f.vector_store_id = j.vector_store_id) \
+                 ORDER BY j.id FOR UPDATE OF j)"
             ))
             .bind(now)
             .bind(kind_names(kinds))
