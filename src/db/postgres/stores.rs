@@ -589,6 +589,7 @@ impl StoreMetadata for PgMetadata {
             .map_err(db_err)?;
         }
         // What their stopped jobs indexed is removed by a purge each, which waits for them.
+        // Their rows are then changed in key order, the order a store delete removes them in.
         sqlx::query(
             "INSERT INTO jobs (kind, project_id, file_id, vector_store_id, status, run_after, created_at, updated_at) \
              SELECT $1, project_id, file_id, vector_store_id, 'queued', $2, $2, $2 FROM vector_store_files \
@@ -601,7 +602,9 @@ impl StoreMetadata for PgMetadata {
         .await
         .map_err(db_err)?;
         sqlx::query(
-            "UPDATE vector_store_files SET status = 'cancelled' WHERE batch_id = $1 AND status = 'in_progress'",
+            "UPDATE vector_store_files SET status = 'cancelled' WHERE (vector_store_id, file_id) IN \
+             (SELECT vector_store_id, file_id FROM vector_store_files WHERE batch_id = $1 AND status = 'in_progress' \
+             ORDER BY vector_store_id, file_id FOR UPDATE)",
         )
         .bind(id.as_str())
         .execute(&mut *tx)
