@@ -87,7 +87,12 @@ start() {
         exit 1
     }
     pick_owner
-    dir=$(mktemp -d "${TMPDIR:-/tmp}/ragstore-pg.XXXXXX")
+    local base=${TMPDIR:-/tmp}
+    # The owner must reach the directory: a root-only TMPDIR will not do.
+    if [[ -n "$OWNER" ]] && ! as_owner test -x "$base"; then
+        base=/tmp
+    fi
+    dir=$(mktemp -d "$base/ragstore-pg.XXXXXX")
     chmod 700 "$dir"
     if [[ -n "$OWNER" ]]; then
         chown "$OWNER" "$dir"

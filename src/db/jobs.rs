@@ -44,6 +44,17 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn stats(&self, now: i64) -> Result<QueueStats>;
 }
 
+/// The lease holder of one claim: the worker, and this claim. A claim that was requeued and
+/// claimed again (even by the same worker) can no longer heartbeat or finish.
+pub(crate) fn lease_holder(worker: &str) -> String {
+    format!(
+        "{worker}/{}",
+        crate::domain::PartId::generate()
+            .as_str()
+            .trim_start_matches("part_")
+    )
+}
+
 /// Jobs by kind and status, and how long the oldest queued one has waited.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueStats {

@@ -1,6 +1,7 @@
-//! Rows into records, once for every backend: each reads its columns through [`Columns`], so
-//! SQLite and PostgreSQL decode (and refuse corrupt values) alike. JSON columns are read as text
-//! (PostgreSQL's JSONB is selected `::text`).
+//! Rows into records and records into columns, once for every backend: each reads its columns
+//! through [`Columns`], so SQLite and PostgreSQL decode (and refuse corrupt values) alike, and
+//! writes what the helpers at the end give. JSON columns are read as text (PostgreSQL's JSONB is
+//! selected `::text`).
 
 use std::collections::BTreeMap;
 
@@ -9,9 +10,9 @@ use serde_json::{Map, Value};
 use super::{ChunkRow, FileText};
 use crate::domain::{
     Attributes, BucketObject, Chunking, Error, FileBatchId, FileBatchRecord, FileCounts, FileId,
-    FileRecord, FileStatus, IngestErrorCode, Job, JobKind, KeyId, KeyRecord, PartId, PartRecord,
-    ProjectId, ProjectRecord, Purpose, QuotaOverrides, Result, UploadId, UploadRecord,
-    UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord, VsFileStatus,
+    FileRecord, FileStatus, IngestErrorCode, Job, JobEnd, JobKind, KeyId, KeyRecord, PartId,
+    PartRecord, ProjectId, ProjectRecord, Purpose, QuotaOverrides, Result, UploadId, UploadRecord,
+    UploadStatus, VectorStoreId, VectorStoreRecord, VsFileOutcome, VsFileRecord, VsFileStatus,
 };
 
 /// Typed reads of a row's columns by name. A column missing or of another type is a bug (or a
@@ -331,5 +332,22 @@ pub(crate) fn file_text(r: &impl Columns) -> Result<FileText> {
                 .unwrap_or(IngestErrorCode::ServerError),
             message: r.opt_text("error_message")?.unwrap_or_default(),
         })
+    }
+}
+
+/// What a job's end writes: its status, when it may run again (a retry), and its error.
+pub(crate) fn job_end_columns(end: &JobEnd) -> (&'static str, Option<i64>, Option<&str>) {
+    match end {
+        JobEnd::Done => ("done", None, None),
+        JobEnd::Failed { message, .. } => ("failed", None, Some(message)),
+        JobEnd::Retry { message, retry_at } => ("queued", Some(*retry_at), Some(message)),
+    }
+}
+
+/// A vector-store file's error columns (code, message) for an outcome.
+pub(crate) fn outcome_error(o: &VsFileOutcome) -> (Option<&'static str>, Option<&str>) {
+    match &o.last_error {
+        Some((code, message)) => (Some(code.as_str()), Some(message)),
+        None => (None, None),
     }
 }

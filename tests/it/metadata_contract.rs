@@ -1098,6 +1098,51 @@ pub async fn racing_claims_never_run_a_job_beside_one_it_waits_for(b: Backend) {
     }
 }
 
+pub async fn a_delete_racing_a_finish_leaves_both_answered(b: Backend) {
+    // Files are deleted while their ingests finish (each writing its link's outcome): every
+    // call answers (none is refused by the database, say as a deadlock), and no link remains.
+    let s = new_store(&b, T0).await;
+    let mut files = Vec::new();
+    for _ in 0..40 {
+        let f = new_file(&b, T0).await;
+        attach(&b, &s, &f.id, T0).await;
+        files.push(f);
+    }
+    let jobs = claim_all(&b, T0).await;
+    assert_eq!(jobs.len(), files.len());
+    let finishes = jobs.into_iter().map(|job| {
+        let queue = b.queue.clone();
+        tokio::spawn(async move {
+            let outcome = ingest_outcome(
+                job.kind,
+                job.vector_store_id.as_ref(),
+                job.file_id.as_ref(),
+                &JobEnd::Done,
+                10,
+            );
+            queue
+                .finish(&job, &JobEnd::Done, outcome.as_ref(), T0)
+                .await
+                .map(|_| ())
+        })
+    });
+    let deletes = files.iter().map(|f| {
+        let meta = b.meta.clone();
+        let f = f.clone();
+        tokio::spawn(async move {
+            meta.delete_file(&project(), &f.id, &Cascade::file_deleted(&f), T0)
+                .await
+                .map(|deleted| assert!(deleted.is_some()))
+        })
+    });
+    let (finished, deleted) = futures_util::join!(join_all(finishes), join_all(deletes));
+    for r in finished.into_iter().chain(deleted) {
+        r.unwrap().unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    let (counts, _) = b.meta.store_stats(&s.id).await.unwrap();
+    assert_eq!(counts.total(), 0, "no link remains");
+}
+
 pub async fn a_stale_claim_cannot_heartbeat_or_finish(b: Backend) {
     let s = new_store(&b, T0).await;
     let f = new_file(&b, T0).await;
@@ -1542,20 +1587,15 @@ pub async fn a_session_key_is_held_while_its_session_or_object_lives(b: Backend)
         .insert_session(&upload(10, T0 + 1000), "b", "k", T0 + 100)
         .await
         .unwrap());
-    let u4 = upload(10, T0 + 1000);
-    assert!(b.meta.insert_session(&u4, "a", "z", T0).await.unwrap());
-    assert!(b
-        .meta
-        .complete_upload(&u4.id, &file_at(T0), None, T0, NO_QUOTA)
-        .await
-        .unwrap());
-    let u5 = upload(10, T0 + 1000);
-    assert!(b.meta.insert_session(&u5, "b", "a", T0).await.unwrap());
-    assert!(b
-        .meta
-        .complete_upload(&u5.id, &file_at(T0), None, T0, NO_QUOTA)
-        .await
-        .unwrap());
+    for (bucket, key) in [("a", "z"), ("b", "a")] {
+        let u = upload(10, T0 + 1000);
+        assert!(b.meta.insert_session(&u, bucket, key, T0).await.unwrap());
+        assert!(b
+            .meta
+            .complete_upload(&u.id, &file_at(T0), None, T0, NO_QUOTA)
+            .await
+            .unwrap());
+    }
     assert_eq!(
         b.meta.list_buckets(&project(), T0 + 100).await.unwrap(),
         vec!["a".to_owned(), "b".to_owned()]
@@ -1961,6 +2001,7 @@ macro_rules! all_contract_tests {
                 store_lists_filter_by_batch_and_status,
                 two_claimers_never_get_the_same_job,
                 racing_claims_never_run_a_job_beside_one_it_waits_for,
+                a_delete_racing_a_finish_leaves_both_answered,
                 purges_are_claimed_before_a_backlog,
                 a_stale_claim_cannot_heartbeat_or_finish,
                 only_expired_leases_are_requeued,

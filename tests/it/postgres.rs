@@ -249,13 +249,16 @@ async fn the_server_keeps_its_metadata_in_postgres() {
         .unwrap();
     let vs_file: serde_json::Value = res.json().await.unwrap();
     assert_eq!(vs_file["status"], "completed", "{vs_file}");
-    let res = client
-        .post(app.url(&format!("/v1/vector_stores/{vs}/search")))
-        .json(&json!({"query": "how does basalt form?"}))
-        .send()
-        .await
-        .unwrap();
-    let hits: serde_json::Value = res.json().await.unwrap();
+    let search = || async {
+        let res = client
+            .post(app.url(&format!("/v1/vector_stores/{vs}/search")))
+            .json(&json!({"query": "how does basalt form?"}))
+            .send()
+            .await
+            .unwrap();
+        res.json::<serde_json::Value>().await.unwrap()
+    };
+    let hits = search().await;
     assert_eq!(hits["data"][0]["file_id"], file_id.as_str(), "{hits}");
     let res = client
         .delete(app.url(&format!("/v1/files/{file_id}")))
@@ -263,14 +266,7 @@ async fn the_server_keeps_its_metadata_in_postgres() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let res = client
-        .post(app.url(&format!("/v1/vector_stores/{vs}/search")))
-        .json(&json!({"query": "how does basalt form?"}))
-        .send()
-        .await
-        .unwrap();
-    let hits: serde_json::Value = res.json().await.unwrap();
-    assert_eq!(hits["data"], json!([]), "deleted: gone at once");
+    assert_eq!(search().await["data"], json!([]), "deleted: gone at once");
 
     // The rows are in PostgreSQL, and no SQLite database was made in the data dir.
     assert!(!app.data_dir().join("ragstore.db").exists());

@@ -83,7 +83,8 @@ impl CacheMetadata for PgMetadata {
         chunking: &Chunking,
         chunks: &[ChunkRow],
     ) -> Result<bool> {
-        // One row per index, the last written winning (as rows written one by one would).
+        // One row per index, the last written winning (as rows written one by one would), in
+        // index order (the order rows are locked in, see `set_embeddings`).
         let by_idx: BTreeMap<u32, &ChunkRow> = chunks.iter().map(|c| (c.idx, c)).collect();
         let idx: Vec<i64> = by_idx.keys().map(|&i| i64::from(i)).collect();
         let texts: Vec<&str> = by_idx.values().map(|c| c.text.as_str()).collect();
@@ -179,20 +180,35 @@ impl CacheMetadata for PgMetadata {
         let by_idx: BTreeMap<u32, &Vec<f32>> = vectors.iter().map(|(i, v)| (*i, v)).collect();
         let idx: Vec<i64> = by_idx.keys().map(|&i| i64::from(i)).collect();
         let blobs: Vec<Vec<u8>> = by_idx.values().map(|v| rows::vector_bytes(v)).collect();
+        let key = chunking.key();
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // The rows in index order first, as `put_chunks` writes them: two jobs embedding the
+        // same chunks (one file in two stores) never hold what the other waits for. The join
+        // below would take them in whatever order its plan reads them.
+        sqlx::query(
+            "SELECT 1 FROM file_chunks WHERE file_id = $1 AND chunking = $2 AND idx = ANY($3) \
+             ORDER BY idx FOR NO KEY UPDATE",
+        )
+        .bind(file.as_str())
+        .bind(&key)
+        .bind(&idx)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
         sqlx::query(
             "UPDATE file_chunks c SET embedding = v.embedding, embed_model = $3 \
              FROM UNNEST($4::bigint[], $5::bytea[]) AS v(idx, embedding) \
              WHERE c.file_id = $1 AND c.chunking = $2 AND c.idx = v.idx",
         )
         .bind(file.as_str())
-        .bind(chunking.key())
+        .bind(&key)
         .bind(model)
         .bind(&idx)
         .bind(&blobs)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err)?;
-        Ok(())
+        tx.commit().await.map_err(db_err)
     }
 
     async fn delete_file_caches(&self, file: &FileId) -> Result<()> {

@@ -177,12 +177,13 @@ impl FileMetadata for PgMetadata {
             return Ok(None);
         };
         let file = rows::file(&row)?;
+        // Jobs before links (see `cancel_jobs`).
+        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         sqlx::query("DELETE FROM vector_store_files WHERE file_id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         insert_job(&mut tx, &cascade.purge, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(file))

@@ -57,14 +57,7 @@ fn claim_sql(purges: bool) -> &'static str {
 #[async_trait]
 impl JobQueue for PgMetadata {
     async fn claim(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>> {
-        // The lease holder is this claim, not just this worker: a claim that was requeued and
-        // claimed again (even by the same worker) can no longer heartbeat or finish.
-        let holder = format!(
-            "{worker}/{}",
-            crate::domain::PartId::generate()
-                .as_str()
-                .trim_start_matches("part_")
-        );
+        let holder = crate::db::jobs::lease_holder(worker);
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         // Claims take turns (in every process): whether a job waits for another is read from
         // the other's row, which a concurrent claim may be changing.
@@ -113,13 +106,7 @@ impl JobQueue for PgMetadata {
         now: i64,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let (status, run_after, error) = match end {
-            JobEnd::Done => ("done", None, None),
-            JobEnd::Failed { message, .. } => ("failed", None, Some(message.as_str())),
-            JobEnd::Retry { message, retry_at } => {
-                ("queued", Some(*retry_at), Some(message.as_str()))
-            }
-        };
+        let (status, run_after, error) = rows::job_end_columns(end);
         let done = sqlx::query(
             "UPDATE jobs SET status = $1, run_after = COALESCE($2, run_after), last_error = $3, locked_by = NULL, \
              locked_until = NULL, updated_at = $4 WHERE id = $5 AND locked_by = $6 AND status = 'running'",
@@ -138,10 +125,7 @@ impl JobQueue for PgMetadata {
             return Ok(false);
         }
         if let Some(o) = outcome {
-            let (code, message) = match &o.last_error {
-                Some((code, message)) => (Some(code.as_str()), Some(message.as_str())),
-                None => (None, None),
-            };
+            let (code, message) = rows::outcome_error(o);
             sqlx::query(
                 "UPDATE vector_store_files SET status = $1, usage_bytes = $2, last_error_code = $3, \
                  last_error_message = $4 WHERE vector_store_id = $5 AND file_id = $6 AND status = 'in_progress'",
@@ -195,11 +179,13 @@ impl JobQueue for PgMetadata {
 
     async fn requeue_expired(&self, before: i64) -> Result<u64> {
         // A running job goes back in the queue; a stopping one counts as stopped. Replicas'
-        // reapers racing here take turns on each row, and the second finds it requeued.
+        // reapers racing here take turns on each row (in id order, as every change of several
+        // jobs), and the second finds it requeued.
         let statuses: Vec<String> = sqlx::query_scalar(
             "UPDATE jobs SET status = CASE status WHEN 'stopping' THEN 'cancelled' ELSE 'queued' END, \
              locked_by = NULL, locked_until = NULL, updated_at = $1 \
-             WHERE status IN ('running', 'stopping') AND locked_until < $1 RETURNING status",
+             WHERE id IN (SELECT id FROM jobs WHERE status IN ('running', 'stopping') AND locked_until < $1 \
+             ORDER BY id FOR UPDATE) RETURNING status",
         )
         .bind(before)
         .fetch_all(&self.pool)

@@ -27,10 +27,11 @@
 //! see the other's job still queued could both start: claims take turns, each one short, and
 //! `FOR UPDATE SKIP LOCKED` keeps them from waiting on rows other transactions hold), and an
 //! upload session's bucket key (which may have no row yet). One live keyword-indexing job per
-//! store is a partial unique index. Locks are always taken in the same order (upload, then
-//! project; store, then file), so these transactions cannot deadlock one another; a deadlock
-//! or serialization failure PostgreSQL reports anyway is classified transient, like a lost
-//! connection, and the caller's retry (a job's backoff, a client's) runs it again.
+//! store is a partial unique index. Locks are taken in one order (upload, then project; store,
+//! then file; jobs in id order, then the vector-store files they concern), so these
+//! transactions do not deadlock one another; a deadlock or serialization failure PostgreSQL
+//! reports anyway is classified transient, like a lost connection, and the caller's retry (a
+//! job's backoff, a client's) runs it again.
 //!
 //! Migrations run at start-up through sqlx's migrator, which holds a PostgreSQL advisory lock
 //! (`pg_advisory_lock`, keyed by the database's name) while it creates its table and applies
@@ -179,6 +180,10 @@ fn kind_names(kinds: &[crate::domain::JobKind]) -> Vec<&'static str> {
 }
 
 /// Cancels the live jobs `filter` selects.
+///
+/// Transactions that change several jobs lock them in id order, and change jobs before the
+/// vector-store files they concern (as a job's finish does: its row, then its file's): two
+/// such transactions never hold what the other waits for.
 async fn cancel_jobs(tx: &mut Tx<'_>, filter: &JobFilter, now: i64) -> Result<()> {
     if filter.kinds.is_empty() {
         return Ok(());
@@ -187,7 +192,7 @@ async fn cancel_jobs(tx: &mut Tx<'_>, filter: &JobFilter, now: i64) -> Result<()
         "UPDATE jobs SET status = {CANCEL_STATUS}, updated_at = "
     ));
     q.push_bind(now)
-        .push(" WHERE status IN ('queued', 'running') AND kind = ANY(")
+        .push(" WHERE id IN (SELECT id FROM jobs WHERE status IN ('queued', 'running') AND kind = ANY(")
         .push_bind(kind_names(&filter.kinds))
         .push(")");
     if let Some(f) = &filter.file_id {
@@ -196,6 +201,7 @@ async fn cancel_jobs(tx: &mut Tx<'_>, filter: &JobFilter, now: i64) -> Result<()
     if let Some(s) = &filter.vector_store_id {
         q.push(" AND vector_store_id = ").push_bind(s.as_str());
     }
+    q.push(" ORDER BY id FOR UPDATE)");
     q.build().execute(&mut **tx).await.map_err(db_err)?;
     Ok(())
 }
@@ -258,4 +264,21 @@ async fn check_quota(tx: &mut Tx<'_>, quota: Quota, owner: &str, max: i64) -> Re
         return Err(Error::QuotaExceeded { quota, limit: max });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn what_may_pass_is_transient() {
+        for code in [
+            "08006", "08001", "40001", "40P01", "55P03", "25006", "53300", "57P01", "57014",
+            "58030",
+        ] {
+            assert!(super::transient_sqlstate(code), "{code}");
+        }
+        // A broken constraint, a missing table, bad data: they would happen again.
+        for code in ["23505", "23503", "42P01", "22P02", "XX000", ""] {
+            assert!(!super::transient_sqlstate(code), "{code}");
+        }
+    }
 }

@@ -317,12 +317,13 @@ impl StoreMetadata for PgMetadata {
             tx.rollback().await.map_err(db_err)?;
             return Ok(false);
         }
+        // Jobs before links (see `cancel_jobs`).
+        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         sqlx::query("DELETE FROM vector_store_files WHERE vector_store_id = $1")
             .bind(id.as_str())
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
-        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         insert_job(&mut tx, &cascade.purge, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(true)
@@ -474,6 +475,8 @@ impl StoreMetadata for PgMetadata {
         now: i64,
     ) -> Result<Option<VsFileRecord>> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Jobs before links (see `cancel_jobs`); undone below if there was no link.
+        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         let row = sqlx::query(&format!(
             "DELETE FROM vector_store_files WHERE vector_store_id = $1 AND file_id = $2 RETURNING {VS_FILE}"
         ))
@@ -487,7 +490,6 @@ impl StoreMetadata for PgMetadata {
             return Ok(None);
         };
         let removed = rows::vs_file(&row)?;
-        cancel_jobs(&mut tx, &cascade.cancel, now).await?;
         insert_job(&mut tx, &cascade.purge, now).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(Some(removed))
@@ -573,10 +575,11 @@ impl StoreMetadata for PgMetadata {
         // The jobs of the batch's unfinished files, found before their rows change.
         if !kinds.is_empty() {
             sqlx::query(&format!(
-                "UPDATE jobs SET status = {CANCEL_STATUS}, updated_at = $1 WHERE kind = ANY($2) \
-                 AND status IN ('queued', 'running') \
+                "UPDATE jobs SET status = {CANCEL_STATUS}, updated_at = $1 WHERE id IN (SELECT j.id FROM jobs j \
+                 WHERE j.kind = ANY($2) AND j.status IN ('queued', 'running') \
                  AND EXISTS (SELECT 1 FROM vector_store_files f WHERE f.batch_id = $3 AND f.status = 'in_progress' \
-                             AND f.file_id = jobs.file_id AND f.vector_store_id = jobs.vector_store_id)"
+                             AND f.file_id = j.file_id AND f.vector_store_id = j.vector_store_id) \
+                 ORDER BY j.id FOR UPDATE OF j)"
             ))
             .bind(now)
             .bind(kind_names(kinds))
@@ -586,6 +589,7 @@ impl StoreMetadata for PgMetadata {
             .map_err(db_err)?;
         }
         // What their stopped jobs indexed is removed by a purge each, which waits for them.
+        // Their rows are then changed in key order, the order a store delete removes them in.
         sqlx::query(
             "INSERT INTO jobs (kind, project_id, file_id, vector_store_id, status, run_after, created_at, updated_at) \
              SELECT $1, project_id, file_id, vector_store_id, 'queued', $2, $2, $2 FROM vector_store_files \
@@ -598,7 +602,9 @@ impl StoreMetadata for PgMetadata {
         .await
         .map_err(db_err)?;
         sqlx::query(
-            "UPDATE vector_store_files SET status = 'cancelled' WHERE batch_id = $1 AND status = 'in_progress'",
+            "UPDATE vector_store_files SET status = 'cancelled' WHERE (vector_store_id, file_id) IN \
+             (SELECT vector_store_id, file_id FROM vector_store_files WHERE batch_id = $1 AND status = 'in_progress' \
+             ORDER BY vector_store_id, file_id FOR UPDATE)",
         )
         .bind(id.as_str())
         .execute(&mut *tx)

@@ -50,14 +50,7 @@ fn claim_sql(purges: bool) -> &'static str {
 #[async_trait]
 impl JobQueue for SqliteMetadata {
     async fn claim(&self, worker: &str, now: i64, lease_secs: i64) -> Result<Option<Job>> {
-        // The lease holder is this claim, not just this worker: a claim that was requeued and
-        // claimed again (even by the same worker) can no longer heartbeat or finish.
-        let holder = format!(
-            "{worker}/{}",
-            crate::domain::PartId::generate()
-                .as_str()
-                .trim_start_matches("part_")
-        );
+        let holder = crate::db::jobs::lease_holder(worker);
         // Purges first, then anything: two indexed lookups, each stopping at its first row.
         for purges in [true, false] {
             let mut q = sqlx::query(claim_sql(purges))
@@ -101,13 +94,7 @@ impl JobQueue for SqliteMetadata {
         now: i64,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        let (status, run_after, error) = match end {
-            JobEnd::Done => ("done", None, None),
-            JobEnd::Failed { message, .. } => ("failed", None, Some(message.as_str())),
-            JobEnd::Retry { message, retry_at } => {
-                ("queued", Some(*retry_at), Some(message.as_str()))
-            }
-        };
+        let (status, run_after, error) = rows::job_end_columns(end);
         let done = sqlx::query(
             "UPDATE jobs SET status = ?, run_after = COALESCE(?, run_after), last_error = ?, locked_by = NULL, \
              locked_until = NULL, updated_at = ? WHERE id = ? AND locked_by = ? AND status = 'running'",
@@ -126,10 +113,7 @@ impl JobQueue for SqliteMetadata {
             return Ok(false);
         }
         if let Some(o) = outcome {
-            let (code, message) = match &o.last_error {
-                Some((code, message)) => (Some(code.as_str()), Some(message.as_str())),
-                None => (None, None),
-            };
+            let (code, message) = rows::outcome_error(o);
             sqlx::query(
                 "UPDATE vector_store_files SET status = ?, usage_bytes = ?, last_error_code = ?, \
                  last_error_message = ? WHERE vector_store_id = ? AND file_id = ? AND status = 'in_progress'",
