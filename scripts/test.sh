@@ -69,9 +69,22 @@ fi
 echo "==> Rust tests"
 cargo nextest run --locked --workspace --no-fail-fast
 
+# The integration suite again, every app on PostgreSQL + S3 + the Qdrant server (each its own
+# database, bucket prefix and collections). Left out: the contract suites (they already ran on
+# every backend) and the kill -9 tests of the embedded files (tests/it/replicas.rs kills a
+# replica of a shared deployment instead).
+echo "==> integration suite on PostgreSQL + S3 + Qdrant (RAGSTORE_TEST_BACKENDS=remote)"
+RAGSTORE_TEST_BACKENDS=remote cargo nextest run --locked -p ragstore --test it --no-fail-fast \
+    -E 'not test(/^(metadata_contract|index_contract|storage_contract|postgres|qdrant_server|crash|replicas)::/)'
+
 echo "==> Python openai SDK tests"
 RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" \
     RAGSTORE_CORPUS_DIR="$PWD/tests/corpus" python3 -m pytest tests/python -q -p no:cacheprovider
+
+echo "==> Python openai SDK tests on PostgreSQL + S3 + Qdrant (RAGSTORE_TEST_BACKENDS=remote)"
+RAGSTORE_TEST_BACKENDS=remote RAGSTORE_BIN="$PWD/target/debug/ragstore" \
+    RAGSTORE_MODELS_DIR="$PWD/models" RAGSTORE_CORPUS_DIR="$PWD/tests/corpus" \
+    python3 -m pytest tests/python -q -p no:cacheprovider
 
 echo "==> other clients (openai for Node, llama-stack-client)"
 RAGSTORE_BIN="$PWD/target/debug/ragstore" RAGSTORE_MODELS_DIR="$PWD/models" ./scripts/test-clients.sh

@@ -154,7 +154,7 @@ async fn file_upload_bad_inputs() {
     let (_, list) = app.get_json("/v1/files").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     assert!(files_under(&app.data_dir().join("tmp")).is_empty());
-    assert_eq!(files_under(&app.data_dir().join("blobs")).len(), 1);
+    assert_eq!(app.blob_keys().await.len(), 1);
 }
 
 #[tokio::test]

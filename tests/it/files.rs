@@ -35,8 +35,8 @@ async fn upload_retrieve_content_delete_round_trip() {
     );
     assert_eq!(res.bytes().await.unwrap().to_vec(), bytes);
 
-    let blob = app.data_dir().join("blobs/files").join(&id);
-    assert!(blob.exists());
+    let blob = format!("files/{id}");
+    assert!(app.blob_exists(&blob).await);
     let res = app
         .client
         .delete(app.url(&format!("/v1/files/{id}")))
@@ -51,7 +51,10 @@ async fn upload_retrieve_content_delete_round_trip() {
     );
     // Gone for clients at once; the purge job removes the bytes.
     app.drain().await;
-    assert!(!blob.exists(), "blob must be removed on delete");
+    assert!(
+        !app.blob_exists(&blob).await,
+        "blob must be removed on delete"
+    );
 
     for path in [format!("/v1/files/{id}"), format!("/v1/files/{id}/content")] {
         let (status, body) = app.get_json(&path).await;
@@ -282,7 +285,7 @@ async fn batch_files_must_be_jsonl_and_expire_in_30_days() {
     let (_, list) = app.get_json("/v1/files").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     assert!(files_under(&app.data_dir().join("tmp")).is_empty());
-    assert_eq!(files_under(&app.data_dir().join("blobs")).len(), 1);
+    assert_eq!(app.blob_keys().await.len(), 1);
 }
 
 #[tokio::test]
@@ -312,10 +315,10 @@ async fn expired_files_disappear_with_their_content() {
     );
     let keep = app.upload("keep.txt", b"keep".to_vec(), "assistants").await;
 
-    let blob = app.data_dir().join("blobs/files").join(&id);
+    let blob = format!("files/{id}");
     app.clock.advance(3599);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(blob.exists(), "not expired yet");
+    assert!(app.blob_exists(&blob).await, "not expired yet");
     assert_eq!(app.get_json(&format!("/v1/files/{id}")).await.0, 200);
 
     app.clock.advance(1);
@@ -326,11 +329,14 @@ async fn expired_files_disappear_with_their_content() {
     );
     // The background reaper deletes it without being asked; its purge job removes the bytes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while blob.exists() && std::time::Instant::now() < deadline {
+    while app.blob_exists(&blob).await && std::time::Instant::now() < deadline {
         app.drain().await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert!(!blob.exists(), "reaper did not remove the blob");
+    assert!(
+        !app.blob_exists(&blob).await,
+        "reaper did not remove the blob"
+    );
     let (_, list) = app.get_json("/v1/files").await;
     let ids: Vec<&str> = list["data"]
         .as_array()

@@ -111,6 +111,38 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// Every blob the app's storage holds (file bytes, upload parts, extracted text), by key,
+    /// whichever storage it runs on.
+    pub async fn blob_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        for prefix in ["files/", "parts/", "texts/"] {
+            keys.extend(
+                self.state
+                    .storage
+                    .list(prefix)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|l| l.key),
+            );
+        }
+        keys.sort();
+        keys
+    }
+
+    /// After a restart that stands for a crash: on the embedded backends the start-up sweep has
+    /// already taken back the dead process's leases (it holds the data-dir lock); on a shared
+    /// database they are taken back only once they expire, which this stands in for.
+    pub async fn leases_of_the_dead_expire(&self) {
+        if remote_backends() {
+            self.state.queue.requeue_expired(i64::MAX).await.unwrap();
+        }
+    }
+
+    pub async fn blob_exists(&self, key: &str) -> bool {
+        self.state.storage.get(key).await.unwrap().is_some()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -1,4 +1,4 @@
-use crate::{assert_error, eventually, files_under, TestApp};
+use crate::{assert_error, files_under, TestApp};
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
 
@@ -85,7 +85,7 @@ async fn parallel_parts_complete_in_the_requested_order() {
     assert_eq!(res.bytes().await.unwrap().to_vec(), expected);
 
     // The parts are freed once the file exists.
-    assert!(files_under(&app.data_dir().join("blobs/parts")).is_empty());
+    assert!(app.state.storage.list("parts/").await.unwrap().is_empty());
     assert!(app
         .state
         .meta
@@ -160,7 +160,7 @@ async fn completion_checks_md5_sizes_and_part_ids() {
         .unwrap();
     assert_eq!(res.bytes().await.unwrap().as_ref(), b"0123456789");
     // Only the finished file is left on disk: the unused part p3 was freed with the others.
-    assert_eq!(files_under(&app.data_dir().join("blobs")).len(), 1);
+    assert_eq!(app.blob_keys().await.len(), 1);
     assert!(files_under(&app.data_dir().join("tmp")).is_empty());
 }
 
@@ -170,14 +170,14 @@ async fn cancel_frees_parts_and_refuses_more() {
     let upload = create(&app, 8, "user_data").await;
     let (status, p) = add_part(&app, &upload, b"abcd".to_vec()).await;
     assert_eq!(status, 200);
-    assert_eq!(files_under(&app.data_dir().join("blobs/parts")).len(), 1);
+    assert_eq!(app.state.storage.list("parts/").await.unwrap().len(), 1);
     let (status, u) = app
         .post_json(&format!("/v1/uploads/{upload}/cancel"), json!({}))
         .await;
     assert_eq!(status, 200);
     assert_eq!(u["status"], "cancelled");
     assert_eq!(u["file"], Value::Null);
-    assert!(files_under(&app.data_dir().join("blobs/parts")).is_empty());
+    assert!(app.state.storage.list("parts/").await.unwrap().is_empty());
     // Cancelling again is harmless; anything else is a conflict.
     let (status, u) = app
         .post_json(&format!("/v1/uploads/{upload}/cancel"), json!({}))
@@ -218,9 +218,14 @@ async fn uploads_expire_after_an_hour_and_their_parts_are_freed() {
         )
         .await;
     assert_eq!(status, 409);
-    let parts_dir = app.data_dir().join("blobs/parts");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !app.state.storage.list("parts/").await.unwrap().is_empty()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(
-        eventually(5, || files_under(&parts_dir).is_empty()).await,
+        app.state.storage.list("parts/").await.unwrap().is_empty(),
         "reaper did not free the parts"
     );
     let id = ragstore::domain::UploadId::parse(&upload).unwrap();

@@ -1,7 +1,7 @@
 //! Vector stores end to end: ingestion through the durable queue, search with filters, cascades,
 //! batches, expiry, restart-resume, bad input.
 
-use crate::{assert_error, files_under, TestApp};
+use crate::{assert_error, TestApp};
 use async_trait::async_trait;
 use ragstore::domain::{FileId, VectorStoreId};
 use ragstore::index::VectorIndex;
@@ -265,8 +265,8 @@ async fn deleting_a_file_removes_it_from_every_store() {
     // Its caches and bytes are gone too.
     let id = FileId::parse(fid).unwrap();
     assert!(app.state.meta.get_file_text(&id).await.unwrap().is_none());
-    assert!(!app.data_dir().join("blobs/files").join(fid).exists());
-    assert!(!app.data_dir().join("blobs/texts").join(fid).exists());
+    assert!(!app.blob_exists(&format!("files/{fid}")).await);
+    assert!(!app.blob_exists(&format!("texts/{fid}")).await);
 }
 
 #[tokio::test]
@@ -795,6 +795,7 @@ async fn ingestion_resumes_after_a_crash_at_any_stage() {
         let dir = app.stop().await;
 
         let app = TestApp::spawn_in(dir, |_| {}).await;
+        app.leases_of_the_dead_expire().await;
         let (_, vf) = app
             .get_json(&format!("/v1/vector_stores/{vs_id}/files/{fid}"))
             .await;
@@ -852,6 +853,7 @@ async fn a_job_that_keeps_crashing_the_server_ends_failed() {
         drop(worker);
         let dir = app.stop().await;
         app = TestApp::spawn_in(dir, |_| {}).await;
+        app.leases_of_the_dead_expire().await;
         let (_, vf) = app
             .get_json(&format!("/v1/vector_stores/{vs_id}/files/{fid}"))
             .await;
@@ -1819,9 +1821,11 @@ async fn a_file_deleted_during_its_extraction_leaves_no_text_behind() {
     assert!(extraction.await.unwrap());
     assert_eq!(app.drain().await, 1, "the purge ran once it had stopped");
     assert_eq!(app.state.meta.get_file_text(&id).await.unwrap(), None);
-    let leftovers: Vec<_> = crate::files_under(&app.data_dir().join("blobs"))
+    let leftovers: Vec<_> = app
+        .blob_keys()
+        .await
         .into_iter()
-        .filter(|p| p.to_string_lossy().contains(fid.as_str()))
+        .filter(|k| k.contains(fid.as_str()))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let (status, _) = app.get_json(&format!("/v1/files/{fid}")).await;
@@ -1977,8 +1981,8 @@ async fn delete_during_an_index_write(crash: bool) {
         "points survived"
     );
     assert_eq!(
-        files_under(&app.data_dir().join("blobs")),
-        Vec::<std::path::PathBuf>::new(),
+        app.blob_keys().await,
+        Vec::<String>::new(),
         "blobs survived"
     );
     let fid = FileId::parse(&file_id).unwrap();
