@@ -49,6 +49,8 @@ pub struct Backends {
     pub exclusive: bool,
     /// The most tokens one file may hold.
     pub max_file_tokens: usize,
+    /// How long a worker's claim on a job lasts without a heartbeat.
+    pub lease_secs: i64,
 }
 
 impl Backends {
@@ -62,7 +64,7 @@ impl Backends {
             pipeline: self.pipeline.clone(),
             clock: self.clock.clone(),
             max_file_tokens: self.max_file_tokens,
-            lease_secs: crate::ingest::worker::LEASE_SECS,
+            lease_secs: self.lease_secs,
         }
     }
 
@@ -221,6 +223,7 @@ impl App {
             // replica's work in flight.
             exclusive: !db.shared && config.storage_url.is_none(),
             max_file_tokens: config.max_file_tokens,
+            lease_secs: config.job_lease_secs,
         };
         backends
             .housekeeper(&config)

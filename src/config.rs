@@ -115,6 +115,12 @@ pub struct Config {
     #[arg(long, env = "RAGSTORE_REAPER_INTERVAL_SECS", default_value_t = 60.0)]
     pub reaper_interval_secs: f64,
 
+    /// How long a replica's claim on an ingestion job lasts, in seconds, renewed every quarter
+    /// of it while the job runs. A replica that dies mid-job holds it until then; after that
+    /// (and the next reaper pass) another replica runs it again from the start.
+    #[arg(long, env = "RAGSTORE_JOB_LEASE_SECS", default_value_t = crate::ingest::worker::LEASE_SECS, value_parser = clap::value_parser!(i64).range(2..))]
+    pub job_lease_secs: i64,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, in seconds.
     #[arg(long, env = "RAGSTORE_SHUTDOWN_GRACE_SECS", default_value_t = 30.0)]
     pub shutdown_grace_secs: f64,

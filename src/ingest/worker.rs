@@ -1064,7 +1064,9 @@ pub fn spawn_workers(
 ) -> Vec<JoinHandle<()>> {
     (0..n.max(1))
         .map(|i| {
-            let worker = Worker::new(st.clone(), &format!("w{i}"));
+            // Named after the process too: where replicas share a queue, a job's `locked_by`
+            // says which process holds it.
+            let worker = Worker::new(st.clone(), &format!("p{}-w{i}", std::process::id()));
             let notify = wakeup.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {

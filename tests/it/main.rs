@@ -17,6 +17,7 @@ mod openapi;
 mod pg;
 mod postgres;
 mod qdrant_server;
+mod replicas;
 mod roles;
 mod storage_contract;
 mod uploads;
