@@ -16,8 +16,9 @@ What it measures (per run, on a fresh PostgreSQL database, bucket prefix and Qdr
      (/proc/stat) say where the time went.
   3. Search while ingesting: a batch of the other 200 files (set C) into a third store; while
      it runs, the same sequential searches on the seed store through the api replica: p50/p99.
-  4. The embedder alone, for reference: POST /v1/embeddings on the api replica with set A's
-     texts, 32 per request, sequential: chunks/s of one process's embedder.
+  4. The embedder alone, for reference: set A's chunks (read back with GET .../content) embedded
+     again with POST /v1/embeddings on the api replica, 32 per request, one client: chunks/s and
+     the api replica's CPU per chunk, to set against the workers' CPU per chunk in 2.
   Printed per configuration: the medians over --runs runs, and the throughput ratio
   (three workers / one). Load averages are printed: the machine may be shared.
 
@@ -418,24 +419,31 @@ def one_run(args, engines, work, n_workers, run):
         stop.set()
         th.join()
 
-        embed_texts = texts[SEED_FILES:SEED_FILES + BATCH_FILES]
-        t = time.monotonic()
+        # The chunks of set A, embedded again by the api replica alone: its CPU per chunk is
+        # what embedding costs, to set against the workers' CPU per chunk.
+        embed_texts = []
+        for f in set_a:
+            page = get_json(f"{base}/v1/vector_stores/{sa}/files/{f}/content")
+            embed_texts.extend(c["text"] for c in page["data"])
+        alone = CpuMeter({"api": lambda: [api.proc.pid]})
+        alone.start()
         for i in range(0, len(embed_texts), EMBED_BATCH):
             post_json(f"{base}/v1/embeddings",
                       {"model": MODEL, "input": embed_texts[i:i + EMBED_BATCH]})
-        embed_s = time.monotonic() - t
+        embed_s, embed_cpu = alone.stop()
 
         r = {
             "files_per_s": BATCH_FILES / ingest_s, "ingest_s": ingest_s, "chunks": chunks,
             "cpu": cpu, "idle_p50": percentile(idle, 50), "idle_p99": percentile(idle, 99),
             "busy_p50": percentile(busy, 50), "busy_p99": percentile(busy, 99),
             "busy_n": len(busy), "embed_cps": len(embed_texts) / embed_s,
+            "embed_cpu_ms": 1000 * embed_cpu["api"] / len(embed_texts),
         }
         log(f"  {n_workers} worker(s), run {run + 1}: {r['files_per_s']:.1f} files/s "
             f"({ingest_s:.1f} s, {chunks} chunks); search idle p50/p99 "
             f"{r['idle_p50']:.0f}/{r['idle_p99']:.0f} ms, while ingesting "
             f"{r['busy_p50']:.0f}/{r['busy_p99']:.0f} ms ({len(busy)} searches); embedder alone "
-            f"{r['embed_cps']:.1f} chunks/s; CPU s: "
+            f"{r['embed_cps']:.1f} chunks/s, {r['embed_cpu_ms']:.0f} ms CPU a chunk; CPU s: "
             + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
         return r
     finally:
@@ -481,12 +489,17 @@ def main():
         print(f"  1 api + {n} worker replica(s): ingest {m['files_per_s']:.1f} files/s "
               f"({m['ingest_s']:.1f} s, {m['chunks']:.0f} chunks); search p50/p99 idle "
               f"{m['idle_p50']:.0f}/{m['idle_p99']:.0f} ms, while ingesting "
-              f"{m['busy_p50']:.0f}/{m['busy_p99']:.0f} ms; embedder alone "
-              f"{m['embed_cps']:.1f} chunks/s")
-        wall = m["ingest_s"]
-        print("    CPU during the batch (s of CPU, share of the machine's 'busy'): " + ", ".join(
-            f"{k} {v:.1f}" for k, v in cpu[n].items())
-            + f"; wall {wall:.1f} s x {os.cpu_count()} cores = {wall * os.cpu_count():.1f} core-s")
+              f"{m['busy_p50']:.0f}/{m['busy_p99']:.0f} ms; embedder alone (one client, "
+              f"{EMBED_BATCH} a request) {m['embed_cps']:.1f} chunks/s")
+        wall, c = m["ingest_s"], cpu[n]
+        ours = sum(v for k, v in c.items() if k != "machine (all processes)")
+        print("    CPU seconds during the batch: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in c.items() if k != "machine (all processes)")
+            + f"; all of these {ours:.1f}, other processes on the machine "
+            f"{c['machine (all processes)'] - ours:.1f}; the machine had "
+            f"{wall * os.cpu_count():.1f} ({wall:.1f} s x {os.cpu_count()} cores)")
+        print(f"    CPU per chunk: workers {1000 * c['worker replicas'] / m['chunks']:.0f} ms, "
+              f"of which embedding (the embedder alone, same chunks) {m['embed_cpu_ms']:.0f} ms")
     if len(counts) >= 2:
         a, b = counts[0], counts[-1]
         print(f"  throughput ratio {b} workers / {a}: "
