@@ -16,9 +16,19 @@ dir=${2:?usage: qdrant-test-server.sh start|stop DIR}
 
 case "$cmd" in
 start)
-    start="$root/../shared/qdrant/start.sh"
-    if [[ ! -x $start ]]; then
-        echo "no Qdrant server at $start (see the README's 'Qdrant server' section)" >&2
+    # The server built from Qdrant's source sits beside the project: ../shared/qdrant/ from the
+    # repository root (QDRANT_DIST names another place). A clone elsewhere (a CI checkout in a
+    # temporary directory) finds it beside the main checkout, /work/shared/qdrant.
+    start=""
+    for dist in ${QDRANT_DIST:+"$QDRANT_DIST"} "$root/../shared/qdrant" /work/shared/qdrant; do
+        if [[ -x $dist/start.sh ]]; then
+            start="$dist/start.sh"
+            break
+        fi
+    done
+    if [[ -z $start ]]; then
+        echo "no Qdrant server in ${QDRANT_DIST:-} $root/../shared/qdrant or /work/shared/qdrant" \
+            "(see the README's 'Qdrant server' section)" >&2
         exit 1
     fi
     mkdir -p "$dir"
