@@ -13,7 +13,9 @@ bucket=ragstore-test
 
 case "${1:-}" in
 start)
-    if [ ! -x "$venv/bin/moto_server" ]; then
+    # A venv that was moved or half-installed is made again.
+    if ! "$venv/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
+        rm -rf "$venv"
         echo "s3-test-server: installing moto[server] into $venv" >&2
         python3 -m venv "$venv" >&2
         "$venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6' >&2

@@ -36,7 +36,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "==> S3-compatible server for the S3 storage tests (moto; scripts/s3-test-server.sh)"
-eval "$(./scripts/s3-test-server.sh start)"
+s3_env=$(./scripts/s3-test-server.sh start)
+eval "$s3_env"
 cleanups+=('./scripts/s3-test-server.sh stop "$S3_TEST_SERVER_PID"')
 
 echo "==> building"
