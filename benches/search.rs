@@ -556,7 +556,11 @@ async fn run(dir: &std::path::Path, qdrant: Option<&str>) -> Result<()> {
         issued: 0,
     };
     let before = Case {
-        name: "A, no filter, BEFORE maintain (plain segment)",
+        name: if qdrant.is_some() {
+            "A, no filter, BEFORE maintain (server optimising)"
+        } else {
+            "A, no filter, BEFORE maintain (plain segment)"
+        },
         stores: std::slice::from_ref(&store_a),
         filter: None,
         mode: "vector",

@@ -976,11 +976,12 @@ impl VectorIndex for QdrantIndex {
         self.write_points(points).await
     }
 
-    /// The server optimises on its own; this waits (up to ten minutes) until it has nothing
+    /// The server optimises on its own; this waits (up to an hour: merging and re-indexing
+    /// 200 000 points takes the server tens of minutes on two cores) until it has nothing
     /// left to do, starting optimisations it holds back (a grey collection, after a restart).
     #[tracing::instrument(name = "index.maintain", skip_all)]
     async fn maintain(&self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(600);
+        let deadline = Instant::now() + Duration::from_secs(3600);
         loop {
             let info = collection_info(&self.client, &self.collection).await?;
             match CollectionStatus::try_from(info.status) {
@@ -1007,7 +1008,7 @@ impl VectorIndex for QdrantIndex {
             if Instant::now() > deadline {
                 tracing::warn!(
                     collection = self.collection,
-                    "Qdrant still optimising after 10 minutes"
+                    "Qdrant still optimising after an hour"
                 );
                 return Ok(());
             }
