@@ -241,7 +241,7 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         .and_then(|v| v.to_str().ok());
     let caller = match gate.auth.authenticate(authorization).await {
         Ok(Ok(caller)) => caller,
-        Ok(Err(denied)) => return unauthorized(&denied),
+        Ok(Err(denied)) => return refuse_before_body(req, unauthorized(&denied)).await,
         Err(e) => return ApiError(e).into_response(),
     };
     let method = req.method().clone();
@@ -262,7 +262,7 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
         let res = v.refusal();
         let path = audited_path.unwrap_or_else(|| sent_path(&req));
         audit(&caller, &method, &path, res.status());
-        return res;
+        return refuse_before_body(req, res).await;
     }
     let audit_as = audited_path.map(|path| (caller.clone(), path));
     req.extensions_mut().insert(caller);
@@ -272,6 +272,45 @@ pub async fn gate(State(gate): State<Gate>, mut req: Request, next: Next) -> Res
     }
     if let Some((caller, path)) = audit_as {
         audit(&caller, &method, &path, res.status());
+    }
+    res
+}
+
+/// The largest unread body a refusal reads and drops to keep its connection open.
+const DRAIN_LIMIT: u64 = 1 << 20;
+/// How long a refusal waits for that body.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Sends a refusal (401, 429) that was decided before the request's body was read. An
+/// HTTP/1.1 connection can serve the client's next request only once this one's body is
+/// consumed; otherwise the server closes it after the response, and a client that has already
+/// put the connection back in its pool sees "server disconnected" on the next request. So a
+/// small body is read and dropped (briefly), and anything else (large, chunked, slow) gets
+/// `connection: close`, which tells the client not to reuse the connection.
+async fn refuse_before_body(req: Request, mut res: Response) -> Response {
+    use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+    let headers = req.headers();
+    let length = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let has_body = match length {
+        Some(n) => n > 0,
+        None => headers.contains_key(TRANSFER_ENCODING),
+    };
+    if !has_body || req.version() >= axum::http::Version::HTTP_2 {
+        return res;
+    }
+    let drained = match length {
+        Some(n) if n <= DRAIN_LIMIT => {
+            let read = axum::body::to_bytes(req.into_body(), DRAIN_LIMIT as usize);
+            matches!(tokio::time::timeout(DRAIN_WAIT, read).await, Ok(Ok(_)))
+        }
+        _ => false,
+    };
+    if !drained {
+        res.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     res
 }

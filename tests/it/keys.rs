@@ -612,3 +612,99 @@ async fn a_server_without_keys_says_in_its_log_that_it_runs_open() {
     let _app = TestApp::spawn_in(dir, |_| {}).await;
     assert!(!log.text().contains("no API keys"), "{}", log.text());
 }
+
+/// A request refused before its body was read (a 429 here) must not leave the client a kept-alive
+/// connection the server then drops: the next request on it is answered (the body was drained),
+/// or the refusal said `connection: close`. The body arrives a moment after the head, as it does
+/// from a client that writes a multipart upload in pieces.
+#[tokio::test]
+async fn the_request_after_a_refusal_on_the_same_connection_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|c| c.rate_limits.uploads = 1).await;
+    let (_, _, key) = &app.auth().create_key("refused", None).await.unwrap();
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let client = client_with_key(key.as_str());
+    // Spend the key's one upload.
+    let form = reqwest::multipart::Form::new()
+        .text("purpose", "assistants")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt"),
+        );
+    let res = client
+        .post(app.url("/v1/files"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let mut body = crate::multipart_head("assistants", "b.txt");
+    body.extend_from_slice(&[b'x'; 20_000]);
+    body.extend_from_slice(&crate::multipart_tail());
+    for round in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /v1/files HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: multipart/form-data; boundary={}\r\nContent-Length: {}\r\n\r\n",
+            key.as_str(),
+            crate::BOUNDARY,
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        // The refusal may already be on its way; the client, like an SDK's, finishes its request.
+        let _ = s.write_all(&body).await;
+        let second = format!(
+            "GET /v1/files HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
+            key.as_str()
+        );
+        let sent_second = s.write_all(second.as_bytes()).await.is_ok();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let text = String::from_utf8_lossy(&got).to_string();
+            if text.matches("HTTP/1.1 ").count() >= 2 && text.ends_with("}") {
+                break;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match tokio::time::timeout(left, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&got).to_lowercase();
+        assert!(text.starts_with("http/1.1 429"), "round {round}: {text}");
+        let first_head = text.split("\r\n\r\n").next().unwrap();
+        let said_close = first_head.contains("\r\nconnection: close");
+        let answered = sent_second && text.matches("http/1.1 200").count() == 1;
+        assert!(
+            said_close || answered,
+            "round {round}: the connection was dropped without warning after the refusal: {text}"
+        );
+    }
+    // A body too large to drain (and a 401 alike): refused at once with `connection: close`.
+    for auth in [
+        format!("Authorization: Bearer {}\r\n", key.as_str()),
+        String::new(),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /v1/files HTTP/1.1\r\nHost: localhost\r\n{auth}\
+             Content-Type: multipart/form-data; boundary={}\r\nContent-Length: 50000000\r\n\r\n",
+            crate::BOUNDARY
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 8192];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the refusal does not wait for a large body")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+        let status = if auth.is_empty() { "401" } else { "429" };
+        assert!(text.starts_with(&format!("http/1.1 {status}")), "{text}");
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    }
+    app.stop().await;
+}
