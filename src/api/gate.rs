@@ -281,36 +281,19 @@ const DRAIN_LIMIT: u64 = 1 << 20;
 /// How long a refusal waits for that body.
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
-/// Sends a refusal (401, 429) that was decided before the request's body was read. An
-/// HTTP/1.1 connection can serve the client's next request only once this one's body is
-/// consumed; otherwise the server closes it after the response, and a client that has already
-/// put the connection back in its pool sees "server disconnected" on the next request. So a
-/// small body is read and dropped (briefly), and anything else (large, chunked, slow) gets
-/// `connection: close`, which tells the client not to reuse the connection.
-async fn refuse_before_body(req: Request, mut res: Response) -> Response {
-    use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-    let headers = req.headers();
-    let length = headers
-        .get(CONTENT_LENGTH)
+/// Sends a refusal (401, 429) decided before the request's body was read. A small body is read
+/// and dropped first (briefly), so the kept-alive connection can serve the client's next
+/// request, the SDKs' retry of a 429 among them; a body left unread (large, chunked, slow)
+/// makes the response say `connection: close` (see `unread`).
+async fn refuse_before_body(req: Request, res: Response) -> Response {
+    let length = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let has_body = match length {
-        Some(n) => n > 0,
-        None => headers.contains_key(TRANSFER_ENCODING),
-    };
-    if !has_body || req.version() >= axum::http::Version::HTTP_2 {
-        return res;
-    }
-    let drained = match length {
-        Some(n) if n <= DRAIN_LIMIT => {
-            let read = axum::body::to_bytes(req.into_body(), DRAIN_LIMIT as usize);
-            matches!(tokio::time::timeout(DRAIN_WAIT, read).await, Ok(Ok(_)))
-        }
-        _ => false,
-    };
-    if !drained {
-        res.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+    if let Some(n @ 1..=DRAIN_LIMIT) = length {
+        let read = axum::body::to_bytes(req.into_body(), n as usize);
+        let _ = tokio::time::timeout(DRAIN_WAIT, read).await;
     }
     res
 }

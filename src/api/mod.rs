@@ -14,6 +14,7 @@ pub mod models;
 pub mod openapi;
 pub mod search;
 pub mod sessions;
+mod unread;
 pub mod uploads;
 pub mod vector_stores;
 pub mod vs_files;
@@ -81,6 +82,7 @@ pub fn router(
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(problem_details))
         .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(unread::close_if_body_unread))
         .with_state(services);
     // Routing matches paths exactly, so the prefix's spelling is fixed before it.
     Router::new().fallback_service(MapRequestLayer::new(llama_stack_prefix).layer(routes))

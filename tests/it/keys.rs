@@ -417,31 +417,29 @@ async fn a_filename_is_never_a_path() {
     assert!(!data.parent().unwrap().join("b.txt").exists());
 }
 
-/// Log lines written while the guard lives (the test runtime runs the server on this thread).
+/// Log lines written on this thread while the guard lives (the test runtime runs the server on
+/// the test's thread): the audit lines, and warnings and errors.
+///
+/// One subscriber for the whole test process, installed once, writes each line to the buffer of
+/// the thread that logged it. (A subscriber per test with `set_default` lost lines now and then
+/// when tests ran side by side: tracing caches each call site's interest across all of them.)
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
 
-impl Captured {
-    /// Captures the log lines `filter` lets through while the guard lives.
-    fn install(filter: &str) -> (Self, tracing::subscriber::DefaultGuard) {
-        let log = Captured::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_env_filter(filter)
-            .finish();
-        (log, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
+thread_local! {
+    static SINK: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
 }
 
-impl std::io::Write for Captured {
+/// Writes to this thread's capture, if any.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        SINK.with(|s| {
+            if let Some(c) = &*s.borrow() {
+                c.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -449,9 +447,40 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Stops this thread's capture when dropped.
+struct CaptureGuard;
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        SINK.with(|s| s.borrow_mut().take());
+    }
+}
+
+impl Captured {
+    fn install() -> (Self, CaptureGuard) {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(|| ThreadSink)
+                .with_ansi(false)
+                .with_env_filter("ragstore=warn,ragstore::audit=info")
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the test process");
+        });
+        let log = Captured::default();
+        SINK.with(|s| *s.borrow_mut() = Some(log.clone()));
+        (log, CaptureGuard)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
 #[tokio::test]
 async fn creates_and_deletes_leave_an_audit_line_without_the_key() {
-    let (log, _guard) = Captured::install("ragstore::audit=info");
+    let (log, _guard) = Captured::install();
     let app = TestApp::spawn().await;
     let (key_row, project, key) = &app.auth().create_key("audited", None).await.unwrap();
     let dir = app.stop().await;
@@ -598,7 +627,7 @@ pub fn the_admin_commands_work_on(db: &[&str]) -> String {
 
 #[tokio::test]
 async fn a_server_without_keys_says_in_its_log_that_it_runs_open() {
-    let (log, _guard) = Captured::install("ragstore=warn");
+    let (log, _guard) = Captured::install();
     let app = TestApp::spawn().await;
     assert!(
         log.text()
@@ -608,7 +637,7 @@ async fn a_server_without_keys_says_in_its_log_that_it_runs_open() {
     );
     app.auth().create_key("team", None).await.unwrap();
     let dir = app.stop().await;
-    let (log, _guard) = Captured::install("ragstore=warn");
+    let (log, _guard) = Captured::install();
     let _app = TestApp::spawn_in(dir, |_| {}).await;
     assert!(!log.text().contains("no API keys"), "{}", log.text());
 }
@@ -706,5 +735,47 @@ async fn the_request_after_a_refusal_on_the_same_connection_is_answered() {
         assert!(text.starts_with(&format!("http/1.1 {status}")), "{text}");
         assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     }
+    app.stop().await;
+}
+
+/// Any early answer that leaves the body unread (here a 404 for an unknown route) closes the
+/// connection and says so, rather than leaving the client a connection about to drop.
+#[tokio::test]
+async fn an_answer_that_leaves_the_body_unread_says_connection_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/nothing-here HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+          Content-Length: 5000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 8192];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(text.starts_with("http/1.1 404"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    // A request whose body is read to the end keeps its connection.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = br#"{"name":"kept"}"#;
+    let req = format!(
+        "POST /v1/vector_stores HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(!text.contains("connection: close"), "{text}");
     app.stop().await;
 }
