@@ -133,7 +133,8 @@ impl Backends {
                 self.index.clone(),
                 embedder.clone(),
                 self.clock.clone(),
-            ),
+            )
+            .with_reranker(self.pipeline.reranker.clone()),
             embeddings: EmbeddingService::new(embedder.clone(), self.clock.now()),
             readiness: crate::service::readiness::ReadinessService::new(
                 self.meta.clone(),
@@ -428,8 +429,25 @@ async fn build_pipeline(
             )
         }
     };
+    let reranker = match &config.reranker_model {
+        Some(dir) => {
+            let (dir, models) = (dir.clone(), config.models_dir.clone());
+            let threads = config.embed_thread_count();
+            let reranker = tokio::task::spawn_blocking(move || {
+                crate::ingest::rerank::Reranker::load(&dir, &models, threads)
+            })
+            .await??;
+            tracing::info!(
+                model = reranker.name(),
+                "reranker loaded: ranker 'rerank' is available"
+            );
+            Some(Arc::new(reranker))
+        }
+        None => None,
+    };
     Ok(Pipeline {
         chunker: Arc::new(Chunker::new(embedder.tokens())),
         embedder,
+        reranker,
     })
 }

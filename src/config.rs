@@ -165,6 +165,13 @@ pub struct Config {
     )]
     pub embedding_precision: crate::ingest::local::Precision,
 
+    /// A cross-encoder in ONNX (a directory with model.onnx and its tokenizer.json, config.json,
+    /// special_tokens_map.json, tokenizer_config.json) that re-scores a search's top candidates
+    /// when it asks for `ranking_options.ranker: "rerank"`. Bring your own, e.g. an ONNX export
+    /// of cross-encoder/ms-marco-MiniLM-L-6-v2; without one that ranker is a 400.
+    #[arg(long, env = "RAGSTORE_RERANKER_MODEL")]
+    pub reranker_model: Option<PathBuf>,
+
     /// Use an OpenAI-compatible embeddings endpoint (e.g. http://host:8000/v1) instead of the
     /// local model.
     #[arg(long, env = "RAGSTORE_EMBEDDING_URL")]

@@ -4,6 +4,7 @@ pub mod chunk;
 pub mod embed;
 pub mod local;
 pub mod remote;
+pub mod rerank;
 pub mod worker;
 
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use embed::Embedder;
 pub struct Pipeline {
     pub embedder: Arc<dyn Embedder>,
     pub chunker: Arc<Chunker>,
+    /// The cross-encoder of `--reranker-model`, if one was given.
+    pub reranker: Option<Arc<rerank::Reranker>>,
 }
 
 impl Pipeline {

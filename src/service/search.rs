@@ -13,6 +13,7 @@ use crate::domain::{
 };
 use crate::index::{Hit, Leg, SearchQuery, VectorIndex};
 use crate::ingest::embed::Embedder;
+use crate::ingest::rerank::Reranker;
 
 /// `POST /vector_stores/{id}/search`, parsed.
 #[derive(Debug, Clone)]
@@ -90,6 +91,8 @@ pub const MAX_QUERY_CHARS: usize = 32_768;
 /// How stale `last_active_at` may get before a search moves it.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 pub const MAX_RESULTS: usize = 50;
+/// Hits a single-list search fetches beyond `max_num_results`.
+const SPARE_HITS: usize = 8;
 /// Candidates each leg brings to a fusion, at least.
 const MIN_CANDIDATES: usize = 50;
 /// A BM25 score of this maps to 0.5 in the keyword leg's 0..1 scale (`s / (s + K)`); about what
@@ -114,6 +117,14 @@ pub struct SearchService {
     index: Arc<dyn VectorIndex>,
     embedder: Arc<dyn Embedder>,
     clock: Arc<dyn Clock>,
+    reranker: Option<Arc<Reranker>>,
+}
+
+/// How many of the fused candidates a cross-encoder re-scores for `max_num_results` answers:
+/// twice as many, at least 20, at most [`MAX_RESULTS`] (each costs a model run over the query
+/// and the chunk together).
+fn rerank_candidates(max_num_results: usize) -> usize {
+    (2 * max_num_results).clamp(20, MAX_RESULTS)
 }
 
 impl SearchService {
@@ -128,7 +139,14 @@ impl SearchService {
             index,
             embedder,
             clock,
+            reranker: None,
         }
+    }
+
+    /// With the cross-encoder that `ranker: "rerank"` uses (`--reranker-model`).
+    pub fn with_reranker(mut self, reranker: Option<Arc<Reranker>>) -> Self {
+        self.reranker = reranker;
+        self
     }
 
     /// Runs the request's legs for each query, fuses them (see [`Ranker`]), and keeps what
@@ -151,19 +169,30 @@ impl SearchService {
                 None,
             ));
         }
-        if req.ranker == Ranker::Rerank {
-            return Err(Error::invalid(
-                "ranker 'rerank' needs a cross-encoder: start the server with \
-                 --reranker-model DIR (an ONNX cross-encoder with its tokenizer.json).",
-                "ranking_options",
-            ));
-        }
+        let reranker = match (req.ranker, &self.reranker) {
+            (Ranker::Rerank, None) => {
+                return Err(Error::invalid(
+                    "ranker 'rerank' needs a cross-encoder: start the server with \
+                     --reranker-model DIR (an ONNX cross-encoder with its tokenizer.json).",
+                    "ranking_options",
+                ))
+            }
+            (Ranker::Rerank, Some(r)) => Some(r.clone()),
+            _ => None,
+        };
+        // A rerank re-scores what the default fusion brings.
+        let fusion = if reranker.is_some() {
+            Ranker::DEFAULT
+        } else {
+            req.ranker
+        };
         let dense = req.mode != SearchMode::Keyword;
         let keyword = req.mode != SearchMode::Vector;
         let lists = req.queries.len() * (usize::from(dense) + usize::from(keyword));
-        // One list is answered as its leg ranks it; a fusion needs more candidates per list.
-        let limit = if lists == 1 {
-            req.max_num_results
+        // One list is answered as its leg ranks it; a fusion or a rerank needs more candidates.
+        // (A few spare hits take the place of any dropped by [`Self::answerable`].)
+        let limit = if lists == 1 && reranker.is_none() {
+            req.max_num_results + SPARE_HITS
         } else {
             (3 * req.max_num_results).max(MIN_CANDIDATES)
         };
@@ -208,14 +237,14 @@ impl SearchService {
             }
             per_query.push(legs);
         }
-        let mut hits = fuse(per_query, req.mode, req.ranker);
+        let mut hits = fuse(per_query, req.mode, fusion);
+        if let Some(reranker) = reranker {
+            hits.truncate(rerank_candidates(req.max_num_results));
+            rerank(&reranker, &req.queries, &mut hits).await?;
+        }
         hits.retain(|h| h.score >= req.score_threshold);
+        let names = self.answerable(&mut hits, req.max_num_results).await?;
         hits.truncate(req.max_num_results);
-
-        let mut ids: Vec<FileId> = hits.iter().map(|h| h.file_id.clone()).collect();
-        ids.sort();
-        ids.dedup();
-        let names: HashMap<FileId, String> = self.meta.filenames(&ids).await?.into_iter().collect();
         // Expiry counts in days: a search writes `last_active_at` at most once a minute, so a
         // busy store is not rewritten (and fsynced) on every search.
         if now - store.last_active_at >= TOUCH_INTERVAL_SECS {
@@ -233,6 +262,50 @@ impl SearchService {
             })
             .collect())
     }
+}
+
+impl SearchService {
+    /// The names of the files of the first `max` hits, after dropping every hit whose file has
+    /// no row: a point written by a job that outlived its file's purge (a worker cut off from the
+    /// database past its lease) is never answered, whatever the index still holds. Usually one
+    /// lookup of the first `max` hits' files; a dropped hit brings the next ones in.
+    async fn answerable(&self, hits: &mut Vec<Hit>, max: usize) -> Result<HashMap<FileId, String>> {
+        let mut names: HashMap<FileId, String> = HashMap::new();
+        let mut checked: std::collections::HashSet<FileId> = std::collections::HashSet::new();
+        loop {
+            let mut ids: Vec<FileId> = hits
+                .iter()
+                .take(max)
+                .filter(|h| !checked.contains(&h.file_id))
+                .map(|h| h.file_id.clone())
+                .collect();
+            if ids.is_empty() {
+                return Ok(names);
+            }
+            ids.sort();
+            ids.dedup();
+            names.extend(self.meta.filenames(&ids).await?);
+            checked.extend(ids);
+            hits.retain(|h| names.contains_key(&h.file_id) || !checked.contains(&h.file_id));
+        }
+    }
+}
+
+/// Scores each hit by the cross-encoder: its best relevance to any of the queries, 0..1.
+async fn rerank(reranker: &Reranker, queries: &[String], hits: &mut [Hit]) -> Result<()> {
+    let texts: Vec<String> = hits.iter().map(|h| h.text.clone()).collect();
+    let mut best = vec![0.0f32; hits.len()];
+    for q in queries {
+        let scores = reranker.scores(q, texts.clone()).await?;
+        for (b, s) in best.iter_mut().zip(scores) {
+            *b = b.max(s);
+        }
+    }
+    for (h, s) in hits.iter_mut().zip(best) {
+        h.score = s.clamp(0.0, 1.0);
+    }
+    best_first(hits);
+    Ok(())
 }
 
 /// A BM25 score on 0..1: `s / (s + K)`, K = [`KEYWORD_HALF_SCORE`]. Monotone, so it keeps the

@@ -321,3 +321,166 @@ async fn an_older_index_gets_keyword_vectors_by_a_job() {
     let app = TestApp::spawn_in(dir, |_| {}).await;
     assert_eq!(app.drain().await, 0);
 }
+
+/// A cross-encoder built by `scripts/make-test-reranker.py` whose judgement is known: each
+/// `oven` in a chunk adds 5 to its logit, every other token 0.
+fn test_reranker(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = dir.join("reranker");
+    let python = std::env::var("RAGSTORE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let made = std::process::Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/make-test-reranker.py"
+        ))
+        .arg(&out)
+        .args([
+            "--models",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/models/all-MiniLM-L6-v2"),
+        ])
+        .args(["--boost", "oven=5"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        made.status.success(),
+        "scripts/make-test-reranker.py failed (it needs `pip install -r tests/python/requirements.txt`): {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    out
+}
+
+/// `ranker: "rerank"` with `--reranker-model`: the fused candidates are re-scored by the
+/// cross-encoder (the logistic of its logit), which here overturns the legs' order; thresholds
+/// apply to the new scores; a list query takes each chunk's best score over its queries.
+#[tokio::test]
+async fn a_cross_encoder_reranks_the_candidates() {
+    let models = tempfile::tempdir().unwrap();
+    let dir = test_reranker(models.path());
+    let app = TestApp::spawn_with(|c| c.reranker_model = Some(dir.clone())).await;
+    let vs = store_with_docs(&app).await;
+    let query = "Why do volcanoes erupt lava and ash?";
+    let fused = search(&app, &vs, json!({"query": query})).await;
+    assert_eq!(names(&fused)[0], "volcano.txt");
+
+    let reranked = search(
+        &app,
+        &vs,
+        json!({"query": query, "ranking_options": {"ranker": "rerank"}}),
+    )
+    .await;
+    let (n, s) = (names(&reranked), scores(&reranked));
+    assert_eq!(n[0], "bread.txt", "{reranked}");
+    // One `oven`: logistic(5); no `oven`: logistic(0).
+    assert!((s[0] - 0.99331).abs() < 1e-3, "{s:?}");
+    assert!(s[1..].iter().all(|x| (x - 0.5).abs() < 1e-3), "{s:?}");
+    assert_eq!(n.len(), names(&fused).len().min(10));
+
+    let strict = search(
+        &app,
+        &vs,
+        json!({"query": query, "ranking_options": {"ranker": "rerank", "score_threshold": 0.9}}),
+    )
+    .await;
+    assert_eq!(names(&strict), ["bread.txt"]);
+
+    // Filters still narrow the candidates before the model sees them.
+    let filtered = search(
+        &app,
+        &vs,
+        json!({"query": query, "ranking_options": {"ranker": "rerank"},
+               "filters": {"type": "ne", "key": "topic", "value": "bread"}}),
+    )
+    .await;
+    assert!(
+        !names(&filtered).contains(&"bread.txt".to_owned()),
+        "{filtered}"
+    );
+    assert!(scores(&filtered).iter().all(|x| (x - 0.5).abs() < 1e-3));
+
+    // A list query, in keyword mode: candidates from both queries, each scored by the model.
+    let listed = search(
+        &app,
+        &vs,
+        json!({"query": ["magma eruption", "flour and water"], "search_mode": "keyword",
+               "ranking_options": {"ranker": "rerank"}, "max_num_results": 3}),
+    )
+    .await;
+    let n = names(&listed);
+    assert_eq!(n[0], "bread.txt", "{listed}");
+    assert!(n.contains(&"volcano.txt".to_owned()), "{listed}");
+    app.stop().await;
+}
+
+/// A directory that is not a cross-encoder stops the start with a message naming what is
+/// missing.
+#[tokio::test]
+async fn a_reranker_directory_without_a_model_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ragstore::Config::for_data_dir(dir.path().join("data"));
+    config.models_dir = crate::models_dir();
+    config.reranker_model = Some(dir.path().join("nothing-here"));
+    let err = ragstore::App::build(config)
+        .await
+        .err()
+        .expect("the start fails");
+    assert!(format!("{err:#}").contains("model.onnx"), "{err:#}");
+}
+
+/// A point whose file has no row (written by a job that outlived its file's purge, e.g. a worker
+/// cut off past its lease) is never answered, in any mode; the next hits take its place.
+#[tokio::test]
+async fn a_point_of_a_file_without_a_row_is_never_answered() {
+    use ragstore::domain::{FileId, ProjectId};
+    use ragstore::index::{point_id, Point};
+    let app = TestApp::spawn().await;
+    let vs = store_with_docs(&app).await;
+    let store = VectorStoreId::parse(&vs).unwrap();
+    let ghost = FileId::generate();
+    let text = "Volcanoes erupt zanzibarquux magma lava ash eruption volcano";
+    let vector = app
+        .state
+        .pipeline
+        .embedder
+        .embed(vec![text.to_owned()])
+        .await
+        .unwrap()
+        .remove(0);
+    app.state
+        .index
+        .upsert(vec![Point {
+            id: point_id(&ghost, &store, 0),
+            vector,
+            vector_store_id: store.clone(),
+            project_id: ProjectId::default_project(),
+            file_id: ghost.clone(),
+            chunk_index: 0,
+            text: text.to_owned(),
+            attributes: Default::default(),
+            extra: Default::default(),
+        }])
+        .await
+        .unwrap();
+    for mode in ["vector", "keyword", "hybrid"] {
+        let res = search(
+            &app,
+            &vs,
+            json!({"query": "zanzibarquux volcano eruption", "search_mode": mode, "max_num_results": 2}),
+        )
+        .await;
+        let ids: Vec<&str> = res["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["file_id"].as_str().unwrap())
+            .collect();
+        assert!(!ids.contains(&ghost.as_str()), "{mode}: {res}");
+        assert_eq!(names(&res)[0], "volcano.txt", "{mode}: {res}");
+        // Only volcano.txt has these words; every chunk has a vector.
+        let expected = if mode == "keyword" { 1 } else { 2 };
+        assert_eq!(
+            ids.len(),
+            expected,
+            "{mode}: the next hit takes the dropped one's place: {res}"
+        );
+    }
+    app.stop().await;
+}
