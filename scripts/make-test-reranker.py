@@ -75,6 +75,11 @@ def main() -> int:
     model.ir_version = 8
     onnx.checker.check_model(model)
 
+    return write(model, args)
+
+
+def write(model, args) -> int:
+    """The model, with the tokenizer's files beside it."""
     os.makedirs(args.out, exist_ok=True)
     onnx.save(model, os.path.join(args.out, "model.onnx"))
     for name in TOKENIZER_FILES:
@@ -98,12 +103,7 @@ def timing_body(args) -> int:
     ])
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1]))
-    os.makedirs(args.out, exist_ok=True)
-    onnx.save(model, os.path.join(args.out, "model.onnx"))
-    for name in TOKENIZER_FILES:
-        shutil.copyfile(os.path.join(args.models, name), os.path.join(args.out, name))
-    print(args.out)
-    return 0
+    return write(model, args)
 
 
 if __name__ == "__main__":

@@ -654,18 +654,9 @@ async fn the_request_after_a_refusal_on_the_same_connection_is_answered() {
     let addr = app.base.trim_start_matches("http://").to_owned();
     let client = client_with_key(key.as_str());
     // Spend the key's one upload.
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", "assistants")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(b"hello".to_vec()).file_name("a.txt"),
-        );
-    let res = client
-        .post(app.url("/v1/files"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .upload_raw_as(&client, "a.txt", b"hello".to_vec(), "assistants")
+        .await;
     assert_eq!(res.status(), 200);
 
     let mut body = crate::multipart_head("assistants", "b.txt");

@@ -160,13 +160,25 @@ impl TestApp {
         bytes: Vec<u8>,
         purpose: &str,
     ) -> reqwest::Response {
+        self.upload_raw_as(&self.client, filename, bytes, purpose)
+            .await
+    }
+
+    /// `POST /v1/files` with `client` (one carrying an API key, say).
+    pub async fn upload_raw_as(
+        &self,
+        client: &reqwest::Client,
+        filename: &str,
+        bytes: Vec<u8>,
+        purpose: &str,
+    ) -> reqwest::Response {
         let form = reqwest::multipart::Form::new()
             .text("purpose", purpose.to_owned())
             .part(
                 "file",
                 reqwest::multipart::Part::bytes(bytes).file_name(filename.to_owned()),
             );
-        self.client
+        client
             .post(self.url("/v1/files"))
             .multipart(form)
             .send()
