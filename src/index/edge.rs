@@ -259,6 +259,9 @@ impl Inner {
     /// Closes the shard (flushing it) and opens it again from disk, its WAL truncated. Waits
     /// for writes and flushes in progress; searches wait for it.
     fn reopen(&self) -> Result<()> {
+        // Locks in one order everywhere: the flush counter, the gate, the shard (a writer
+        // waiting for its flush holds the counter and then takes the gate).
+        let mut flushed = self.flushed.lock().unwrap_or_else(PoisonError::into_inner);
         let _gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let mut slot = self.shard.write().unwrap_or_else(PoisonError::into_inner);
         // What the close could not flush is dropped with it: the writes that made it failed
@@ -270,8 +273,7 @@ impl Inner {
         *slot = Some(shard);
         self.stale.store(false, Ordering::Release);
         // What the old shard had flushed is all there is: nothing to wait for.
-        *self.flushed.lock().unwrap_or_else(PoisonError::into_inner) =
-            self.writes.load(Ordering::Acquire);
+        *flushed = self.writes.load(Ordering::Acquire);
         tracing::info!(dir = %self.dir.display(), "vector index reopened, its WAL truncated");
         Ok(())
     }
@@ -1267,6 +1269,63 @@ mod tests {
         drop(idx);
         let idx = open(dir.path());
         assert_eq!(idx.count(None, None).await.unwrap(), 0);
+    }
+
+    /// A reopen (the WAL over its limit) while writers wait for their flush: both finish. The
+    /// reopen took the shard's locks and then the flush counter, a writer the counter and then
+    /// the flush gate, so the two could wait on each other for good (the 30-minute soak hung
+    /// on it: ingestion and searches stopped at a WAL truncation).
+    #[test]
+    fn a_reopen_while_writers_flush_does_not_deadlock() {
+        // On a thread of its own, so a deadlock fails the test instead of hanging it (a runtime
+        // waits for its blocking threads when it is dropped).
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap();
+            let count = rt.block_on(reopen_while_writers_flush());
+            let _ = done.send(count);
+        });
+        let count = finished
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("writers and upkeep finish (no deadlock)");
+        assert_eq!(count, 450);
+    }
+
+    async fn reopen_while_writers_flush() -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let options = EdgeOptions {
+            maintain_every: None,
+            // Every upkeep reopens.
+            wal_max_bytes: 0,
+            ..EdgeOptions::default()
+        };
+        let idx = Arc::new(EdgeIndex::open_with(dir.path(), DIMS, options).unwrap());
+        let a = store("a");
+        let mut tasks = Vec::new();
+        for w in 0..3 {
+            let (idx, a) = (idx.clone(), a.clone());
+            tasks.push(tokio::spawn(async move {
+                let f = file(&format!("w{w}"));
+                for i in 0..150 {
+                    let p = point(&a, &f, i, axis(i as usize % DIMS, 0, 0.5), json!({}));
+                    idx.upsert(vec![p]).await.unwrap();
+                }
+            }));
+        }
+        let upkeep = idx.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..150 {
+                upkeep.maintain().await.unwrap();
+            }
+        }));
+        for t in futures_util::future::join_all(tasks).await {
+            t.unwrap();
+        }
+        idx.count(Some(&a), None).await.unwrap()
     }
 
     /// Below the free-space reserve writes are refused as out of space (and retried by their
