@@ -286,12 +286,7 @@ const DRAIN_WAIT: Duration = Duration::from_secs(2);
 /// request, the SDKs' retry of a 429 among them; a body left unread (large, chunked, slow)
 /// makes the response say `connection: close` (see `unread`).
 async fn refuse_before_body(req: Request, res: Response) -> Response {
-    let length = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n @ 1..=DRAIN_LIMIT) = length {
+    if let Some(n @ 1..=DRAIN_LIMIT) = super::unread::content_length(req.headers()) {
         let read = axum::body::to_bytes(req.into_body(), n as usize);
         let _ = tokio::time::timeout(DRAIN_WAIT, read).await;
     }

@@ -47,12 +47,16 @@ impl Stream for Watched {
     }
 }
 
-pub async fn close_if_body_unread(req: Request, next: Next) -> Response {
-    let length = req
-        .headers()
+/// The request's `content-length`, if it sent a valid one.
+pub(super) fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+pub async fn close_if_body_unread(req: Request, next: Next) -> Response {
+    let length = content_length(req.headers());
     let has_body = match length {
         Some(n) => n > 0,
         None => req.headers().contains_key(TRANSFER_ENCODING),

@@ -716,12 +716,8 @@ async fn the_request_after_a_refusal_on_the_same_connection_is_answered() {
             crate::BOUNDARY
         );
         s.write_all(head.as_bytes()).await.unwrap();
-        let mut buf = [0u8; 8192];
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("the refusal does not wait for a large body")
-            .unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+        // The refusal does not wait for a large body.
+        let text = first_answer(&mut s).await;
         let status = if auth.is_empty() { "401" } else { "429" };
         assert!(text.starts_with(&format!("http/1.1 {status}")), "{text}");
         assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
@@ -729,11 +725,22 @@ async fn the_request_after_a_refusal_on_the_same_connection_is_answered() {
     app.stop().await;
 }
 
+/// What the server sends first on `s` (within 5 s), lowercased.
+async fn first_answer(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 8192];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_lowercase()
+}
+
 /// Any early answer that leaves the body unread (here a 404 for an unknown route) closes the
 /// connection and says so, rather than leaving the client a connection about to drop.
 #[tokio::test]
 async fn an_answer_that_leaves_the_body_unread_says_connection_close() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let app = TestApp::spawn().await;
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -743,12 +750,7 @@ async fn an_answer_that_leaves_the_body_unread_says_connection_close() {
     )
     .await
     .unwrap();
-    let mut buf = [0u8; 8192];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    let text = first_answer(&mut s).await;
     assert!(text.starts_with("http/1.1 404"), "{text}");
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     // A request whose body is read to the end keeps its connection.
@@ -761,11 +763,7 @@ async fn an_answer_that_leaves_the_body_unread_says_connection_close() {
     );
     s.write_all(req.as_bytes()).await.unwrap();
     s.write_all(body).await.unwrap();
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+    let text = first_answer(&mut s).await;
     assert!(text.starts_with("http/1.1 200"), "{text}");
     assert!(!text.contains("connection: close"), "{text}");
     app.stop().await;
