@@ -14,7 +14,8 @@
 //!
 //! Both live in the one shard (200 000 points in all), as they would in a server. Points are
 //! random unit vectors (seeded xorshift, Gaussian, so uniform on the sphere) of the model's
-//! dimensions, 100 points per `FileId::generate()` file, a short text, and attributes
+//! dimensions, 100 points per `FileId::generate()` file (each with its row in the database: a
+//! search answers only hits of files that have one), a short text, and attributes
 //! `{"category": "c0".."c9" (random), "year": 2000 + i % 25}`. `index.maintain()` then builds the
 //! HNSW graph (timed). Until then a first server (the app's router on `axum::serve`) answers;
 //! The index's own upkeep is off (`index_upkeep_secs = 0`), so no background run can overlap the
@@ -46,7 +47,10 @@ use std::future::{Future, IntoFuture};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use ragstore::domain::{AttrValue, Attributes, FileId, Filter, ProjectId, VectorStoreId};
+use ragstore::domain::{
+    AttrValue, Attributes, FileId, FileRecord, FileStatus, Filter, ProjectId, Purpose,
+    VectorStoreId,
+};
 use ragstore::index::qdrant::QdrantIndex;
 use ragstore::index::{point_id, Leg, Point, SearchQuery};
 use ragstore::{App, Backends, Config};
@@ -382,6 +386,7 @@ async fn load(
         for i in start..n.min(start + UPSERT_BATCH) {
             if i % POINTS_PER_FILE == 0 {
                 file = FileId::generate();
+                file_row(st, &file).await?;
             }
             let chunk_index = (i % POINTS_PER_FILE) as u32;
             let mut attributes = Attributes::new();
@@ -407,6 +412,24 @@ async fn load(
         st.index.upsert(points).await?;
         loaded.upsert_secs += started.elapsed().as_secs_f64();
     }
+    Ok(())
+}
+
+/// The file's row: a search answers only hits whose file has one.
+async fn file_row(st: &Backends, id: &FileId) -> Result<()> {
+    let record = FileRecord {
+        id: id.clone(),
+        project_id: ProjectId::default_project(),
+        filename: format!("{id}.txt"),
+        purpose: Purpose::Assistants,
+        bytes: 1_000,
+        created_at: 1,
+        expires_at: None,
+        status: FileStatus::Processed,
+        status_details: None,
+        storage_key: FileRecord::storage_key_for(id),
+    };
+    st.meta.insert_file(&record, None, i64::MAX).await?;
     Ok(())
 }
 

@@ -209,6 +209,7 @@ impl App {
         };
         let staging = Staging::new(dir.join("tmp"))?;
         let pipeline = build_pipeline(&config, embedder).await?;
+        record_collection(&config, &pipeline, db.meta.as_ref(), clock.now()).await?;
         let index = open_index(&config, &pipeline).await?;
         let backends = Backends {
             meta: db.meta,
@@ -336,6 +337,71 @@ impl App {
         tracing::info!("shut down cleanly");
         Ok(())
     }
+}
+
+/// Records in the database where this model's vectors live (the first start with it), or checks
+/// that this start agrees with the record: the same collection and dimensions, and, on the
+/// embedded index (one set of vectors in the data dir), the same model. A disagreement (a
+/// changed collection prefix, another model over an existing embedded index) stops the start
+/// before anything is written, naming both.
+async fn record_collection(
+    config: &Config,
+    pipeline: &Pipeline,
+    meta: &dyn crate::db::Metadata,
+    now: i64,
+) -> anyhow::Result<()> {
+    let (model, dims) = (pipeline.embedder.model(), pipeline.embedder.dims());
+    let (engine, collection) = match &config.qdrant.url {
+        Some(url) => {
+            let options = config.qdrant.options(url);
+            let name =
+                crate::index::qdrant::collection_name(&options.collection_prefix, model, dims);
+            ("qdrant", name)
+        }
+        None => ("embedded", "index".to_owned()),
+    };
+    if engine == "embedded" {
+        let recorded = meta.index_collections().await?;
+        if let Some(other) = recorded
+            .iter()
+            .find(|c| c.engine == engine && c.model != model)
+        {
+            anyhow::bail!(
+                "the embedded index in {} holds the vectors of model {} ({} dimensions), as the \
+                 database records; this server embeds with {model}: searches would compare \
+                 vectors of two models. Start with {}, or use another data dir (and \
+                 re-attach the files there to embed them with {model})",
+                config.data_dir.join("index").display(),
+                other.model,
+                other.dims,
+                other.model
+            );
+        }
+    }
+    let want = crate::domain::IndexCollection {
+        engine: engine.to_owned(),
+        model: model.to_owned(),
+        collection,
+        dims: u32::try_from(dims).context("embedding dimensions")?,
+        created_at: now,
+    };
+    let held = meta.record_collection(&want).await?;
+    if held.collection != want.collection || held.dims != want.dims {
+        anyhow::bail!(
+            "the database records the vectors of model {model} on the {engine} index in \
+             collection {} ({} dimensions); this start would use {} ({} dimensions). Start \
+             with the settings that wrote them (the Qdrant collection prefix), or copy the \
+             collection with `ragstore migrate-index`",
+            held.collection,
+            held.dims,
+            want.collection,
+            want.dims
+        );
+    }
+    if held.created_at == now && held == want {
+        tracing::debug!(engine, model, collection = %want.collection, dims, "index collection recorded");
+    }
+    Ok(())
 }
 
 /// The vector index: the Qdrant server of `--qdrant-url` (the collection of the embedding

@@ -21,9 +21,10 @@ use std::sync::Arc;
 
 use crate::domain::{
     Attributes, BucketObject, Cascade, Chunking, FileBatchId, FileBatchRecord, FileCounts, FileId,
-    FileRecord, FileStatus, IngestErrorCode, JobKind, KeyId, KeyRecord, NewJob, Order, PartId,
-    PartRecord, ProjectId, ProjectRecord, Purpose, QuotaOverrides, Quotas, Result, UploadId,
-    UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord, VsFileStatus,
+    FileRecord, FileStatus, IndexCollection, IngestErrorCode, JobKind, KeyId, KeyRecord, NewJob,
+    Order, PartId, PartRecord, ProjectId, ProjectRecord, Purpose, QuotaOverrides, Quotas, Result,
+    UploadId, UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord,
+    VsFileStatus,
 };
 pub use jobs::{JobQueue, QueueStats, Wakeup};
 
@@ -350,6 +351,13 @@ pub trait StoreMetadata: Send + Sync + 'static {
 
     /// File counts by status and the summed usage bytes of a store.
     async fn store_stats(&self, id: &VectorStoreId) -> Result<(FileCounts, i64)>;
+
+    /// Records where the vectors of `c.model` live on `c.engine`, unless a record is there
+    /// already; returns the record that holds (the first replica's, if several start at once).
+    async fn record_collection(&self, c: &IndexCollection) -> Result<IndexCollection>;
+
+    /// Every recorded collection, oldest first.
+    async fn index_collections(&self) -> Result<Vec<IndexCollection>>;
 
     /// Every store not deleted, with its project.
     async fn live_stores(&self) -> Result<Vec<(VectorStoreId, ProjectId)>>;

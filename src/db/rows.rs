@@ -10,9 +10,10 @@ use serde_json::{Map, Value};
 use super::{ChunkRow, FileText};
 use crate::domain::{
     Attributes, BucketObject, Chunking, Error, FileBatchId, FileBatchRecord, FileCounts, FileId,
-    FileRecord, FileStatus, IngestErrorCode, Job, JobEnd, JobKind, KeyId, KeyRecord, PartId,
-    PartRecord, ProjectId, ProjectRecord, Purpose, QuotaOverrides, Result, UploadId, UploadRecord,
-    UploadStatus, VectorStoreId, VectorStoreRecord, VsFileOutcome, VsFileRecord, VsFileStatus,
+    FileRecord, FileStatus, IndexCollection, IngestErrorCode, Job, JobEnd, JobKind, KeyId,
+    KeyRecord, PartId, PartRecord, ProjectId, ProjectRecord, Purpose, QuotaOverrides, Result,
+    UploadId, UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileOutcome,
+    VsFileRecord, VsFileStatus,
 };
 
 /// Typed reads of a row's columns by name. A column missing or of another type is a bug (or a
@@ -349,5 +350,18 @@ pub(crate) fn outcome_error(o: &VsFileOutcome) -> (Option<&'static str>, Option<
     match &o.last_error {
         Some((code, message)) => (Some(code.as_str()), Some(message)),
         None => (None, None),
+    }
+}
+
+/// An `index_collections` row: engine, model, collection, dims, created_at.
+pub(crate) fn index_collection(
+    (engine, model, collection, dims, created_at): (String, String, String, i64, i64),
+) -> IndexCollection {
+    IndexCollection {
+        engine,
+        model,
+        collection,
+        dims: u32::try_from(dims).unwrap_or(0),
+        created_at,
     }
 }

@@ -44,6 +44,12 @@ impl Purpose {
         Self::ALL.into_iter().find(|p| p.as_str() == s)
     }
 
+    /// Whether a file of this purpose has its bytes checked before it is accepted (`batch`
+    /// files must be JSONL).
+    pub fn content_checked(self) -> bool {
+        self == Purpose::Batch
+    }
+
     /// Parses a client value, with the OpenAI-shaped error naming `param`.
     pub fn from_request(s: &str, param: &'static str) -> Result<Self> {
         Self::parse(s).ok_or_else(|| {

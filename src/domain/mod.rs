@@ -25,6 +25,6 @@ pub use page::{Order, Page};
 pub use project::{KeyRecord, ProjectRecord, Quota, QuotaOverrides, Quotas, SecretKey};
 pub use upload::{BucketObject, PartRecord, UploadRecord, UploadStatus};
 pub use vector_store::{
-    FileBatchRecord, FileCounts, IngestErrorCode, VectorStoreRecord, VsFileOutcome, VsFileRecord,
-    VsFileStatus,
+    FileBatchRecord, FileCounts, IndexCollection, IngestErrorCode, VectorStoreRecord,
+    VsFileOutcome, VsFileRecord, VsFileStatus,
 };

@@ -145,3 +145,16 @@ pub struct VsFileOutcome {
     pub usage_bytes: i64,
     pub last_error: Option<(IngestErrorCode, String)>,
 }
+
+/// Where the vectors of one embedding model live, as the database records it: the first start
+/// with a model writes it, and every later start must agree (same collection, same dimensions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexCollection {
+    /// `embedded` (the index in the data dir) or `qdrant` (a Qdrant server).
+    pub engine: String,
+    pub model: String,
+    /// The Qdrant collection's name; for the embedded index, its directory under the data dir.
+    pub collection: String,
+    pub dims: u32,
+    pub created_at: i64,
+}

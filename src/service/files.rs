@@ -129,18 +129,8 @@ impl FileService {
         via_upload: bool,
         param: &'static str,
     ) -> Result<()> {
-        let max = self.limits.max_bytes(purpose, via_upload);
-        if staged.len > max {
-            return Err(Error::too_large(
-                format!(
-                    "File is {} bytes; files with purpose '{}' may be at most {max} bytes.",
-                    staged.len,
-                    purpose.as_str()
-                ),
-                param,
-            ));
-        }
-        if purpose == Purpose::Batch {
+        self.check_size(purpose, staged.len, via_upload, param)?;
+        if purpose.content_checked() {
             let path: PathBuf = staged.path.path().to_path_buf();
             tokio::task::spawn_blocking(move || -> Result<()> {
                 let file = std::fs::File::open(&path)?;
@@ -155,6 +145,27 @@ impl FileService {
                 Ok(())
             })
             .await??;
+        }
+        Ok(())
+    }
+
+    /// The size limit of `purpose`, alone: what can be checked of a file before its bytes.
+    pub fn check_size(
+        &self,
+        purpose: Purpose,
+        len: u64,
+        via_upload: bool,
+        param: &'static str,
+    ) -> Result<()> {
+        let max = self.limits.max_bytes(purpose, via_upload);
+        if len > max {
+            return Err(Error::too_large(
+                format!(
+                    "File is {len} bytes; files with purpose '{}' may be at most {max} bytes.",
+                    purpose.as_str()
+                ),
+                param,
+            ));
         }
         Ok(())
     }
@@ -203,6 +214,15 @@ impl FileService {
         Fut: std::future::Future<Output = Result<bool>>,
     {
         self.storage.put(&file.storage_key, staged).await?;
+        self.publish_stored(file, commit).await
+    }
+
+    /// [`Self::publish`] of a file whose blob is already in storage under its key.
+    pub(crate) async fn publish_stored<F, Fut>(&self, file: &FileRecord, commit: F) -> Result<bool>
+    where
+        F: FnOnce(Option<NewJob>) -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
         let job = extract_job(file);
         let queued = job.is_some();
         let committed = commit(job).await;

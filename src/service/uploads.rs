@@ -8,8 +8,8 @@ use super::files::{check_filename, FileService};
 use crate::clock::Clock;
 use crate::db::Metadata;
 use crate::domain::{
-    BucketObject, Error, FileExpiry, FileId, FileRecord, FileStatus, PartId, PartRecord, ProjectId,
-    Purpose, Resource, Result, UploadId, UploadRecord, UploadStatus,
+    BucketObject, Error, FileExpiry, FileId, FileRecord, FileStatus, NewJob, PartId, PartRecord,
+    ProjectId, Purpose, Resource, Result, UploadId, UploadRecord, UploadStatus,
 };
 use crate::storage::{FileStorage, StagedFile, Staging};
 
@@ -241,8 +241,94 @@ impl UploadService {
             ));
         }
 
+        let file_id = FileId::generate();
+        let storage_key = FileRecord::storage_key_for(&file_id);
+        // Where the bytes need no reading (no md5 to check, no content check), the storage joins
+        // the parts itself if it can (S3: server-side part copies).
+        let mut copied = None;
+        if md5.is_none() && !upload.purpose.content_checked() {
+            let len = total as u64;
+            self.files
+                .check_size(upload.purpose, len, true, "part_ids")?;
+            let max_bytes = self.files.auth.check_room(project, len).await?;
+            let parts: Vec<(String, u64)> = ordered
+                .iter()
+                .map(|p| (p.storage_key.clone(), p.bytes as u64))
+                .collect();
+            if self.storage.compose(&storage_key, &parts).await? {
+                copied = Some((len, max_bytes));
+            }
+        }
+        let staged = match copied {
+            Some(_) => None,
+            None => Some(self.assemble(&upload, &ordered, md5).await?),
+        };
+        let (len, max_bytes) = match (&staged, copied) {
+            (_, Some(copied)) => copied,
+            (Some(staged), None) => {
+                let max_bytes = self.files.auth.check_room(project, staged.len).await?;
+                (staged.len, max_bytes)
+            }
+            (None, None) => unreachable!("a file is either copied or staged"),
+        };
+
+        let now = self.clock.now();
+        let file = FileRecord {
+            storage_key,
+            id: file_id,
+            project_id: upload.project_id.clone(),
+            filename: upload.filename.clone(),
+            purpose: upload.purpose,
+            bytes: len as i64,
+            created_at: now,
+            expires_at: self.files.limits().expires_at(
+                upload.purpose,
+                upload
+                    .file_expires_after
+                    .map(|seconds| FileExpiry { seconds }),
+                now,
+            ),
+            status: FileStatus::Uploaded,
+            status_details: None,
+        };
+        let (meta, row, upload_id) = (&self.meta, &file, &upload.id);
+        let commit = |job: Option<NewJob>| async move {
+            meta.complete_upload(upload_id, row, job.as_ref(), now, max_bytes)
+                .await
+        };
+        let completed = match staged {
+            Some(staged) => self.files.publish(row, staged, commit).await?,
+            None => self.files.publish_stored(row, commit).await?,
+        };
+        if !completed {
+            let now_upload = self.get(project, id).await?;
+            let s = now_upload.effective_status(self.clock.now());
+            return Err(not_pending(&now_upload, s, "it can no longer be completed"));
+        }
+        self.drop_parts(&upload.id).await;
+        let assembled = if copied.is_some() {
+            "by the storage"
+        } else {
+            "streamed"
+        };
+        tracing::info!(upload_id = %upload.id, file_id = %file.id, bytes = file.bytes, assembled, "upload completed");
+        let upload = UploadRecord {
+            status: UploadStatus::Completed,
+            file_id: Some(file.id.clone()),
+            ..upload
+        };
+        Ok((upload, file))
+    }
+
+    /// Reads the parts back in order into a staged file, checking the md5 and the content.
+    async fn assemble(
+        &self,
+        upload: &UploadRecord,
+        ordered: &[&PartRecord],
+        md5: Option<[u8; 16]>,
+    ) -> Result<StagedFile> {
         let mut writer = self.staging.writer(md5.is_some());
-        for part in &ordered {
+        for part in ordered {
             let blob = self.storage.get(&part.storage_key).await?.ok_or_else(|| {
                 // The parts went away under us: a concurrent cancel or expiry.
                 Error::conflict(
@@ -271,49 +357,7 @@ impl UploadService {
         self.files
             .check_content(upload.purpose, &staged, true, "part_ids")
             .await?;
-
-        let now = self.clock.now();
-        let file_id = FileId::generate();
-        let file = FileRecord {
-            storage_key: FileRecord::storage_key_for(&file_id),
-            id: file_id,
-            project_id: upload.project_id.clone(),
-            filename: upload.filename.clone(),
-            purpose: upload.purpose,
-            bytes: staged.len as i64,
-            created_at: now,
-            expires_at: self.files.limits().expires_at(
-                upload.purpose,
-                upload
-                    .file_expires_after
-                    .map(|seconds| FileExpiry { seconds }),
-                now,
-            ),
-            status: FileStatus::Uploaded,
-            status_details: None,
-        };
-        let max_bytes = self.files.auth.check_room(project, staged.len).await?;
-        let (meta, row, upload_id) = (&self.meta, &file, &upload.id);
-        let completed = self
-            .files
-            .publish(row, staged, |job| async move {
-                meta.complete_upload(upload_id, row, job.as_ref(), now, max_bytes)
-                    .await
-            })
-            .await?;
-        if !completed {
-            let now_upload = self.get(project, id).await?;
-            let s = now_upload.effective_status(self.clock.now());
-            return Err(not_pending(&now_upload, s, "it can no longer be completed"));
-        }
-        self.drop_parts(&upload.id).await;
-        tracing::info!(upload_id = %upload.id, file_id = %file.id, bytes = file.bytes, "upload completed");
-        let upload = UploadRecord {
-            status: UploadStatus::Completed,
-            file_id: Some(file.id.clone()),
-            ..upload
-        };
-        Ok((upload, file))
+        Ok(staged)
     }
 
     pub async fn cancel(&self, project: &ProjectId, id: &UploadId) -> Result<UploadRecord> {

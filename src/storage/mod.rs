@@ -42,4 +42,12 @@ pub trait FileStorage: Send + Sync + 'static {
 
     /// Every blob under `prefix`, for the sweep of blobs no row refers to.
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
+
+    /// Writes the concatenation of the blobs `parts` (keys and sizes, in order) under `key`
+    /// inside the store, without the bytes passing through this process. `Ok(false)`, with
+    /// nothing written, when the store cannot for these parts: the caller then streams them.
+    async fn compose(&self, key: &str, parts: &[(String, u64)]) -> Result<bool> {
+        let _ = (key, parts);
+        Ok(false)
+    }
 }

@@ -9,18 +9,26 @@
 //! - **get** streams the object as S3 sends it (no buffering of the whole object).
 //! - **delete** is idempotent: a missing key is not an error.
 //!
-//! The Uploads API's parts are objects too (`parts/<upload>/<part>`); completing an upload reads
-//! them back in the client's order and writes the assembled file, as on local disk. S3 could
-//! concatenate server-side (UploadPartCopy) but `object_store` does not offer it, and completion
-//! checks the assembled bytes anyway (md5, and the JSONL of `purpose=batch` files).
+//! The Uploads API's parts are objects too (`parts/<upload>/<part>`). Completing an upload
+//! assembles them inside S3 ([`FileStorage::compose`]): a multipart upload of the file whose
+//! parts are server-side copies of the part objects (`UploadPartCopy`), in the client's order,
+//! so no byte passes through ragstore again. S3 wants every part but the last to hold at least
+//! 5 MiB; with smaller parts (or an md5 to check, or a `purpose=batch` file whose JSONL is
+//! checked) completion reads the parts back and writes the assembled file, as on local disk.
+//! `object_store` offers no part copy, so these four requests (create, copy, complete, abort)
+//! are signed with its own SigV4 signer and credentials and sent with reqwest.
 
 use anyhow::Context;
 use async_trait::async_trait;
+use axum::http::{HeaderValue, Method};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
+use object_store::client::{HttpRequest, HttpRequestBody};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Deserialize;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
@@ -33,13 +41,31 @@ const PART_SIZE: usize = 8 << 20;
 const PUT_CONCURRENCY: usize = 4;
 /// How much of the staged file one blocking read takes.
 const READ_CHUNK: usize = 1 << 20;
+/// S3's smallest part of a multipart upload, but for the last one.
+const MIN_PART: u64 = 5 << 20;
+/// S3's largest part that one `UploadPartCopy` copies whole.
+const MAX_COPY_PART: u64 = 5 << 30;
+/// S3's most parts in one multipart upload.
+const MAX_PARTS: usize = 10_000;
+/// What a key's segments keep unescaped in a URL path (object_store's own set).
+const PATH_SAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[derive(Debug, Clone)]
 pub struct S3Storage {
-    store: Arc<dyn ObjectStore>,
+    store: Arc<AmazonS3>,
     /// Key prefix inside the bucket (no leading or trailing `/`; may be empty).
     prefix: String,
     url: String,
+    bucket: String,
+    /// `https://s3.<region>.amazonaws.com/<bucket>` or the endpoint's equivalent, as object_store
+    /// addresses the bucket (path style unless virtual-hosted style is configured).
+    bucket_endpoint: String,
+    region: String,
+    http: reqwest::Client,
 }
 
 impl S3Storage {
@@ -71,14 +97,44 @@ impl S3Storage {
         if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
             builder = builder.with_region("us-east-1");
         }
+        let config = |key| builder.get_config_value(&key).filter(|v| !v.is_empty());
+        let region = config(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
+        let virtual_hosted = config(AmazonS3ConfigKey::VirtualHostedStyleRequest)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        // As object_store's builder does: a configured endpoint names the bucket's host when
+        // requests are virtual-hosted style, the service's otherwise.
+        let bucket_endpoint = match (config(AmazonS3ConfigKey::Endpoint), virtual_hosted) {
+            (Some(endpoint), true) => endpoint,
+            (Some(endpoint), false) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        };
         let store = builder
             .build()
             .with_context(|| format!("configuring S3 storage {url}"))?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(300))
+            .build()
+            .context("building the HTTP client of S3 storage")?;
         Ok(Self {
             store: Arc::new(store),
             prefix,
             url: url.to_owned(),
+            bucket: bucket.to_owned(),
+            bucket_endpoint,
+            region,
+            http,
         })
+    }
+
+    /// The ETag S3 gives the object under `key` (a multipart object's ends in `-<parts>`), or
+    /// `None` if there is none.
+    pub async fn etag(&self, key: &str) -> Result<Option<String>> {
+        match self.store.head(&self.path_of(key)?).await {
+            Ok(meta) => Ok(meta.e_tag),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(s3_error(e)),
+        }
     }
 
     /// The URL it was opened with, for logs.
@@ -152,6 +208,186 @@ impl S3Storage {
     }
 }
 
+/// S3's answer to `CreateMultipartUpload`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InitiateMultipartUploadResult {
+    upload_id: String,
+}
+
+/// S3's answer to `UploadPartCopy`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CopyPartResult {
+    e_tag: String,
+}
+
+impl S3Storage {
+    /// The URL of an object key (relative to the prefix), with `query` appended as given.
+    fn object_url(&self, key: &str, query: &str) -> Result<reqwest::Url> {
+        let path = self.path_of(key)?;
+        let encoded: Vec<String> = path
+            .as_ref()
+            .split('/')
+            .map(|s| utf8_percent_encode(s, PATH_SAFE).to_string())
+            .collect();
+        let url = format!("{}/{}?{query}", self.bucket_endpoint, encoded.join("/"));
+        reqwest::Url::parse(&url).map_err(|e| Error::Internal(anyhow::anyhow!("S3 URL {url}: {e}")))
+    }
+
+    /// Sends one request signed with object_store's SigV4 signer and the store's credentials;
+    /// the answer's body, or an error naming S3's.
+    async fn signed(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+        what: &str,
+    ) -> Result<Bytes> {
+        let credential = self
+            .store
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(s3_error)?;
+        let mut request: HttpRequest = axum::http::Request::builder()
+            .method(method.clone())
+            .uri(url.as_str())
+            .body(HttpRequestBody::from(body.clone()))
+            .map_err(|e| Error::Internal(anyhow::anyhow!("S3 request: {e}")))?;
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| Error::Internal(anyhow::anyhow!("S3 header {name}: {e}")))?;
+            request.headers_mut().insert(*name, value);
+        }
+        AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
+        let mut send = self.http.request(method, url).body(body);
+        for (name, value) in request.headers() {
+            send = send.header(name, value);
+        }
+        let unavailable =
+            |e: String| Error::Unavailable(anyhow::anyhow!("S3 storage: {what}: {e}"));
+        let response = send.send().await.map_err(|e| unavailable(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .bytes()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        // CompleteMultipartUpload may fail after a 200: the error is then in the body.
+        if !status.is_success() || text.windows(7).any(|w| w == b"<Error>") {
+            return Err(unavailable(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&text[..text.len().min(1_000)])
+            )));
+        }
+        Ok(text)
+    }
+
+    /// The multipart upload of `key` whose parts copy `parts`; aborted if any step fails.
+    async fn copy_parts(&self, key: &str, parts: &[(String, u64)]) -> Result<()> {
+        let created = self
+            .signed(
+                Method::POST,
+                self.object_url(key, "uploads=")?,
+                &[],
+                Bytes::new(),
+                "creating a multipart upload",
+            )
+            .await?;
+        let upload_id = xml::<InitiateMultipartUploadResult>(&created)?.upload_id;
+        let copied = async {
+            let mut etags = Vec::with_capacity(parts.len());
+            for (i, (part, _)) in parts.iter().enumerate() {
+                let source = self.path_of(part)?;
+                let source: Vec<String> = std::iter::once(self.bucket.as_str())
+                    .chain(source.as_ref().split('/'))
+                    .map(|s| utf8_percent_encode(s, PATH_SAFE).to_string())
+                    .collect();
+                let query = format!(
+                    "partNumber={}&uploadId={}",
+                    i + 1,
+                    utf8_percent_encode(&upload_id, NON_ALPHANUMERIC)
+                );
+                let answer = self
+                    .signed(
+                        Method::PUT,
+                        self.object_url(key, &query)?,
+                        &[("x-amz-copy-source", source.join("/"))],
+                        Bytes::new(),
+                        "copying a part",
+                    )
+                    .await?;
+                etags.push(xml::<CopyPartResult>(&answer)?.e_tag);
+            }
+            let mut body = String::from("<CompleteMultipartUpload>");
+            for (i, etag) in etags.iter().enumerate() {
+                body.push_str(&format!(
+                    "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
+                    i + 1,
+                    quick_xml::escape::escape(etag.as_str())
+                ));
+            }
+            body.push_str("</CompleteMultipartUpload>");
+            let query = format!(
+                "uploadId={}",
+                utf8_percent_encode(&upload_id, NON_ALPHANUMERIC)
+            );
+            self.signed(
+                Method::POST,
+                self.object_url(key, &query)?,
+                &[],
+                Bytes::from(body),
+                "completing a multipart upload",
+            )
+            .await?;
+            Ok(())
+        }
+        .await;
+        if copied.is_err() {
+            let query = format!(
+                "uploadId={}",
+                utf8_percent_encode(&upload_id, NON_ALPHANUMERIC)
+            );
+            let aborted = match self.object_url(key, &query) {
+                Ok(url) => self
+                    .signed(Method::DELETE, url, &[], Bytes::new(), "aborting")
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = aborted {
+                tracing::warn!(key, error = %e, "aborting a failed S3 part copy");
+            }
+        }
+        copied
+    }
+}
+
+fn xml<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Error::Unavailable(anyhow::anyhow!("S3 storage: an answer not UTF-8: {e}")))?;
+    quick_xml::de::from_str(text).map_err(|e| {
+        Error::Unavailable(anyhow::anyhow!(
+            "S3 storage: an answer not understood ({e}): {}",
+            &text[..text.len().min(500)]
+        ))
+    })
+}
+
+/// Whether S3 can join these parts (keys and sizes) by copies: every part but the last at
+/// least 5 MiB, none over 5 GiB, at most 10,000.
+fn copyable(parts: &[(String, u64)]) -> bool {
+    let Some(((_, last), rest)) = parts.split_last() else {
+        return false;
+    };
+    parts.len() <= MAX_PARTS
+        && *last <= MAX_COPY_PART
+        && rest
+            .iter()
+            .all(|(_, len)| (MIN_PART..=MAX_COPY_PART).contains(len))
+}
+
 /// Every object_store failure but a missing object may pass (network, throttling, a 5xx).
 fn s3_error(e: object_store::Error) -> Error {
     Error::Unavailable(anyhow::Error::new(e).context("S3 storage"))
@@ -212,6 +448,14 @@ impl FileStorage for S3Storage {
             }
         }
         Ok(())
+    }
+
+    async fn compose(&self, key: &str, parts: &[(String, u64)]) -> Result<bool> {
+        if !copyable(parts) {
+            return Ok(false);
+        }
+        self.copy_parts(key, parts).await?;
+        Ok(true)
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {

@@ -46,6 +46,16 @@ impl Subject {
         }
     }
 
+    /// Whether a search finds a point's own vector first every time. The Qdrant server with a
+    /// 1 KB full-scan threshold walks its HNSW graph for every search, which is approximate: a
+    /// point's own vector is then among the first few, not always first (seen once in ~100 runs).
+    pub fn exact(&self) -> bool {
+        match self {
+            Subject::Edge { .. } => true,
+            Subject::Qdrant { options } => options.full_scan_threshold_kb != Some(1),
+        }
+    }
+
     /// Removes what the check left on the server (a throwaway one anyway).
     async fn finish(self) {
         if let Subject::Qdrant { options } = self {
@@ -1098,14 +1108,18 @@ async fn search_stays_correct_while_and_after_the_index_is_built(s: &Subject) {
     // Searches run while the graph is built.
     let during = {
         let idx = idx.clone();
-        let (a, probes) = (a.clone(), points.clone());
+        let (a, probes, exact) = (a.clone(), points.clone(), s.exact());
         tokio::spawn(async move {
             let mut checked = 0;
             for p in probes.iter().filter(|p| p.vector_store_id == a).take(200) {
                 let hits = find(idx.as_ref(), &a, p.vector.clone(), None, &[], 3, None)
                     .await
                     .unwrap();
-                assert_eq!(hits[0].id, p.id);
+                if exact {
+                    assert_eq!(hits[0].id, p.id);
+                } else {
+                    assert!(hits.iter().any(|h| h.id == p.id));
+                }
                 checked += 1;
             }
             checked
@@ -1133,7 +1147,11 @@ async fn search_stays_correct_while_and_after_the_index_is_built(s: &Subject) {
         )
         .await
         .unwrap();
-        assert_eq!(hits[0].id, p.id, "nearest of its own vector");
+        if s.exact() {
+            assert_eq!(hits[0].id, p.id, "nearest of its own vector");
+        } else {
+            assert!(hits.iter().any(|h| h.id == p.id), "own vector in the top 5");
+        }
         assert!(hits
             .iter()
             .all(|h| (h.chunk_index % 3 == 0) == (p.vector_store_id == b)));

@@ -63,13 +63,7 @@ impl TestApp {
         tweak: impl FnOnce(&mut Config),
         embedder: Option<Arc<dyn ragstore::ingest::embed::Embedder>>,
     ) -> Self {
-        let mut config = Config::for_data_dir(dir.path().join("data"));
-        config.models_dir = models_dir();
-        if remote_backends() {
-            remote::configure(dir.path(), &mut config).await;
-        }
-        // Tests drive the queue themselves with `drain()`, so every step is deterministic.
-        config.workers_enabled = false;
+        let mut config = Self::config_in(&dir).await;
         tweak(&mut config);
         let clock = Arc::new(ManualClock::new());
         let app = App::build_custom(config, clock.clone(), embedder)
@@ -89,6 +83,19 @@ impl TestApp {
             shutdown,
             server,
         }
+    }
+
+    /// The configuration `spawn_in(dir, …)` starts from: the test models, the remote backends
+    /// of a remote pass, no ingestion workers.
+    pub async fn config_in(dir: &TempDir) -> Config {
+        let mut config = Config::for_data_dir(dir.path().join("data"));
+        config.models_dir = models_dir();
+        if remote_backends() {
+            remote::configure(dir.path(), &mut config).await;
+        }
+        // Tests drive the queue themselves with `drain()`, so every step is deterministic.
+        config.workers_enabled = false;
+        config
     }
 
     /// Shuts the server down gracefully and hands back its directory.

@@ -15,9 +15,9 @@ use ragstore::db::{Attached, ChunkRow, FileListQuery, FileText, JobQueue, ListWi
 use ragstore::domain::cascade::{ingest_outcome, BATCH_CANCEL_KINDS};
 use ragstore::domain::{
     Attributes, Cascade, Chunking, FileBatchId, FileBatchRecord, FileId, FileRecord, FileStatus,
-    IngestErrorCode, Job, JobEnd, JobKind, NewJob, Order, PartId, PartRecord, ProjectId, Purpose,
-    Quotas, UploadId, UploadRecord, UploadStatus, VectorStoreId, VectorStoreRecord, VsFileRecord,
-    VsFileStatus,
+    IndexCollection, IngestErrorCode, Job, JobEnd, JobKind, NewJob, Order, PartId, PartRecord,
+    ProjectId, Purpose, Quotas, UploadId, UploadRecord, UploadStatus, VectorStoreId,
+    VectorStoreRecord, VsFileRecord, VsFileStatus,
 };
 use tempfile::TempDir;
 
@@ -1509,6 +1509,45 @@ pub async fn keyword_indexing_is_queued_once_per_store(b: Backend) {
         .unwrap());
 }
 
+/// The first record of a model's collection holds, whoever races to write it; other models and
+/// engines get records of their own.
+pub async fn the_first_record_of_a_collection_holds(b: Backend) {
+    let record =
+        |engine: &str, model: &str, collection: &str, dims: u32, at: i64| IndexCollection {
+            engine: engine.into(),
+            model: model.into(),
+            collection: collection.into(),
+            dims,
+            created_at: at,
+        };
+    assert!(b.meta.index_collections().await.unwrap().is_empty());
+    let tries = join_all((0..8u32).map(|i| {
+        let meta = b.meta.clone();
+        let mine = record("qdrant", "m", &format!("c{i}"), 100 + i, T0 + i64::from(i));
+        tokio::spawn(async move { meta.record_collection(&mine).await.unwrap() })
+    }))
+    .await;
+    let held: Vec<IndexCollection> = tries.into_iter().map(|t| t.unwrap()).collect();
+    assert!(held.iter().all(|h| *h == held[0]), "{held:?}");
+    let first = &held[0];
+    assert_eq!(first.collection, format!("c{}", first.dims - 100));
+    // Later starts read the record, whatever they bring.
+    let later = record("qdrant", "m", "other", 7, T0 + 100);
+    assert_eq!(b.meta.record_collection(&later).await.unwrap(), *first);
+
+    let embedded = record("embedded", "m", "index", 384, T0 + 200);
+    assert_eq!(b.meta.record_collection(&embedded).await.unwrap(), embedded);
+    let other_model = record("qdrant", "n", "q_n_8", 8, T0 + 300);
+    assert_eq!(
+        b.meta.record_collection(&other_model).await.unwrap(),
+        other_model
+    );
+    assert_eq!(
+        b.meta.index_collections().await.unwrap(),
+        vec![first.clone(), embedded, other_model]
+    );
+}
+
 // --- upload sessions, projects and keys, usage ---------------------------------------------------
 
 pub async fn a_session_key_is_held_while_its_session_or_object_lives(b: Backend) {
@@ -2010,6 +2049,7 @@ macro_rules! all_contract_tests {
                 cache_writes_for_a_deleted_file_are_refused,
                 progress_is_recorded_while_in_progress,
                 keyword_indexing_is_queued_once_per_store,
+                the_first_record_of_a_collection_holds,
                 a_session_key_is_held_while_its_session_or_object_lives,
                 projects_and_keys,
                 usage_and_queue_stats_count_what_is_held,

@@ -19,6 +19,8 @@ use crate::TestApp;
 pub struct Store {
     pub storage: Arc<dyn FileStorage>,
     pub staging: Staging,
+    /// Whether the store joins parts itself ([`FileStorage::compose`]): S3 does, by copies.
+    pub composes: bool,
     _dir: TempDir,
 }
 
@@ -51,6 +53,7 @@ pub async fn local() -> Option<Store> {
     Some(Store {
         storage: Arc::new(LocalStorage::new(dir.path().join("blobs")).unwrap()),
         staging: Staging::new(dir.path().join("tmp")).unwrap(),
+        composes: false,
         _dir: dir,
     })
 }
@@ -61,6 +64,7 @@ pub async fn s3() -> Option<Store> {
     Some(Store {
         storage: Arc::new(S3Storage::open(&url).unwrap()),
         staging: Staging::new(dir.path().join("tmp")).unwrap(),
+        composes: true,
         _dir: dir,
     })
 }
@@ -120,6 +124,50 @@ async fn a_large_blob_streams_in_and_out_intact(s: Store) {
     let got = read(&s, "files/file-large").await.unwrap();
     assert_eq!(got.len(), 21 << 20);
     assert_eq!(Md5::digest(&got), want);
+}
+
+/// `compose` joins parts in the order given, or declines and writes nothing; S3 joins parts
+/// of at least 5 MiB (the last may be smaller) and declines smaller ones.
+async fn compose_joins_parts_in_order_or_declines(s: Store) {
+    let parts = [
+        ("parts/up/a", pattern((5 << 20) + 7, 1)),
+        ("parts/up/b", pattern(5 << 20, 2)),
+        ("parts/up/c", pattern(4_000, 3)),
+    ];
+    for (key, bytes) in &parts {
+        s.storage.put(key, stage(&s, bytes).await).await.unwrap();
+    }
+    let sized = |i: usize| (parts[i].0.to_owned(), parts[i].1.len() as u64);
+
+    let joined = s
+        .storage
+        .compose("files/file-joined", &[sized(1), sized(0), sized(2)])
+        .await
+        .unwrap();
+    assert_eq!(joined, s.composes);
+    let got = read(&s, "files/file-joined").await;
+    if joined {
+        let want = [&parts[1].1[..], &parts[0].1[..], &parts[2].1[..]].concat();
+        let got = got.expect("a joined blob");
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "the parts joined out of order");
+    } else {
+        assert!(got.is_none(), "a declined compose wrote something");
+    }
+    // The parts stay as they were.
+    for (key, bytes) in &parts {
+        assert!(read(&s, key).await.unwrap() == *bytes, "{key}");
+    }
+
+    // A small part before the last: no store can join it by copies.
+    let joined = s
+        .storage
+        .compose("files/file-small", &[sized(2), sized(0)])
+        .await
+        .unwrap();
+    assert!(!joined);
+    assert!(read(&s, "files/file-small").await.is_none());
+    assert!(!s.storage.compose("files/file-none", &[]).await.unwrap());
 }
 
 async fn deletes_are_idempotent_and_prefix_deletes_stay_inside(s: Store) {
@@ -204,6 +252,7 @@ macro_rules! all_storage_tests {
             [
                 blobs_round_trip_and_missing_is_none,
                 a_large_blob_streams_in_and_out_intact,
+                compose_joins_parts_in_order_or_declines,
                 deletes_are_idempotent_and_prefix_deletes_stay_inside,
                 list_finds_every_blob_under_a_prefix,
                 unsafe_keys_are_refused,
@@ -308,5 +357,81 @@ async fn the_app_keeps_files_and_uploads_in_s3() {
         .map(|l| l.key)
         .collect();
     assert_eq!(left, [format!("files/{assembled}")]);
+    app.stop().await;
+}
+
+/// An Upload whose parts S3 can join is assembled inside the bucket by part copies (the file is
+/// a multipart object of as many parts as the Upload had); with an md5 to check, the parts are
+/// read back and the file written from them (8 MiB parts). Both give the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_of_large_parts_is_joined_inside_s3() {
+    let Some(url) = s3_test_url() else { return };
+    let app = TestApp::spawn_with(|c| c.storage_url = Some(url.clone())).await;
+    let bucket = S3Storage::open(&url).unwrap();
+    let chunks = [
+        pattern((5 << 20) + 7, 4),
+        pattern(5 << 20, 5),
+        pattern(4_000, 6),
+    ];
+    // Given in the order b, a, c: not the order they were added.
+    let want = [&chunks[1][..], &chunks[0][..], &chunks[2][..]].concat();
+    for md5 in [None, Some(format!("{:x}", Md5::digest(&want)))] {
+        let (s, up) = app
+            .post_json(
+                "/v1/uploads",
+                serde_json::json!({"purpose": "assistants", "filename": "big.txt",
+                    "bytes": want.len(), "mime_type": "text/plain"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{up}");
+        let up_id = up["id"].as_str().unwrap().to_owned();
+        let mut parts = Vec::new();
+        for bytes in &chunks {
+            let form = reqwest::multipart::Form::new().part(
+                "data",
+                reqwest::multipart::Part::bytes(bytes.clone()).file_name("part"),
+            );
+            let res = app
+                .client
+                .post(app.url(&format!("/v1/uploads/{up_id}/parts")))
+                .multipart(form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let part: serde_json::Value = res.json().await.unwrap();
+            parts.push(part["id"].as_str().unwrap().to_owned());
+        }
+        let mut complete = serde_json::json!({"part_ids": [parts[1], parts[0], parts[2]]});
+        if let Some(md5) = &md5 {
+            complete["md5"] = md5.clone().into();
+        }
+        let (s, done) = app
+            .post_json(&format!("/v1/uploads/{up_id}/complete"), complete)
+            .await;
+        assert_eq!(s, 200, "{done}");
+        assert_eq!(done["file"]["bytes"], want.len());
+        let file = done["file"]["id"].as_str().unwrap().to_owned();
+        let res = app
+            .client
+            .get(app.url(&format!("/v1/files/{file}/content")))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.bytes().await.unwrap().as_ref() == want.as_slice());
+        // S3 names a multipart object's parts in its ETag: `"<md5 of md5s>-<parts>"`.
+        let etag = bucket
+            .etag(&format!("files/{file}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let joined_parts = if md5.is_none() { "-3" } else { "-2" };
+        assert!(
+            etag.trim_matches('"').ends_with(joined_parts),
+            "md5 {md5:?}: ETag {etag}"
+        );
+    }
+    app.drain().await;
+    assert!(bucket.list("parts/").await.unwrap().is_empty());
     app.stop().await;
 }

@@ -2306,3 +2306,78 @@ fn sentences(n: usize) -> String {
         })
         .collect()
 }
+
+/// The database records where the model's vectors live (the embedded index, or the collection
+/// of a Qdrant server, with its dimensions); a later start that disagrees is refused before it
+/// writes anything: another model over the embedded index, or a Qdrant collection prefix that
+/// would put the vectors elsewhere.
+#[tokio::test]
+async fn a_start_that_disagrees_with_the_recorded_collection_is_refused() {
+    use ragstore::domain::IndexCollection;
+    let app = TestApp::spawn().await;
+    let recorded = app.state.meta.index_collections().await.unwrap();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let mine = recorded[0].clone();
+    assert_eq!((mine.model.as_str(), mine.dims), ("all-MiniLM-L6-v2", 384));
+    let remote = crate::remote_backends();
+    if remote {
+        assert_eq!(mine.engine, "qdrant");
+        assert!(
+            mine.collection.ends_with("_all-minilm-l6-v2_384"),
+            "{}",
+            mine.collection
+        );
+    } else {
+        assert_eq!(
+            (mine.engine.as_str(), mine.collection.as_str()),
+            ("embedded", "index")
+        );
+    }
+    if !remote {
+        // Another model's vectors recorded over the embedded index (as a start with it would
+        // have, had it come first).
+        app.state
+            .meta
+            .record_collection(&IndexCollection {
+                engine: "embedded".into(),
+                model: "e5-small-v2".into(),
+                collection: "index".into(),
+                dims: 384,
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+    }
+    let dir = app.stop().await;
+
+    let refused = |config: ragstore::Config| async move {
+        let clock = Arc::new(ragstore::clock::ManualClock::new());
+        match ragstore::App::build_custom(config, clock, None).await {
+            Ok(_) => panic!("the start was not refused"),
+            Err(e) => format!("{e:#}"),
+        }
+    };
+    let mut config = TestApp::config_in(&dir).await;
+    if remote {
+        config.qdrant.collection_prefix = format!("{}x", config.qdrant.collection_prefix);
+        let e = refused(config).await;
+        assert!(
+            e.contains("records the vectors of model all-MiniLM-L6-v2")
+                && e.contains(&mine.collection),
+            "{e}"
+        );
+    } else {
+        let e = refused(config).await;
+        assert!(
+            e.contains("holds the vectors of model e5-small-v2")
+                && e.contains("embeds with all-MiniLM-L6-v2"),
+            "{e}"
+        );
+    }
+    if remote {
+        // As it was, the start goes on.
+        let app = TestApp::spawn_in(dir, |_| {}).await;
+        assert_eq!(app.state.meta.index_collections().await.unwrap(), [mine]);
+        app.stop().await;
+    }
+}

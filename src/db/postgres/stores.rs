@@ -10,8 +10,9 @@ use super::{
 use crate::db::rows::{self, json_text};
 use crate::db::{Attached, ListWindow, Position, StoreMetadata};
 use crate::domain::{
-    Attributes, Cascade, FileBatchId, FileBatchRecord, FileCounts, FileId, JobKind, NewJob,
-    ProjectId, Quota, Quotas, Result, VectorStoreId, VectorStoreRecord, VsFileRecord, VsFileStatus,
+    Attributes, Cascade, FileBatchId, FileBatchRecord, FileCounts, FileId, IndexCollection,
+    JobKind, NewJob, ProjectId, Quota, Quotas, Result, VectorStoreId, VectorStoreRecord,
+    VsFileRecord, VsFileStatus,
 };
 
 /// A store's columns, JSON as text (what [`rows::store`] reads).
@@ -204,6 +205,42 @@ impl StoreMetadata for PgMetadata {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_collection(&self, c: &IndexCollection) -> Result<IndexCollection> {
+        sqlx::query(
+            "INSERT INTO index_collections (engine, model, collection, dims, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (engine, model) DO NOTHING",
+        )
+        .bind(&c.engine)
+        .bind(&c.model)
+        .bind(&c.collection)
+        .bind(i64::from(c.dims))
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let row = sqlx::query_as::<_, (String, String, String, i64, i64)>(
+            "SELECT engine, model, collection, CAST(dims AS BIGINT), created_at \
+             FROM index_collections WHERE engine = $1 AND model = $2",
+        )
+        .bind(&c.engine)
+        .bind(&c.model)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(rows::index_collection(row))
+    }
+
+    async fn index_collections(&self) -> Result<Vec<IndexCollection>> {
+        let rows = sqlx::query_as::<_, (String, String, String, i64, i64)>(
+            "SELECT engine, model, collection, CAST(dims AS BIGINT), created_at \
+             FROM index_collections ORDER BY created_at, engine, model",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(rows.into_iter().map(rows::index_collection).collect())
     }
 
     async fn live_stores(&self) -> Result<Vec<(VectorStoreId, ProjectId)>> {

@@ -10,8 +10,9 @@ use super::{
 use crate::db::rows::{self, json_text};
 use crate::db::{Attached, ListWindow, Position, StoreMetadata};
 use crate::domain::{
-    Attributes, Cascade, FileBatchId, FileBatchRecord, FileCounts, FileId, JobKind, NewJob,
-    ProjectId, Quota, Quotas, Result, VectorStoreId, VectorStoreRecord, VsFileRecord, VsFileStatus,
+    Attributes, Cascade, FileBatchId, FileBatchRecord, FileCounts, FileId, IndexCollection,
+    JobKind, NewJob, ProjectId, Quota, Quotas, Result, VectorStoreId, VectorStoreRecord,
+    VsFileRecord, VsFileStatus,
 };
 
 /// Inserts the row only if the file is visible in its project and the store is live at this
@@ -169,6 +170,42 @@ impl StoreMetadata for SqliteMetadata {
         .await
         .map_err(db_err)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_collection(&self, c: &IndexCollection) -> Result<IndexCollection> {
+        sqlx::query(
+            "INSERT INTO index_collections (engine, model, collection, dims, created_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (engine, model) DO NOTHING",
+        )
+        .bind(&c.engine)
+        .bind(&c.model)
+        .bind(&c.collection)
+        .bind(i64::from(c.dims))
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let row = sqlx::query_as::<_, (String, String, String, i64, i64)>(
+            "SELECT engine, model, collection, CAST(dims AS BIGINT), created_at \
+             FROM index_collections WHERE engine = ? AND model = ?",
+        )
+        .bind(&c.engine)
+        .bind(&c.model)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(rows::index_collection(row))
+    }
+
+    async fn index_collections(&self) -> Result<Vec<IndexCollection>> {
+        let rows = sqlx::query_as::<_, (String, String, String, i64, i64)>(
+            "SELECT engine, model, collection, CAST(dims AS BIGINT), created_at \
+             FROM index_collections ORDER BY created_at, engine, model",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(rows.into_iter().map(rows::index_collection).collect())
     }
 
     async fn live_stores(&self) -> Result<Vec<(VectorStoreId, ProjectId)>> {
