@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures_util::future::try_join_all;
 use serde_json::{Map, Value};
 
 use crate::clock::Clock;
@@ -196,12 +197,6 @@ impl SearchService {
         } else {
             (3 * req.max_num_results).max(MIN_CANDIDATES)
         };
-        let mut vectors = if dense {
-            self.embedder.embed(req.queries.clone()).await?
-        } else {
-            Vec::new()
-        }
-        .into_iter();
         let excluded = self.meta.files_pending_purge(&store.id).await?;
         let scope = |leg| SearchQuery {
             store: store.id.clone(),
@@ -212,18 +207,27 @@ impl SearchService {
             limit,
             score_threshold: None,
         };
-        // Per query: its vector leg's hits, then its keyword leg's, each scored 0..1.
-        let mut per_query: Vec<Vec<Vec<Hit>>> = Vec::with_capacity(req.queries.len());
-        for q in &req.queries {
-            let mut legs = Vec::with_capacity(2);
-            if let Some(v) = vectors.next() {
+        // The keyword legs need no embedding: they run while the queries are embedded and their
+        // vector legs run (each index search on a thread of its own).
+        let dense_legs = async {
+            if !dense {
+                return Ok(Vec::new());
+            }
+            let vectors = self.embedder.embed(req.queries.clone()).await?;
+            try_join_all(vectors.into_iter().map(|v| async {
                 let mut hits = self.index.search(&scope(Leg::Dense(v))).await?;
                 for h in &mut hits {
                     h.score = h.score.clamp(0.0, 1.0);
                 }
-                legs.push(hits);
+                Ok::<_, Error>(hits)
+            }))
+            .await
+        };
+        let keyword_legs = async {
+            if !keyword {
+                return Ok(Vec::new());
             }
-            if keyword {
+            try_join_all(req.queries.iter().map(|q| async {
                 let text = if req.rewrite_query {
                     rewrite_query(q)
                 } else {
@@ -233,10 +237,25 @@ impl SearchService {
                 for h in &mut hits {
                     h.score = keyword_score(h.score);
                 }
-                legs.push(hits);
-            }
-            per_query.push(legs);
-        }
+                Ok::<_, Error>(hits)
+            }))
+            .await
+        };
+        let (dense_hits, keyword_hits) = tokio::try_join!(dense_legs, keyword_legs)?;
+        // Per query: its vector leg's hits, then its keyword leg's, each scored 0..1.
+        let mut dense_hits = dense_hits.into_iter();
+        let mut keyword_hits = keyword_hits.into_iter();
+        let per_query: Vec<Vec<Vec<Hit>>> = req
+            .queries
+            .iter()
+            .map(|_| {
+                dense_hits
+                    .next()
+                    .into_iter()
+                    .chain(keyword_hits.next())
+                    .collect()
+            })
+            .collect();
         let mut hits = fuse(per_query, req.mode, fusion);
         if let Some(reranker) = reranker {
             hits.truncate(rerank_candidates(req.max_num_results));
