@@ -3,8 +3,12 @@
 disk vs in an S3-compatible bucket (moto's server, started by scripts/s3-test-server.sh):
 throughput and the server's peak RSS (VmHWM), median of --runs runs each, and the ratio.
 
+Then, on S3, an Upload (POST /v1/uploads) of --upload-mib MiB in the SDKs' 64 MiB parts: the
+time to complete it without an md5 (the parts are joined inside the bucket by UploadPartCopy)
+and with one (the parts are read back and the file written again), median of --runs each.
+
     cargo build --release --locked --bin ragstore
-    scripts/bench-storage.py [--bin target/release/ragstore] [--mib 1024] [--runs 3]
+    scripts/bench-storage.py [--bin target/release/ragstore] [--mib 1024] [--upload-mib 512] [--runs 3]
 
 Moto keeps objects in its own memory and is written in Python: the S3 figure is a floor for
 what a real S3 or MinIO gives; the server's RSS is what this measures best."""
@@ -12,6 +16,8 @@ what a real S3 or MinIO gives; the server's RSS is what this measures best."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import shlex
 import socket
@@ -66,10 +72,67 @@ def one_run(binary: str, payload: Path, env: dict[str, str], storage_url: str | 
             proc.wait(timeout=60)
 
 
+def start_server(binary: str, work: str, env: dict[str, str], storage_url: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    cmd = [binary, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", f"{work}/data",
+           "--models-dir", str(REPO / "models"), "--max-file-bytes", "4GiB", "--workers", "1",
+           "--storage-url", storage_url]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/log", "wb"))
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, port
+
+
+def post_json(port: int, path: str, body: dict) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=3600) as r:
+        return json.load(r)
+
+
+def upload_run(binary: str, parts: list[Path], md5: str | None, env: dict[str, str],
+               storage_url: str) -> tuple[float, float, str]:
+    """Seconds to send the parts, seconds to complete, and how the log says it was assembled."""
+    with tempfile.TemporaryDirectory() as work:
+        proc, port = start_server(binary, work, env, storage_url)
+        try:
+            total = sum(p.stat().st_size for p in parts)
+            up = post_json(port, "/v1/uploads", {"purpose": "user_data", "filename": "big.bin",
+                                                 "bytes": total, "mime_type": "application/octet-stream"})
+            start = time.monotonic()
+            ids = []
+            for part in parts:
+                out = subprocess.run(
+                    ["curl", "-fsS", "-F", f"data=@{part};filename=part",
+                     f"http://127.0.0.1:{port}/v1/uploads/{up['id']}/parts"],
+                    check=True, capture_output=True, text=True).stdout
+                ids.append(json.loads(out)["id"])
+            sent = time.monotonic() - start
+            body: dict = {"part_ids": ids}
+            if md5:
+                body["md5"] = md5
+            start = time.monotonic()
+            done = post_json(port, f"/v1/uploads/{up['id']}/complete", body)
+            completed = time.monotonic() - start
+            assert done["status"] == "completed" and done["file"]["bytes"] == total, done
+            log = Path(f"{work}/log").read_text(errors="replace")
+            how = "by the storage" if 'assembled="by the storage"' in log else "streamed"
+            return sent, completed, how
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=str(REPO / "target/release/ragstore"))
-    ap.add_argument("--mib", type=int, default=1024)
+    ap.add_argument("--mib", type=int, default=1024, help="size of the file (0: skip)")
+    ap.add_argument("--upload-mib", type=int, default=512,
+                    help="size of the Upload in 64 MiB parts (0: skip)")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
@@ -79,26 +142,67 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTORE_")}
     env.update({k: v for k, v in s3.items() if k.startswith("AWS_")})
     try:
-        with tempfile.NamedTemporaryFile(dir=os.environ.get("TMPDIR", "/tmp")) as f:
-            block = os.urandom(1 << 20)
-            for _ in range(args.mib):
-                f.write(block)
-            f.flush()
-            payload = Path(f.name)
-            results: dict[str, list[tuple[float, float]]] = {"local": [], "s3": []}
-            for run in range(args.runs):
-                for name in ("local", "s3"):
-                    url = f"{s3['RAGSTORE_TEST_S3_URL']}/bench-{run}" if name == "s3" else None
-                    secs, rss = one_run(args.bin, payload, env, url)
-                    results[name].append((secs, rss))
-                    print(f"run {run + 1} {name:5}: {args.mib / secs:7.1f} MiB/s, peak RSS {rss:6.0f} MiB", flush=True)
-            med = {n: (statistics.median(s for s, _ in r), statistics.median(m for _, m in r)) for n, r in results.items()}
-            for n, (secs, rss) in med.items():
-                print(f"median {n:5}: {args.mib / secs:7.1f} MiB/s ({secs:.1f} s), peak RSS {rss:.0f} MiB")
-            print(f"S3 / local throughput: {med['local'][0] / med['s3'][0]:.2f}")
+        if args.mib > 0:
+            with tempfile.NamedTemporaryFile(dir=os.environ.get("TMPDIR", "/tmp")) as f:
+                block = os.urandom(1 << 20)
+                for _ in range(args.mib):
+                    f.write(block)
+                f.flush()
+                payload = Path(f.name)
+                results: dict[str, list[tuple[float, float]]] = {"local": [], "s3": []}
+                for run in range(args.runs):
+                    for name in ("local", "s3"):
+                        url = f"{s3['RAGSTORE_TEST_S3_URL']}/bench-{run}" if name == "s3" else None
+                        secs, rss = one_run(args.bin, payload, env, url)
+                        results[name].append((secs, rss))
+                        print(f"run {run + 1} {name:5}: {args.mib / secs:7.1f} MiB/s, peak RSS {rss:6.0f} MiB", flush=True)
+                med = {n: (statistics.median(s for s, _ in r), statistics.median(m for _, m in r)) for n, r in results.items()}
+                for n, (secs, rss) in med.items():
+                    print(f"median {n:5}: {args.mib / secs:7.1f} MiB/s ({secs:.1f} s), peak RSS {rss:.0f} MiB")
+                print(f"S3 / local throughput: {med['local'][0] / med['s3'][0]:.2f}")
+        if args.upload_mib > 0:
+            upload_bench(args, payload_parts(args.upload_mib), env, s3)
     finally:
         subprocess.run([str(REPO / "scripts/s3-test-server.sh"), "stop", s3["S3_TEST_SERVER_PID"]])
 
+
+def payload_parts(mib: int) -> list[Path]:
+    """The Upload's bytes as 64 MiB part files (the last may be smaller), in a temp dir that
+    lives as long as the process."""
+    global _PARTS_DIR
+    _PARTS_DIR = tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/tmp"))
+    parts, left, i = [], mib, 0
+    while left > 0:
+        n = min(64, left)
+        path = Path(_PARTS_DIR.name) / f"part{i:03}"
+        with open(path, "wb") as f:
+            for _ in range(n):
+                f.write(os.urandom(1 << 20))
+        parts.append(path)
+        left, i = left - n, i + 1
+    return parts
+
+
+def upload_bench(args, parts: list[Path], env: dict[str, str], s3: dict[str, str]) -> None:
+    digest = hashlib.md5()
+    for p in parts:
+        digest.update(p.read_bytes())
+    md5 = digest.hexdigest()
+    results: dict[str, list[float]] = {"no md5": [], "md5": []}
+    for run in range(args.runs):
+        for name, given in (("no md5", None), ("md5", md5)):
+            url = f"{s3['RAGSTORE_TEST_S3_URL']}/bench-up-{run}-{name.replace(' ', '')}"
+            sent, completed, how = upload_run(args.bin, parts, given, env, url)
+            results[name].append(completed)
+            print(f"upload run {run + 1} {name:6}: parts sent in {sent:.1f} s, completed in "
+                  f"{completed:.2f} s ({how})", flush=True)
+    med = {n: statistics.median(r) for n, r in results.items()}
+    print(f"median completion of a {args.upload_mib} MiB Upload ({len(parts)} parts): joined in S3 "
+          f"{med['no md5']:.2f} s, read back and written {med['md5']:.2f} s "
+          f"(ratio {med['no md5'] / med['md5']:.2f})")
+
+
+_PARTS_DIR = None
 
 if __name__ == "__main__":
     main()
