@@ -87,6 +87,11 @@ def start_server(binary: str, work: str, env: dict[str, str], storage_url: str) 
     return proc, port
 
 
+def cpu_secs(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def post_json(port: int, path: str, body: dict) -> dict:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
                                  headers={"content-type": "application/json"})
@@ -95,8 +100,9 @@ def post_json(port: int, path: str, body: dict) -> dict:
 
 
 def upload_run(binary: str, parts: list[Path], md5: str | None, env: dict[str, str],
-               storage_url: str) -> tuple[float, float, str]:
-    """Seconds to send the parts, seconds to complete, and how the log says it was assembled."""
+               storage_url: str) -> tuple[float, float, float, str]:
+    """Seconds to send the parts, seconds to complete, the server's CPU seconds while it
+    completed, and how the log says it was assembled."""
     with tempfile.TemporaryDirectory() as work:
         proc, port = start_server(binary, work, env, storage_url)
         try:
@@ -115,13 +121,15 @@ def upload_run(binary: str, parts: list[Path], md5: str | None, env: dict[str, s
             body: dict = {"part_ids": ids}
             if md5:
                 body["md5"] = md5
+            cpu = cpu_secs(proc.pid)
             start = time.monotonic()
             done = post_json(port, f"/v1/uploads/{up['id']}/complete", body)
             completed = time.monotonic() - start
+            cpu = cpu_secs(proc.pid) - cpu
             assert done["status"] == "completed" and done["file"]["bytes"] == total, done
             log = Path(f"{work}/log").read_text(errors="replace")
             how = "by the storage" if 'assembled="by the storage"' in log else "streamed"
-            return sent, completed, how
+            return sent, completed, cpu, how
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -188,18 +196,20 @@ def upload_bench(args, parts: list[Path], env: dict[str, str], s3: dict[str, str
     for p in parts:
         digest.update(p.read_bytes())
     md5 = digest.hexdigest()
-    results: dict[str, list[float]] = {"no md5": [], "md5": []}
+    results: dict[str, list[tuple[float, float]]] = {"no md5": [], "md5": []}
     for run in range(args.runs):
         for name, given in (("no md5", None), ("md5", md5)):
             url = f"{s3['RAGSTORE_TEST_S3_URL']}/bench-up-{run}-{name.replace(' ', '')}"
-            sent, completed, how = upload_run(args.bin, parts, given, env, url)
-            results[name].append(completed)
+            sent, completed, cpu, how = upload_run(args.bin, parts, given, env, url)
+            results[name].append((completed, cpu))
             print(f"upload run {run + 1} {name:6}: parts sent in {sent:.1f} s, completed in "
-                  f"{completed:.2f} s ({how})", flush=True)
-    med = {n: statistics.median(r) for n, r in results.items()}
+                  f"{completed:.2f} s, server CPU {cpu:.2f} s ({how})", flush=True)
+    med = {n: (statistics.median(c for c, _ in r), statistics.median(u for _, u in r))
+           for n, r in results.items()}
+    (joined, joined_cpu), (streamed, streamed_cpu) = med["no md5"], med["md5"]
     print(f"median completion of a {args.upload_mib} MiB Upload ({len(parts)} parts): joined in S3 "
-          f"{med['no md5']:.2f} s, read back and written {med['md5']:.2f} s "
-          f"(ratio {med['no md5'] / med['md5']:.2f})")
+          f"{joined:.2f} s (server CPU {joined_cpu:.2f} s), read back and written {streamed:.2f} s "
+          f"(server CPU {streamed_cpu:.2f} s); time ratio {joined / streamed:.2f}")
 
 
 _PARTS_DIR = None

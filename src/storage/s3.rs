@@ -208,6 +208,37 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    /// Copies the object `part` into part `number` of the multipart upload of `key`; its ETag.
+    async fn copy_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: usize,
+        part: &str,
+    ) -> Result<String> {
+        let source = self.path_of(part)?;
+        let source: Vec<String> = std::iter::once(self.bucket.as_str())
+            .chain(source.as_ref().split('/'))
+            .map(|s| utf8_percent_encode(s, PATH_SAFE).to_string())
+            .collect();
+        let query = format!(
+            "partNumber={number}&uploadId={}",
+            utf8_percent_encode(upload_id, NON_ALPHANUMERIC)
+        );
+        let answer = self
+            .signed(
+                Method::PUT,
+                self.object_url(key, &query)?,
+                &[("x-amz-copy-source", source.join("/"))],
+                Bytes::new(),
+                "copying a part",
+            )
+            .await?;
+        Ok(xml::<CopyPartResult>(&answer)?.e_tag)
+    }
+}
+
 /// S3's answer to `CreateMultipartUpload`.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -297,29 +328,18 @@ impl S3Storage {
             .await?;
         let upload_id = xml::<InitiateMultipartUploadResult>(&created)?.upload_id;
         let copied = async {
-            let mut etags = Vec::with_capacity(parts.len());
-            for (i, (part, _)) in parts.iter().enumerate() {
-                let source = self.path_of(part)?;
-                let source: Vec<String> = std::iter::once(self.bucket.as_str())
-                    .chain(source.as_ref().split('/'))
-                    .map(|s| utf8_percent_encode(s, PATH_SAFE).to_string())
-                    .collect();
-                let query = format!(
-                    "partNumber={}&uploadId={}",
-                    i + 1,
-                    utf8_percent_encode(&upload_id, NON_ALPHANUMERIC)
-                );
-                let answer = self
-                    .signed(
-                        Method::PUT,
-                        self.object_url(key, &query)?,
-                        &[("x-amz-copy-source", source.join("/"))],
-                        Bytes::new(),
-                        "copying a part",
-                    )
-                    .await?;
-                etags.push(xml::<CopyPartResult>(&answer)?.e_tag);
-            }
+            // Copies run side by side (S3 copies each inside the service); the answers come
+            // back in part order.
+            let upload_id = upload_id.as_str();
+            let copies: Vec<_> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, (part, _))| self.copy_part(key, upload_id, i + 1, part))
+                .collect();
+            let etags: Vec<String> = futures_util::stream::iter(copies)
+                .buffered(PUT_CONCURRENCY)
+                .try_collect()
+                .await?;
             let mut body = String::from("<CompleteMultipartUpload>");
             for (i, etag) in etags.iter().enumerate() {
                 body.push_str(&format!(
@@ -331,7 +351,7 @@ impl S3Storage {
             body.push_str("</CompleteMultipartUpload>");
             let query = format!(
                 "uploadId={}",
-                utf8_percent_encode(&upload_id, NON_ALPHANUMERIC)
+                utf8_percent_encode(upload_id, NON_ALPHANUMERIC)
             );
             self.signed(
                 Method::POST,
