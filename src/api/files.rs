@@ -120,7 +120,7 @@ async fn get_nested(
 ) -> ApiResult<Response> {
     if id.starts_with("file-") {
         if rest == "content" {
-            return content(State(files), Project(project), Path(id)).await;
+            return content(State(files), Project(project), Path(id), headers).await;
         }
         return Ok(super::invalid_url(&axum::http::Method::GET, uri.0.path()));
     }
@@ -352,24 +352,109 @@ async fn delete(
     Ok(Json(DeletedResponse::new(id, "file")))
 }
 
+/// The file's bytes; a `Range: bytes=…` header asks for part of them (one range: a resumed or
+/// split download), answered `206` with `Content-Range`, or `416` if the file has none of them.
 async fn content(
     State(files): State<FileService>,
     Project(project): Project,
     Path(file_id_raw): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (file, blob) = files.content(&project, &file_id(&file_id_raw)?).await?;
-    let headers = [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        ),
-        (header::CONTENT_LENGTH, HeaderValue::from(blob.len)),
-        (
-            header::CONTENT_DISPOSITION,
-            content_disposition(&file.filename),
-        ),
-    ];
-    Ok((headers, Body::from_stream(blob.stream)).into_response())
+    let id = file_id(&file_id_raw)?;
+    let file = files.get(&project, &id).await?;
+    let size = u64::try_from(file.bytes).unwrap_or(0);
+    let common = |len: u64| {
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(len)),
+            (
+                header::CONTENT_DISPOSITION,
+                content_disposition(&file.filename),
+            ),
+            (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+        ]
+    };
+    let asked = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| byte_range(v, size));
+    match asked {
+        None => {
+            let (_, blob) = files.content(&project, &id).await?;
+            Ok((common(blob.len), Body::from_stream(blob.stream)).into_response())
+        }
+        Some(Some(range)) => {
+            let blob = files.content_range(&file, range.clone()).await?;
+            let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+            let mut response = (
+                axum::http::StatusCode::PARTIAL_CONTENT,
+                common(blob.len),
+                Body::from_stream(blob.stream),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&content_range) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            Ok(response)
+        }
+        Some(None) => {
+            let mut response = super::error::body(
+                axum::http::StatusCode::RANGE_NOT_SATISFIABLE,
+                &format!("The range asked for is outside file {id}, which has {size} bytes."),
+                "invalid_request_error",
+                None,
+                Some("range_not_satisfiable"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            Ok(response)
+        }
+    }
+}
+
+/// A `Range` header's one byte range over `size` bytes (RFC 9110 §14.1.2): `None` when the
+/// header is to be ignored (not `bytes=`, several ranges, malformed: the whole file is sent),
+/// `Some(None)` when no byte of it is in the file, else the half-open range, cut at the end.
+fn byte_range(header: &str, size: u64) -> Option<Option<std::ops::Range<u64>>> {
+    let spec = header.trim().strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if first.is_empty() {
+        // The last `n` bytes.
+        if !digits(last) {
+            return None;
+        }
+        let n: u64 = last.parse().unwrap_or(u64::MAX);
+        if n == 0 || size == 0 {
+            return Some(None);
+        }
+        return Some(Some(size.saturating_sub(n)..size));
+    }
+    if !digits(first) || !(last.is_empty() || digits(last)) {
+        return None;
+    }
+    let start: u64 = first.parse().ok()?;
+    let end = if last.is_empty() {
+        size
+    } else {
+        let last: u64 = last.parse().unwrap_or(u64::MAX);
+        if last < start {
+            return None;
+        }
+        last.saturating_add(1).min(size)
+    };
+    if start >= size {
+        return Some(None);
+    }
+    Some(Some(start..end))
 }
 
 /// RFC 6266 `attachment` with a quoted ASCII fallback and, when the name is not plain ASCII, the
@@ -429,7 +514,32 @@ fn unquote(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{content_disposition, unquote};
+    use super::{byte_range, content_disposition, unquote};
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110() {
+        assert_eq!(byte_range("bytes=0-99", 1000), Some(Some(0..100)));
+        assert_eq!(byte_range("bytes=900-", 1000), Some(Some(900..1000)));
+        assert_eq!(byte_range("bytes=900-5000", 1000), Some(Some(900..1000)));
+        assert_eq!(byte_range("bytes=-100", 1000), Some(Some(900..1000)));
+        assert_eq!(byte_range("bytes=-5000", 1000), Some(Some(0..1000)));
+        assert_eq!(byte_range("bytes=999-999", 1000), Some(Some(999..1000)));
+        // Outside the file: 416.
+        assert_eq!(byte_range("bytes=1000-", 1000), Some(None));
+        assert_eq!(byte_range("bytes=-0", 1000), Some(None));
+        assert_eq!(byte_range("bytes=0-", 0), Some(None));
+        // Ignored: the whole file.
+        for ignored in [
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=0-1,5-9",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=1",
+        ] {
+            assert_eq!(byte_range(ignored, 1000), None, "{ignored}");
+        }
+    }
 
     #[test]
     fn quoted_pairs_in_filenames_are_undone() {

@@ -283,6 +283,24 @@ impl FileService {
         Ok((file, blob))
     }
 
+    /// The bytes `range` of the file (inside its size), streamed.
+    pub async fn content_range(
+        &self,
+        file: &FileRecord,
+        range: std::ops::Range<u64>,
+    ) -> Result<Blob> {
+        self.storage
+            .get_range(&file.storage_key, range)
+            .await?
+            .ok_or_else(|| {
+                Error::Internal(anyhow::anyhow!(
+                    "file {} has a row but no blob at {}",
+                    file.id,
+                    file.storage_key
+                ))
+            })
+    }
+
     /// One transaction marks the file deleted (it is gone for clients from this moment), removes
     /// it from every vector store, cancels its jobs and enqueues its purge (points, caches,
     /// bytes, row).

@@ -5,7 +5,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Component, Path, PathBuf};
 use tokio::sync::mpsc;
 
@@ -46,6 +46,53 @@ impl LocalStorage {
     }
 }
 
+impl LocalStorage {
+    /// The blob under `key`, whole or the bytes `range`, streamed by a blocking reader thread a
+    /// few chunks ahead of the client.
+    async fn read(&self, key: &str, range: Option<std::ops::Range<u64>>) -> Result<Option<Blob>> {
+        let path = self.path_of(key)?;
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut file = std::fs::File::open(&path)?;
+            let size = file.metadata()?.len();
+            let (start, end) = match range {
+                Some(r) => (r.start.min(size), r.end.min(size)),
+                None => (0, size),
+            };
+            file.seek(std::io::SeekFrom::Start(start))?;
+            Ok((
+                file.take(end.saturating_sub(start)),
+                end.saturating_sub(start),
+            ))
+        })
+        .await?;
+        let (mut file, len) = match opened {
+            Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+        tokio::task::spawn_blocking(move || loop {
+            let mut buf = BytesMut::zeroed(READ_CHUNK);
+            match file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        });
+        let stream = tokio_stream_from(rx);
+        Ok(Some(Blob { len, stream }))
+    }
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -67,39 +114,11 @@ impl FileStorage for LocalStorage {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Blob>> {
-        let path = self.path_of(key)?;
-        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let file = std::fs::File::open(&path)?;
-            let len = file.metadata()?.len();
-            Ok((file, len))
-        })
-        .await?;
-        let (mut file, len) = match opened {
-            Ok(v) => v,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        // One blocking reader thread per stream, a few chunks ahead of the client.
-        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
-        tokio::task::spawn_blocking(move || loop {
-            let mut buf = BytesMut::zeroed(READ_CHUNK);
-            match file.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
-                        return; // the client went away
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        });
-        let stream = tokio_stream_from(rx);
-        Ok(Some(Blob { len, stream }))
+        self.read(key, None).await
+    }
+
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Option<Blob>> {
+        self.read(key, Some(range)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -34,6 +34,10 @@ pub trait FileStorage: Send + Sync + 'static {
     /// `None` when there is no blob under `key`.
     async fn get(&self, key: &str) -> Result<Option<Blob>>;
 
+    /// The bytes `range` of the blob under `key` (the caller keeps it inside the blob's size),
+    /// streamed; `None` when there is no blob.
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Option<Blob>>;
+
     /// Idempotent: deleting a missing key succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
 

@@ -6,7 +6,8 @@
 //!   [`PUT_CONCURRENCY`] parts in flight, so memory stays flat whatever the file's size; a file
 //!   smaller than one part is a single `PUT`. An object is visible only once complete (S3's
 //!   multipart completion is atomic), and a failed upload is aborted.
-//! - **get** streams the object as S3 sends it (no buffering of the whole object).
+//! - **get** streams the object as S3 sends it (no buffering of the whole object); **get_range**
+//!   asks S3 for the bytes of a range only (a `Range` GET) and streams them the same way.
 //! - **delete** is idempotent: a missing key is not an error.
 //!
 //! The Uploads API's parts are objects too (`parts/<upload>/<part>`). Completing an upload
@@ -438,6 +439,35 @@ impl FileStorage for S3Storage {
             Err(e) => return Err(s3_error(e)),
         };
         let len = got.meta.size;
+        let stream = got
+            .into_stream()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .boxed();
+        Ok(Some(Blob { len, stream }))
+    }
+
+    async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Option<Blob>> {
+        let path = self.path_of(key)?;
+        if range.is_empty() {
+            return match self.store.head(&path).await {
+                Ok(_) => Ok(Some(Blob {
+                    len: 0,
+                    stream: futures_util::stream::empty().boxed(),
+                })),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(s3_error(e)),
+            };
+        }
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(range)),
+            ..object_store::GetOptions::default()
+        };
+        let got = match self.store.get_opts(&path, options).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(s3_error(e)),
+        };
+        let len = got.range.end - got.range.start;
         let stream = got
             .into_stream()
             .map_err(|e| std::io::Error::other(e.to_string()))

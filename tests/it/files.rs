@@ -430,3 +430,89 @@ async fn fine_tuning_files_are_validated_after_upload() {
         .unwrap();
     assert_eq!(res.bytes().await.unwrap().as_ref(), b"just some text");
 }
+
+/// `Range: bytes=…` on a file's content: one range is answered `206` with exactly its bytes and
+/// `Content-Range`; a range past the end `416` with `Content-Range: bytes */size`; several
+/// ranges or a malformed header are ignored (the whole file, `200`). Every answer says
+/// `Accept-Ranges: bytes`.
+#[tokio::test]
+async fn content_answers_one_byte_range() {
+    let app = TestApp::spawn().await;
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = app.upload("big.bin", body.clone(), "user_data").await;
+    let id = file["id"].as_str().unwrap().to_owned();
+    let get = |range: Option<&'static str>| {
+        let mut req = app.client.get(app.url(&format!("/v1/files/{id}/content")));
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        req.send()
+    };
+    let size = body.len();
+    for (range, want, content_range) in [
+        ("bytes=0-99", 0..100, format!("bytes 0-99/{size}")),
+        (
+            "bytes=299990-",
+            299_990..size,
+            format!("bytes 299990-299999/{size}"),
+        ),
+        (
+            "bytes=-10",
+            size - 10..size,
+            format!("bytes 299990-299999/{size}"),
+        ),
+        (
+            "bytes=100000-999999",
+            100_000..size,
+            format!("bytes 100000-299999/{size}"),
+        ),
+    ] {
+        let res = get(Some(range)).await.unwrap();
+        assert_eq!(res.status(), 206, "{range}");
+        let h = res.headers();
+        assert_eq!(h["content-range"], content_range.as_str(), "{range}");
+        assert_eq!(h["accept-ranges"], "bytes");
+        assert_eq!(
+            h["content-length"],
+            (want.end - want.start).to_string().as_str()
+        );
+        let got = res.bytes().await.unwrap();
+        assert!(
+            got.as_ref() == &body[want.clone()],
+            "{range}: {} bytes",
+            got.len()
+        );
+    }
+
+    let res = get(Some("bytes=300000-")).await.unwrap();
+    assert_eq!(res.status(), 416);
+    assert_eq!(
+        res.headers()["content-range"],
+        format!("bytes */{size}").as_str()
+    );
+    let err: Value = res.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "range_not_satisfiable");
+
+    for ignored in [
+        None,
+        Some("bytes=0-1,5-9"),
+        Some("lines=1-2"),
+        Some("bytes=9-1"),
+    ] {
+        let res = get(ignored).await.unwrap();
+        assert_eq!(res.status(), 200, "{ignored:?}");
+        assert_eq!(res.headers()["accept-ranges"], "bytes");
+        assert!(res.headers().get("content-range").is_none());
+        assert!(res.bytes().await.unwrap().as_ref() == body.as_slice());
+    }
+    // Another project's file, or a deleted one, is a 404 whatever the range.
+    let res = app
+        .client
+        .get(app.url("/v1/files/file-00000000000000000000000000/content"))
+        .header("range", "bytes=0-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    app.stop().await;
+}

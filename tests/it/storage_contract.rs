@@ -170,6 +170,49 @@ async fn compose_joins_parts_in_order_or_declines(s: Store) {
     assert!(!s.storage.compose("files/file-none", &[]).await.unwrap());
 }
 
+/// A range streams exactly its bytes (across S3's and the disk's read chunks), cut at the end
+/// of the blob; a missing blob is `None`.
+async fn ranges_stream_only_their_bytes(s: Store) {
+    let bytes = pattern((3 << 20) + 11, 8);
+    s.storage
+        .put("files/file-ranged", stage(&s, &bytes).await)
+        .await
+        .unwrap();
+    let len = bytes.len() as u64;
+    for range in [
+        0..1,
+        0..len,
+        5..(2 << 20) + 3,
+        len - 1..len,
+        1_000_000..len,
+        7..7,
+    ] {
+        let blob = s
+            .storage
+            .get_range("files/file-ranged", range.clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(blob.len, range.end - range.start, "{range:?}");
+        let mut got = Vec::new();
+        let mut stream = blob.stream;
+        while let Some(chunk) = stream.next().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        assert!(
+            got == bytes[range.start as usize..range.end as usize],
+            "{range:?}: {} bytes",
+            got.len()
+        );
+    }
+    assert!(s
+        .storage
+        .get_range("files/file-none", 0..10)
+        .await
+        .unwrap()
+        .is_none());
+}
+
 async fn deletes_are_idempotent_and_prefix_deletes_stay_inside(s: Store) {
     for key in [
         "parts/upload-a/part-1",
@@ -253,6 +296,7 @@ macro_rules! all_storage_tests {
                 blobs_round_trip_and_missing_is_none,
                 a_large_blob_streams_in_and_out_intact,
                 compose_joins_parts_in_order_or_declines,
+                ranges_stream_only_their_bytes,
                 deletes_are_idempotent_and_prefix_deletes_stay_inside,
                 list_finds_every_blob_under_a_prefix,
                 unsafe_keys_are_refused,
