@@ -44,21 +44,28 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def start_server(binary: str, work: str, env: dict[str, str],
+                 storage_url: str | None) -> tuple[subprocess.Popen, int]:
+    """A server on local disk (or `storage_url`) in `work`, once it answers /health."""
+    port = free_port()
+    cmd = [binary, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", f"{work}/data",
+           "--models-dir", str(REPO / "models"), "--max-file-bytes", "4GiB", "--workers", "1"]
+    if storage_url:
+        cmd += ["--storage-url", storage_url]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/log", "wb"))
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, port
+
+
 def one_run(binary: str, payload: Path, env: dict[str, str], storage_url: str | None) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as work:
-        port = free_port()
-        cmd = [binary, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", f"{work}/data",
-               "--models-dir", str(REPO / "models"), "--max-file-bytes", "4GiB", "--workers", "1"]
-        if storage_url:
-            cmd += ["--storage-url", storage_url]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/log", "wb"))
+        proc, port = start_server(binary, work, env, storage_url)
         try:
-            for _ in range(600):
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
             start = time.monotonic()
             subprocess.run(
                 ["curl", "-fsS", "-o", "/dev/null", "-F", "purpose=user_data",
@@ -70,21 +77,6 @@ def one_run(binary: str, payload: Path, env: dict[str, str], storage_url: str | 
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-
-
-def start_server(binary: str, work: str, env: dict[str, str], storage_url: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    cmd = [binary, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir", f"{work}/data",
-           "--models-dir", str(REPO / "models"), "--max-file-bytes", "4GiB", "--workers", "1",
-           "--storage-url", storage_url]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/log", "wb"))
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    return proc, port
 
 
 def cpu_secs(pid: int) -> float:

@@ -308,6 +308,39 @@ macro_rules! all_storage_tests {
 all_storage_tests!(local_storage, local);
 all_storage_tests!(s3_storage, s3);
 
+/// Creates an Upload of `parts`' total size and adds them in this order; its id and the
+/// parts' ids.
+async fn upload_parts(app: &TestApp, filename: &str, parts: &[&[u8]]) -> (String, Vec<String>) {
+    let bytes: usize = parts.iter().map(|p| p.len()).sum();
+    let (s, up) = app
+        .post_json(
+            "/v1/uploads",
+            serde_json::json!({"purpose": "assistants", "filename": filename,
+                "bytes": bytes, "mime_type": "text/plain"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{up}");
+    let up_id = up["id"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for bytes in parts {
+        let form = reqwest::multipart::Form::new().part(
+            "data",
+            reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("part"),
+        );
+        let res = app
+            .client
+            .post(app.url(&format!("/v1/uploads/{up_id}/parts")))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let part: serde_json::Value = res.json().await.unwrap();
+        ids.push(part["id"].as_str().unwrap().to_owned());
+    }
+    (up_id, ids)
+}
+
 /// The whole app on S3: a file and an Upload land in the bucket (nothing under the data dir's
 /// blobs), download intact, and a delete removes the object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,32 +372,7 @@ async fn the_app_keeps_files_and_uploads_in_s3() {
 
     // An Upload in two parts, assembled in the client's order.
     let (a, b) = (pattern(70_000, 1), pattern(50_000, 2));
-    let (s, up) = app
-        .post_json(
-            "/v1/uploads",
-            serde_json::json!({"purpose": "assistants", "filename": "two.txt",
-                "bytes": a.len() + b.len(), "mime_type": "text/plain"}),
-        )
-        .await;
-    assert_eq!(s, 200, "{up}");
-    let up_id = up["id"].as_str().unwrap().to_owned();
-    let mut parts = Vec::new();
-    for bytes in [&b, &a] {
-        let form = reqwest::multipart::Form::new().part(
-            "data",
-            reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("part"),
-        );
-        let res = app
-            .client
-            .post(app.url(&format!("/v1/uploads/{up_id}/parts")))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let part: serde_json::Value = res.json().await.unwrap();
-        parts.push(part["id"].as_str().unwrap().to_owned());
-    }
+    let (up_id, parts) = upload_parts(&app, "two.txt", &[&b, &a]).await;
     assert_eq!(bucket.list("parts/").await.unwrap().len(), 2);
     let (s, done) = app
         .post_json(
@@ -420,32 +428,8 @@ async fn an_upload_of_large_parts_is_joined_inside_s3() {
     // Given in the order b, a, c: not the order they were added.
     let want = [&chunks[1][..], &chunks[0][..], &chunks[2][..]].concat();
     for md5 in [None, Some(format!("{:x}", Md5::digest(&want)))] {
-        let (s, up) = app
-            .post_json(
-                "/v1/uploads",
-                serde_json::json!({"purpose": "assistants", "filename": "big.txt",
-                    "bytes": want.len(), "mime_type": "text/plain"}),
-            )
-            .await;
-        assert_eq!(s, 200, "{up}");
-        let up_id = up["id"].as_str().unwrap().to_owned();
-        let mut parts = Vec::new();
-        for bytes in &chunks {
-            let form = reqwest::multipart::Form::new().part(
-                "data",
-                reqwest::multipart::Part::bytes(bytes.clone()).file_name("part"),
-            );
-            let res = app
-                .client
-                .post(app.url(&format!("/v1/uploads/{up_id}/parts")))
-                .multipart(form)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-            let part: serde_json::Value = res.json().await.unwrap();
-            parts.push(part["id"].as_str().unwrap().to_owned());
-        }
+        let added: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let (up_id, parts) = upload_parts(&app, "big.txt", &added).await;
         let mut complete = serde_json::json!({"part_ids": [parts[1], parts[0], parts[2]]});
         if let Some(md5) = &md5 {
             complete["md5"] = md5.clone().into();
