@@ -248,7 +248,8 @@ impl App {
             tracing::warn!(
                 addr = %config.addr,
                 "no API keys: serving without authentication, every request acts for the \
-                 default project (create a key with `ragstore keys create --project NAME`)"
+                 default project (create a key with `ragstore keys create --project NAME` and the \
+                 same --data-dir or --database-url)"
             );
         }
         let rate_limits = Arc::new(api::gate::RateLimits::new(&config.rate_limits));
