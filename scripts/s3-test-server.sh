@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # A throwaway S3-compatible server for the tests: moto's server (PyPI `moto[server]`, installed
-# once into a venv under target/), on a free port of 127.0.0.1, with one bucket.
+# once into a venv under target/), on a free port of 127.0.0.1, with one bucket. Like S3 it checks
+# every request's SigV4 signature: its first three actions (unsigned) make an IAM user with an
+# allow-all policy and its access key, and only that key is accepted afterwards, so a request
+# ragstore signs wrongly fails here as it would on S3.
 #
 #   eval "$(scripts/s3-test-server.sh start)"   # exports AWS_* and RAGSTORE_TEST_S3_URL,
 #                                               # and S3_TEST_SERVER_PID
@@ -22,7 +25,7 @@ start)
     fi
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     log="${TMPDIR:-/tmp}/moto-$port.log"
-    "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+    INITIAL_NO_AUTH_ACTION_COUNT=3 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do
         if curl -fsS -o /dev/null "http://127.0.0.1:$port/moto-api/" 2>/dev/null; then break; fi
@@ -32,13 +35,29 @@ start)
         fi
         sleep 0.2
     done
-    # The bucket (S3's CreateBucket is a PUT on it; moto takes any credentials).
-    curl -fsS -X PUT "http://127.0.0.1:$port/$bucket" -o /dev/null
-    echo "s3-test-server: moto on 127.0.0.1:$port (pid $pid), bucket $bucket" >&2
+    # The user and its key (the three unsigned actions), then the bucket, signed with the key.
+    key=$("$venv/bin/python" - "$port" "$bucket" <<'PY'
+import json, sys
+import boto3
+endpoint, bucket = f"http://127.0.0.1:{sys.argv[1]}", sys.argv[2]
+iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                   aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+iam.create_user(UserName="ragstore-test")
+iam.put_user_policy(UserName="ragstore-test", PolicyName="all", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+key = iam.create_access_key(UserName="ragstore-test")["AccessKey"]
+boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+             aws_access_key_id=key["AccessKeyId"],
+             aws_secret_access_key=key["SecretAccessKey"]).create_bucket(Bucket=bucket)
+print(key["AccessKeyId"], key["SecretAccessKey"])
+PY
+)
+    read -r key_id secret <<<"$key"
+    echo "s3-test-server: moto on 127.0.0.1:$port (pid $pid), bucket $bucket, signatures checked" >&2
     cat <<VARS
 export AWS_ENDPOINT_URL=http://127.0.0.1:$port
-export AWS_ACCESS_KEY_ID=test
-export AWS_SECRET_ACCESS_KEY=test
+export AWS_ACCESS_KEY_ID=$key_id
+export AWS_SECRET_ACCESS_KEY=$secret
 export AWS_REGION=us-east-1
 export RAGSTORE_TEST_S3_URL=s3://$bucket
 export S3_TEST_SERVER_PID=$pid
