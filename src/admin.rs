@@ -289,7 +289,10 @@ pub fn qdrant_target(url: &str, collection: &str) -> String {
 
 /// How a copy into the embedded index of data dir `dir` names its target in the checkpoint.
 pub fn edge_target(dir: &Path) -> String {
-    format!("embedded index {}", dir.join("index").display())
+    format!(
+        "embedded index {}",
+        dir.join(crate::app::INDEX_DIR).display()
+    )
 }
 
 /// Holds `dir`'s lock as the server does: no server may use it while the index is copied.
@@ -333,7 +336,7 @@ pub async fn migrate_index(args: MigrateIndexArgs, out: &mut impl Write) -> anyh
     ) = match (args.to_qdrant, args.to_edge) {
         (Some(url), _) => {
             let lock = lock_data_dir(&args.data_dir)?;
-            let dir = args.data_dir.join("index");
+            let dir = args.data_dir.join(crate::app::INDEX_DIR);
             let dims = EdgeIndex::stored_dims(&dir)?
                 .with_context(|| format!("no embedded index in {}", dir.display()))?;
             let source = edge(dir, dims).await?;
@@ -352,7 +355,7 @@ pub async fn migrate_index(args: MigrateIndexArgs, out: &mut impl Write) -> anyh
             let source =
                 QdrantIndex::open_existing(&args.qdrant.options(&url), &args.embedding_model)
                     .await?;
-            let target = edge(dir.join("index"), source.dims()).await?;
+            let target = edge(dir.join(crate::app::INDEX_DIR), source.dims()).await?;
             let name = edge_target(&dir);
             let checkpoint = dir.join("index-migration.json");
             (lock, Box::new(source), Box::new(target), name, checkpoint)

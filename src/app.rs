@@ -340,6 +340,9 @@ impl App {
     }
 }
 
+/// The embedded index's directory under the data dir.
+pub(crate) const INDEX_DIR: &str = "index";
+
 /// Records in the database where this model's vectors live (the first start with it), or checks
 /// that this start agrees with the record: the same collection and dimensions, and, on the
 /// embedded index (one set of vectors in the data dir), the same model. A disagreement (a
@@ -359,7 +362,7 @@ async fn record_collection(
                 crate::index::qdrant::collection_name(&options.collection_prefix, model, dims);
             ("qdrant", name)
         }
-        None => ("embedded", "index".to_owned()),
+        None => ("embedded", INDEX_DIR.to_owned()),
     };
     if engine == "embedded" {
         let recorded = meta.index_collections().await?;
@@ -372,7 +375,7 @@ async fn record_collection(
                  database records; this server embeds with {model}: searches would compare \
                  vectors of two models. Start with {}, or use another data dir (and \
                  re-attach the files there to embed them with {model})",
-                config.data_dir.join("index").display(),
+                config.data_dir.join(INDEX_DIR).display(),
                 other.model,
                 other.dims,
                 other.model
@@ -399,9 +402,6 @@ async fn record_collection(
             want.dims
         );
     }
-    if held.created_at == now && held == want {
-        tracing::debug!(engine, model, collection = %want.collection, dims, "index collection recorded");
-    }
     Ok(())
 }
 
@@ -421,7 +421,7 @@ async fn open_index(config: &Config, pipeline: &Pipeline) -> anyhow::Result<Arc<
         );
         return Ok(Arc::new(index));
     }
-    let index_dir = config.data_dir.join("index");
+    let index_dir = config.data_dir.join(INDEX_DIR);
     let options = EdgeOptions {
         maintain_every: (config.index_upkeep_secs > 0.0)
             .then(|| std::time::Duration::from_secs_f64(config.index_upkeep_secs)),

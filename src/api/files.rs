@@ -383,11 +383,11 @@ async fn content(
         .and_then(|v| byte_range(v, size));
     match asked {
         None => {
-            let (_, blob) = files.content(&project, &id).await?;
+            let blob = files.bytes(&file, None).await?;
             Ok((common(blob.len), Body::from_stream(blob.stream)).into_response())
         }
         Some(Some(range)) => {
-            let blob = files.content_range(&file, range.clone()).await?;
+            let blob = files.bytes(&file, Some(range.clone())).await?;
             let content_range = format!("bytes {}-{}/{size}", range.start, range.end - 1);
             let mut response = (
                 axum::http::StatusCode::PARTIAL_CONTENT,

@@ -353,9 +353,15 @@ pub(crate) fn outcome_error(o: &VsFileOutcome) -> (Option<&'static str>, Option<
     }
 }
 
+/// What both databases select of an `index_collections` row, as [`IndexCollectionRow`].
+pub(crate) const INDEX_COLLECTION: &str =
+    "engine, model, collection, CAST(dims AS BIGINT), created_at";
+
 /// An `index_collections` row: engine, model, collection, dims, created_at.
+pub(crate) type IndexCollectionRow = (String, String, String, i64, i64);
+
 pub(crate) fn index_collection(
-    (engine, model, collection, dims, created_at): (String, String, String, i64, i64),
+    (engine, model, collection, dims, created_at): IndexCollectionRow,
 ) -> IndexCollection {
     IndexCollection {
         engine,

@@ -270,35 +270,23 @@ impl FileService {
         Ok(Page::from_overfetch(rows, p.limit))
     }
 
-    /// The file and a stream of its exact bytes.
-    pub async fn content(&self, project: &ProjectId, id: &FileId) -> Result<(FileRecord, Blob)> {
-        let file = self.get(project, id).await?;
-        let blob = self.storage.get(&file.storage_key).await?.ok_or_else(|| {
-            Error::Internal(anyhow::anyhow!(
-                "file {} has a row but no blob at {}",
-                file.id,
-                file.storage_key
-            ))
-        })?;
-        Ok((file, blob))
-    }
-
-    /// The bytes `range` of the file (inside its size), streamed.
-    pub async fn content_range(
+    /// The file's exact bytes, whole or the bytes `range` (inside its size), streamed.
+    pub async fn bytes(
         &self,
         file: &FileRecord,
-        range: std::ops::Range<u64>,
+        range: Option<std::ops::Range<u64>>,
     ) -> Result<Blob> {
-        self.storage
-            .get_range(&file.storage_key, range)
-            .await?
-            .ok_or_else(|| {
-                Error::Internal(anyhow::anyhow!(
-                    "file {} has a row but no blob at {}",
-                    file.id,
-                    file.storage_key
-                ))
-            })
+        let key = &file.storage_key;
+        let blob = match range {
+            None => self.storage.get(key).await?,
+            Some(range) => self.storage.get_range(key, range).await?,
+        };
+        blob.ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!(
+                "file {} has a row but no blob at {key}",
+                file.id
+            ))
+        })
     }
 
     /// One transaction marks the file deleted (it is gone for clients from this moment), removes

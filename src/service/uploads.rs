@@ -243,33 +243,24 @@ impl UploadService {
 
         let file_id = FileId::generate();
         let storage_key = FileRecord::storage_key_for(&file_id);
-        // Where the bytes need no reading (no md5 to check, no content check), the storage joins
-        // the parts itself if it can (S3: server-side part copies).
-        let mut copied = None;
-        if md5.is_none() && !upload.purpose.content_checked() {
-            let len = total as u64;
-            self.files
-                .check_size(upload.purpose, len, true, "part_ids")?;
-            let max_bytes = self.files.auth.check_room(project, len).await?;
-            let parts: Vec<(String, u64)> = ordered
-                .iter()
-                .map(|p| (p.storage_key.clone(), p.bytes as u64))
-                .collect();
-            if self.storage.compose(&storage_key, &parts).await? {
-                copied = Some((len, max_bytes));
+        // The storage joins the parts itself where it can (S3: server-side part copies), or they
+        // are read back into a staged file; either way the room is checked before the commit.
+        let (staged, len, max_bytes) = match self
+            .join_in_storage(project, &upload, &ordered, md5, &storage_key)
+            .await?
+        {
+            Some(max_bytes) => (None, upload.bytes as u64, max_bytes),
+            None => {
+                let staged = self.assemble(&upload, &ordered, md5).await?;
+                let len = staged.len;
+                let max_bytes = self.files.auth.check_room(project, len).await?;
+                (Some(staged), len, max_bytes)
             }
-        }
-        let staged = match copied {
-            Some(_) => None,
-            None => Some(self.assemble(&upload, &ordered, md5).await?),
         };
-        let (len, max_bytes) = match (&staged, copied) {
-            (_, Some(copied)) => copied,
-            (Some(staged), None) => {
-                let max_bytes = self.files.auth.check_room(project, staged.len).await?;
-                (staged.len, max_bytes)
-            }
-            (None, None) => unreachable!("a file is either copied or staged"),
+        let assembled = if staged.is_some() {
+            "streamed"
+        } else {
+            "by the storage"
         };
 
         let now = self.clock.now();
@@ -306,11 +297,6 @@ impl UploadService {
             return Err(not_pending(&now_upload, s, "it can no longer be completed"));
         }
         self.drop_parts(&upload.id).await;
-        let assembled = if copied.is_some() {
-            "by the storage"
-        } else {
-            "streamed"
-        };
         tracing::info!(upload_id = %upload.id, file_id = %file.id, bytes = file.bytes, assembled, "upload completed");
         let upload = UploadRecord {
             status: UploadStatus::Completed,
@@ -318,6 +304,36 @@ impl UploadService {
             ..upload
         };
         Ok((upload, file))
+    }
+
+    /// Has the storage join the parts under `key` when their bytes need no reading (no md5 to
+    /// check, no content check) and the storage can; then the file's room in the project, as
+    /// [`AuthService::check_room`](super::auth::AuthService::check_room) answers it, checked
+    /// before the copy. `None`: nothing was written, the parts are to be streamed.
+    async fn join_in_storage(
+        &self,
+        project: &ProjectId,
+        upload: &UploadRecord,
+        ordered: &[&PartRecord],
+        md5: Option<[u8; 16]>,
+        key: &str,
+    ) -> Result<Option<i64>> {
+        if md5.is_some() || upload.purpose.content_checked() {
+            return Ok(None);
+        }
+        let len = upload.bytes as u64;
+        self.files
+            .check_size(upload.purpose, len, true, "part_ids")?;
+        let max_bytes = self.files.auth.check_room(project, len).await?;
+        let parts: Vec<(String, u64)> = ordered
+            .iter()
+            .map(|p| (p.storage_key.clone(), p.bytes as u64))
+            .collect();
+        Ok(self
+            .storage
+            .compose(key, &parts)
+            .await?
+            .then_some(max_bytes))
     }
 
     /// Reads the parts back in order into a staged file, checking the md5 and the content.

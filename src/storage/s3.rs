@@ -209,37 +209,6 @@ impl S3Storage {
     }
 }
 
-impl S3Storage {
-    /// Copies the object `part` into part `number` of the multipart upload of `key`; its ETag.
-    async fn copy_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: usize,
-        part: &str,
-    ) -> Result<String> {
-        let source = self.path_of(part)?;
-        let source: Vec<String> = std::iter::once(self.bucket.as_str())
-            .chain(source.as_ref().split('/'))
-            .map(|s| utf8_percent_encode(s, PATH_SAFE).to_string())
-            .collect();
-        let query = format!(
-            "partNumber={number}&uploadId={}",
-            utf8_percent_encode(upload_id, NON_ALPHANUMERIC)
-        );
-        let answer = self
-            .signed(
-                Method::PUT,
-                self.object_url(key, &query)?,
-                &[("x-amz-copy-source", source.join("/"))],
-                Bytes::new(),
-                "copying a part",
-            )
-            .await?;
-        Ok(xml::<CopyPartResult>(&answer)?.e_tag)
-    }
-}
-
 /// S3's answer to `CreateMultipartUpload`.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -254,16 +223,21 @@ struct CopyPartResult {
     e_tag: String,
 }
 
+/// An object path's segments, each percent-encoded, joined by `/`.
+fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(|s| utf8_percent_encode(s, PATH_SAFE).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The requests object_store does not offer (a multipart upload whose parts are copies), each
+/// signed with its own SigV4 signer and the store's credentials.
 impl S3Storage {
     /// The URL of an object key (relative to the prefix), with `query` appended as given.
     fn object_url(&self, key: &str, query: &str) -> Result<reqwest::Url> {
-        let path = self.path_of(key)?;
-        let encoded: Vec<String> = path
-            .as_ref()
-            .split('/')
-            .map(|s| utf8_percent_encode(s, PATH_SAFE).to_string())
-            .collect();
-        let url = format!("{}/{}?{query}", self.bucket_endpoint, encoded.join("/"));
+        let path = encode_path(self.path_of(key)?.as_ref());
+        let url = format!("{}/{path}?{query}", self.bucket_endpoint);
         reqwest::Url::parse(&url).map_err(|e| Error::Internal(anyhow::anyhow!("S3 URL {url}: {e}")))
     }
 
@@ -328,14 +302,17 @@ impl S3Storage {
             )
             .await?;
         let upload_id = xml::<InitiateMultipartUploadResult>(&created)?.upload_id;
+        let upload = format!(
+            "uploadId={}",
+            utf8_percent_encode(&upload_id, NON_ALPHANUMERIC)
+        );
         let copied = async {
             // Copies run side by side (S3 copies each inside the service); the answers come
             // back in part order.
-            let upload_id = upload_id.as_str();
             let copies: Vec<_> = parts
                 .iter()
                 .enumerate()
-                .map(|(i, (part, _))| self.copy_part(key, upload_id, i + 1, part))
+                .map(|(i, (part, _))| self.copy_part(key, &upload, i + 1, part))
                 .collect();
             let etags: Vec<String> = futures_util::stream::iter(copies)
                 .buffered(PUT_CONCURRENCY)
@@ -350,13 +327,9 @@ impl S3Storage {
                 ));
             }
             body.push_str("</CompleteMultipartUpload>");
-            let query = format!(
-                "uploadId={}",
-                utf8_percent_encode(upload_id, NON_ALPHANUMERIC)
-            );
             self.signed(
                 Method::POST,
-                self.object_url(key, &query)?,
+                self.object_url(key, &upload)?,
                 &[],
                 Bytes::from(body),
                 "completing a multipart upload",
@@ -366,11 +339,7 @@ impl S3Storage {
         }
         .await;
         if copied.is_err() {
-            let query = format!(
-                "uploadId={}",
-                utf8_percent_encode(&upload_id, NON_ALPHANUMERIC)
-            );
-            let aborted = match self.object_url(key, &query) {
+            let aborted = match self.object_url(key, &upload) {
                 Ok(url) => self
                     .signed(Method::DELETE, url, &[], Bytes::new(), "aborting")
                     .await
@@ -382,6 +351,49 @@ impl S3Storage {
             }
         }
         copied
+    }
+
+    /// Copies the object `part` into part `number` of the multipart upload of `key` (`upload`:
+    /// its `uploadId=…` query); the part's ETag.
+    async fn copy_part(
+        &self,
+        key: &str,
+        upload: &str,
+        number: usize,
+        part: &str,
+    ) -> Result<String> {
+        let source = encode_path(&format!("{}/{}", self.bucket, self.path_of(part)?.as_ref()));
+        let answer = self
+            .signed(
+                Method::PUT,
+                self.object_url(key, &format!("partNumber={number}&{upload}"))?,
+                &[("x-amz-copy-source", source)],
+                Bytes::new(),
+                "copying a part",
+            )
+            .await?;
+        Ok(xml::<CopyPartResult>(&answer)?.e_tag)
+    }
+
+    /// The object under `key`, whole or the bytes `range` (a `Range` GET), streamed as S3 sends
+    /// it; `None` if there is none.
+    async fn read(&self, key: &str, range: Option<std::ops::Range<u64>>) -> Result<Option<Blob>> {
+        let path = self.path_of(key)?;
+        let options = object_store::GetOptions {
+            range: range.map(object_store::GetRange::Bounded),
+            ..object_store::GetOptions::default()
+        };
+        let got = match self.store.get_opts(&path, options).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(s3_error(e)),
+        };
+        let len = got.range.end - got.range.start;
+        let stream = got
+            .into_stream()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .boxed();
+        Ok(Some(Blob { len, stream }))
     }
 }
 
@@ -432,24 +444,13 @@ impl FileStorage for S3Storage {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Blob>> {
-        let path = self.path_of(key)?;
-        let got = match self.store.get(&path).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(s3_error(e)),
-        };
-        let len = got.meta.size;
-        let stream = got
-            .into_stream()
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .boxed();
-        Ok(Some(Blob { len, stream }))
+        self.read(key, None).await
     }
 
     async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Option<Blob>> {
-        let path = self.path_of(key)?;
         if range.is_empty() {
-            return match self.store.head(&path).await {
+            // S3 has no empty range: whether the object is there is all there is to say.
+            return match self.store.head(&self.path_of(key)?).await {
                 Ok(_) => Ok(Some(Blob {
                     len: 0,
                     stream: futures_util::stream::empty().boxed(),
@@ -458,21 +459,7 @@ impl FileStorage for S3Storage {
                 Err(e) => Err(s3_error(e)),
             };
         }
-        let options = object_store::GetOptions {
-            range: Some(object_store::GetRange::Bounded(range)),
-            ..object_store::GetOptions::default()
-        };
-        let got = match self.store.get_opts(&path, options).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(s3_error(e)),
-        };
-        let len = got.range.end - got.range.start;
-        let stream = got
-            .into_stream()
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .boxed();
-        Ok(Some(Blob { len, stream }))
+        self.read(key, Some(range)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -220,10 +220,10 @@ impl StoreMetadata for PgMetadata {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        let row = sqlx::query_as::<_, (String, String, String, i64, i64)>(
-            "SELECT engine, model, collection, CAST(dims AS BIGINT), created_at \
-             FROM index_collections WHERE engine = $1 AND model = $2",
-        )
+        let row = sqlx::query_as::<_, rows::IndexCollectionRow>(&format!(
+            "SELECT {} FROM index_collections WHERE engine = $1 AND model = $2",
+            rows::INDEX_COLLECTION
+        ))
         .bind(&c.engine)
         .bind(&c.model)
         .fetch_one(&self.pool)
@@ -233,10 +233,10 @@ impl StoreMetadata for PgMetadata {
     }
 
     async fn index_collections(&self) -> Result<Vec<IndexCollection>> {
-        let rows = sqlx::query_as::<_, (String, String, String, i64, i64)>(
-            "SELECT engine, model, collection, CAST(dims AS BIGINT), created_at \
-             FROM index_collections ORDER BY created_at, engine, model",
-        )
+        let rows = sqlx::query_as::<_, rows::IndexCollectionRow>(&format!(
+            "SELECT {} FROM index_collections ORDER BY created_at, engine, model",
+            rows::INDEX_COLLECTION
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;

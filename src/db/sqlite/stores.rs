@@ -185,10 +185,10 @@ impl StoreMetadata for SqliteMetadata {
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        let row = sqlx::query_as::<_, (String, String, String, i64, i64)>(
-            "SELECT engine, model, collection, CAST(dims AS BIGINT), created_at \
-             FROM index_collections WHERE engine = ? AND model = ?",
-        )
+        let row = sqlx::query_as::<_, rows::IndexCollectionRow>(&format!(
+            "SELECT {} FROM index_collections WHERE engine = ? AND model = ?",
+            rows::INDEX_COLLECTION
+        ))
         .bind(&c.engine)
         .bind(&c.model)
         .fetch_one(&self.pool)
@@ -198,10 +198,10 @@ impl StoreMetadata for SqliteMetadata {
     }
 
     async fn index_collections(&self) -> Result<Vec<IndexCollection>> {
-        let rows = sqlx::query_as::<_, (String, String, String, i64, i64)>(
-            "SELECT engine, model, collection, CAST(dims AS BIGINT), created_at \
-             FROM index_collections ORDER BY created_at, engine, model",
-        )
+        let rows = sqlx::query_as::<_, rows::IndexCollectionRow>(&format!(
+            "SELECT {} FROM index_collections ORDER BY created_at, engine, model",
+            rows::INDEX_COLLECTION
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
