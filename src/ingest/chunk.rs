@@ -210,6 +210,57 @@ impl Chunker {
     }
 }
 
+/// Fewest tokens of a section title worth putting before a chunk (see
+/// [`Chunker::embedding_input`]): a cut-down title shorter than this says little.
+const MIN_TITLE_TOKENS: usize = 3;
+
+impl Chunker {
+    /// What the embedding model reads for a chunk: the title of the section the chunk sits in, on
+    /// a line of its own, then the chunk. A chunk cut from the middle of a long section often does
+    /// not name what it is about; its section's title does (measured in the README: "Section
+    /// titles in the embedded text"). The chunk that starts with the heading itself gets no
+    /// second copy. The title takes only the room the model's window (`window` tokens) leaves
+    /// beside the chunk, cut after a whole word, and is left out when fewer than
+    /// [`MIN_TITLE_TOKENS`] fit: the chunk is still read in one window, whole. Only the vector
+    /// is made from this; the chunk's stored text, its keyword vector and what search returns
+    /// are the chunk alone.
+    pub fn embedding_input<'t>(
+        &self,
+        title: Option<&str>,
+        text: &'t str,
+        window: usize,
+    ) -> std::borrow::Cow<'t, str> {
+        use std::borrow::Cow;
+        let Some(title) = title.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Cow::Borrowed(text);
+        };
+        let first_line = text.trim_start().lines().next().unwrap_or("");
+        if first_line.trim_start_matches('#').trim() == title {
+            return Cow::Borrowed(text);
+        }
+        let room = window.saturating_sub(self.count_tokens(text));
+        if room < MIN_TITLE_TOKENS {
+            return Cow::Borrowed(text);
+        }
+        let mut fitted = "";
+        for (i, _) in title
+            .char_indices()
+            .filter(|&(i, c)| c.is_whitespace() && !title[..i].ends_with(char::is_whitespace))
+            .chain(std::iter::once((title.len(), ' ')))
+        {
+            let prefix = &title[..i];
+            if self.count_tokens(prefix) > room {
+                break;
+            }
+            fitted = prefix;
+        }
+        if self.count_tokens(fitted) < MIN_TITLE_TOKENS {
+            return Cow::Borrowed(text);
+        }
+        Cow::Owned(format!("{fitted}\n\n{text}"))
+    }
+}
+
 /// Bytes a token below which a text is not counted ahead of chunking (English runs 4-6).
 const PRECOUNT_BYTES_PER_TOKEN: usize = 4;
 
@@ -697,5 +748,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/tokenizer.json"), "{err}");
+    }
+
+    #[test]
+    fn a_chunk_is_embedded_after_its_section_title_when_the_window_has_room() {
+        let ch = chunker();
+        let title = "12.1.6 The shell command-line processing sequence";
+        let body = prose(100);
+        let n = ch.count_tokens(&body);
+        // Room in the window: the title on its own line, then the chunk, all of it.
+        let input = ch.embedding_input(Some(title), &body, n + 40);
+        assert_eq!(input, format!("{title}\n\n{body}"));
+        assert!(ch.count_tokens(&input) <= n + 40);
+        // The chunk that starts with the heading itself gets no second copy.
+        let headed = format!("#### {title}\n\n{body}");
+        assert_eq!(ch.embedding_input(Some(title), &headed, 1000), headed);
+        // Little room: the title is cut after a whole word, and still fits.
+        let tight = ch.embedding_input(Some(title), &body, n + 6);
+        let kept = tight.strip_suffix(&format!("\n\n{body}")).unwrap();
+        assert!(title.starts_with(kept) && kept.len() < title.len(), "{kept:?}");
+        assert!(title[kept.len()..].starts_with(' '), "{kept:?}");
+        assert!(ch.count_tokens(&tight) <= n + 6);
+        // No room (a chunk filling the window), no title, no section: the chunk alone.
+        assert_eq!(ch.embedding_input(Some(title), &body, n + 2), body);
+        assert_eq!(ch.embedding_input(Some(title), &body, n), body);
+        assert_eq!(ch.embedding_input(None, &body, n + 40), body);
+        assert_eq!(ch.embedding_input(Some("  "), &body, n + 40), body);
     }
 }

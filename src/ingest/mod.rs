@@ -21,6 +21,13 @@ pub struct Pipeline {
     pub reranker: Option<Arc<rerank::Reranker>>,
 }
 
+/// Which vectors ingestion makes for chunks: the embedder's, each chunk read after its section's
+/// title ([`Chunker::embedding_input`]). Cached chunk vectors are reused only under the same id,
+/// so vectors embedded before titles were read are never mixed with those after.
+pub fn chunk_vectors_id(embedder: &dyn Embedder) -> String {
+    format!("{}+section-titles", embedder.vectors_id())
+}
+
 impl Pipeline {
     /// The chunk size `auto` uses: the embedding model's window.
     pub fn auto_chunk_tokens(&self) -> u32 {

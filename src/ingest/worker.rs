@@ -520,7 +520,7 @@ impl Worker {
         // A re-run starts clean in this store (its points are rewritten as they are indexed).
         self.still_ours(job).await?;
         st.index.delete_file(Some(store), file).await?;
-        let model = st.pipeline.embedder.vectors_id().to_owned();
+        let model = super::chunk_vectors_id(&*st.pipeline.embedder);
         let (mut indexed, mut usage, mut batches) = (0u32, 0i64, 0u32);
         // Three batches are in flight at once: while batch N is embedded, batch N-1's vectors,
         // points and progress are written and batch N+1 is cut and cached, so the model never
@@ -660,7 +660,19 @@ impl Worker {
         if todo.is_empty() {
             return Ok(Vec::new());
         }
-        let texts: Vec<String> = todo.iter().map(|&i| rows[i].text.clone()).collect();
+        let (chunker, window) = (
+            &self.st.pipeline.chunker,
+            self.st.pipeline.embedder.max_input_tokens(),
+        );
+        let texts: Vec<String> = todo
+            .iter()
+            .map(|&i| {
+                let title = rows[i].extra.get("section").and_then(|v| v.as_str());
+                chunker
+                    .embedding_input(title, &rows[i].text, window)
+                    .into_owned()
+            })
+            .collect();
         let vectors = self
             .st
             .pipeline
@@ -688,7 +700,7 @@ impl Worker {
     ) -> StageResult<()> {
         let (store, file) = (&vs_file.vector_store_id, &vs_file.file_id);
         if !fresh.is_empty() {
-            let model = self.st.pipeline.embedder.vectors_id();
+            let model = super::chunk_vectors_id(&*self.st.pipeline.embedder);
             let pairs: Vec<(u32, Vec<f32>)> = rows
                 .iter()
                 .filter(|r| fresh.binary_search(&r.idx).is_ok())
@@ -696,7 +708,7 @@ impl Worker {
                 .collect();
             self.st
                 .meta
-                .set_embeddings(file, &vs_file.chunking, model, &pairs)
+                .set_embeddings(file, &vs_file.chunking, &model, &pairs)
                 .await?;
         }
         let n = rows.len() as u32;

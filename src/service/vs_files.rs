@@ -221,7 +221,8 @@ impl StoreService {
             .get_file(project, file_id, self.clock.now())
             .await?
             .ok_or_else(|| Error::not_found(Resource::VectorStoreFile, file_id.as_str()))?;
-        let vectors_of = embeddings.then(|| self.embedder.vectors_id());
+        let vectors_id = crate::ingest::chunk_vectors_id(&*self.embedder);
+        let vectors_of = embeddings.then_some(vectors_id.as_str());
         // A vector costs about 12 bytes of JSON a dimension.
         let vector_bytes = if embeddings {
             self.embedder.dims() * 12

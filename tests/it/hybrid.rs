@@ -484,3 +484,70 @@ async fn a_point_of_a_file_without_a_row_is_never_answered() {
     }
     app.stop().await;
 }
+
+/// The vector of a chunk cut from the middle of a section is made from the chunk read after its
+/// section's title: two files with the same body under different headings give their middle
+/// chunks different vectors, and a question about one title finds that file's chunks first.
+/// The hits' text is the chunk alone (the title is in no chunk but the first).
+#[tokio::test]
+async fn a_chunk_is_embedded_after_its_section_title() {
+    let app = TestApp::spawn().await;
+    let body: String = (0..12)
+        .map(|i| {
+            format!(
+                "On day {i} the committee met again to go through the schedule, read the \
+                 minutes of the previous meeting aloud, agreed on the next steps and closed \
+                 the session before noon without any further business.\n\n"
+            )
+        })
+        .collect();
+    let (status, vs) = app.post_json("/v1/vector_stores", json!({})).await;
+    assert_eq!(status, 200, "{vs}");
+    let vs = vs["id"].as_str().unwrap().to_owned();
+    for (name, title) in [
+        ("cacti.md", "How desert cacti store water"),
+        ("tax.md", "Corporate tax filing deadlines"),
+    ] {
+        let f = app
+            .upload(name, format!("# {title}\n\n{body}").into_bytes(), "assistants")
+            .await;
+        let (status, res) = app
+            .post_json(
+                &format!("/v1/vector_stores/{vs}/files"),
+                json!({"file_id": f["id"], "chunking_strategy": {"type": "static",
+                    "static": {"max_chunk_size_tokens": 120, "chunk_overlap_tokens": 0}}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{res}");
+    }
+    app.drain().await;
+
+    let res = search(
+        &app,
+        &vs,
+        json!({"query": "How do desert cacti store water?", "search_mode": "vector",
+               "max_num_results": 50}),
+    )
+    .await;
+    // The chunks after the first hold the same paragraphs in both files; only their section's
+    // title tells them apart.
+    let middle = |file: &str| -> Vec<f64> {
+        res["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["filename"] == file)
+            .filter(|h| {
+                let text = h["content"][0]["text"].as_str().unwrap();
+                assert!(!text.contains("cacti") || text.starts_with("# How desert cacti"));
+                !text.starts_with('#')
+            })
+            .map(|h| h["score"].as_f64().unwrap())
+            .collect()
+    };
+    let (cacti, tax) = (middle("cacti.md"), middle("tax.md"));
+    assert!(cacti.len() >= 3 && tax.len() >= 3, "{res}");
+    let lowest_cacti = cacti.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest_tax = tax.iter().copied().fold(0.0, f64::max);
+    assert!(lowest_cacti > highest_tax + 0.2, "{cacti:?} vs {tax:?}");
+}

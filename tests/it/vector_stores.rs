@@ -299,8 +299,8 @@ async fn attribute_filters_run_inside_the_index_and_update_without_reembedding()
         assert_eq!(vf["attributes"], *a);
         assert_eq!(
             vf["chunking_strategy"],
-            json!({"type": "static", "static": {"max_chunk_size_tokens": 254, "chunk_overlap_tokens": 127}}),
-            "auto fits the model's 256-token window, special tokens included"
+            json!({"type": "static", "static": {"max_chunk_size_tokens": 254, "chunk_overlap_tokens": 64}}),
+            "auto fits the model's 256-token window, special tokens included, a quarter overlapping"
         );
     }
     app.drain().await;
