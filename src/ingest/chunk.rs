@@ -766,7 +766,10 @@ mod tests {
         // Little room: the title is cut after a whole word, and still fits.
         let tight = ch.embedding_input(Some(title), &body, n + 6);
         let kept = tight.strip_suffix(&format!("\n\n{body}")).unwrap();
-        assert!(title.starts_with(kept) && kept.len() < title.len(), "{kept:?}");
+        assert!(
+            title.starts_with(kept) && kept.len() < title.len(),
+            "{kept:?}"
+        );
         assert!(title[kept.len()..].starts_with(' '), "{kept:?}");
         assert!(ch.count_tokens(&tight) <= n + 6);
         // No room (a chunk filling the window), no title, no section: the chunk alone.

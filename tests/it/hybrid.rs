@@ -509,7 +509,11 @@ async fn a_chunk_is_embedded_after_its_section_title() {
         ("tax.md", "Corporate tax filing deadlines"),
     ] {
         let f = app
-            .upload(name, format!("# {title}\n\n{body}").into_bytes(), "assistants")
+            .upload(
+                name,
+                format!("# {title}\n\n{body}").into_bytes(),
+                "assistants",
+            )
             .await;
         let (status, res) = app
             .post_json(
