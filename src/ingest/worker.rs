@@ -660,19 +660,32 @@ impl Worker {
         if todo.is_empty() {
             return Ok(Vec::new());
         }
+        // Each chunk is read after its section's title; fitting the title counts the chunk's
+        // tokens, so it runs off the async threads.
         let (chunker, window) = (
-            &self.st.pipeline.chunker,
+            self.st.pipeline.chunker.clone(),
             self.st.pipeline.embedder.max_input_tokens(),
         );
-        let texts: Vec<String> = todo
+        let chunks: Vec<(Option<String>, String)> = todo
             .iter()
             .map(|&i| {
                 let title = rows[i].extra.get("section").and_then(|v| v.as_str());
-                chunker
-                    .embedding_input(title, &rows[i].text, window)
-                    .into_owned()
+                (title.map(str::to_owned), rows[i].text.clone())
             })
             .collect();
+        let texts: Vec<String> = tokio::task::spawn_blocking(move || {
+            chunks
+                .into_iter()
+                .map(|(title, text)| {
+                    match chunker.embedding_input(title.as_deref(), &text, window) {
+                        std::borrow::Cow::Borrowed(_) => text,
+                        std::borrow::Cow::Owned(input) => input,
+                    }
+                })
+                .collect()
+        })
+        .await
+        .map_err(Error::from)?;
         let vectors = self
             .st
             .pipeline
