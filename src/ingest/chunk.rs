@@ -169,7 +169,7 @@ impl Chunker {
         let tokenizer = match &self.tokens {
             Tokens::Model(t) => t,
             Tokens::Estimate => {
-                return split(text, Estimate, max, overlap, markdown)
+                return split(text, &Estimate, max, overlap, markdown)
                     .into_iter()
                     .map(|piece| ChunkText {
                         text: piece.to_owned(),
@@ -182,7 +182,7 @@ impl Chunker {
         let mut out = Vec::new();
         for piece in split(
             text,
-            TextSizer::new(tokenizer, text),
+            &TextSizer::new(tokenizer, text),
             max,
             overlap,
             markdown,
@@ -319,29 +319,66 @@ fn offset_in(text: &str, piece: &str) -> usize {
         .min(text.len())
 }
 
-fn split<S: ChunkSizer>(
-    text: &str,
-    sizer: S,
+fn split<'t, S: ChunkSizer>(
+    text: &'t str,
+    sizer: &S,
     max: usize,
     overlap: usize,
     markdown: bool,
-) -> Vec<&str> {
-    let config = match ChunkConfig::new(max)
+) -> Vec<&'t str> {
+    let config = || match ChunkConfig::new(max)
         .with_sizer(sizer)
         .with_overlap(overlap)
     {
         Ok(config) => config,
         Err(e) => unreachable!("overlap {overlap} < capacity {max}: {e}"),
     };
-    let chunks: Vec<&str> = if markdown {
-        MarkdownSplitter::new(config).chunks(text).collect()
+    let mut chunks: Vec<&str> = if markdown {
+        MarkdownSplitter::new(config()).chunks(text).collect()
     } else {
-        TextSplitter::new(config).chunks(text).collect()
+        TextSplitter::new(config()).chunks(text).collect()
     };
+    chunks.retain(|c| !c.trim().is_empty());
+    if markdown {
+        // A section whose first block does not fit beside its heading comes out as the heading
+        // alone, then the block: a chunk that says nothing. The two are cut again as plain text,
+        // so the heading starts the first part of its block.
+        let mut i = 0;
+        while i + 1 < chunks.len() {
+            let (heading, next) = (chunks[i], chunks[i + 1]);
+            let end = offset_in(text, heading) + heading.len();
+            let next_start = offset_in(text, next);
+            if headings_only(heading)
+                && next_start >= end
+                && text[end..next_start].trim().is_empty()
+            {
+                let span = &text[offset_in(text, heading)..next_start + next.len()];
+                let parts: Vec<&str> = TextSplitter::new(config())
+                    .chunks(span)
+                    .filter(|c| !c.trim().is_empty())
+                    .collect();
+                if parts.first().is_some_and(|p| !headings_only(p)) {
+                    let n = parts.len();
+                    chunks.splice(i..i + 2, parts);
+                    i += n;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+    }
     chunks
-        .into_iter()
-        .filter(|c| !c.trim().is_empty())
-        .collect()
+}
+
+/// Whether every non-blank line of `chunk` is a Markdown ATX heading.
+fn headings_only(chunk: &str) -> bool {
+    let mut lines = chunk.lines().filter(|l| !l.trim().is_empty()).peekable();
+    lines.peek().is_some()
+        && lines.all(|l| {
+            let l = l.trim_start();
+            let hashes = l.bytes().take_while(|&b| b == b'#').count();
+            (1..=6).contains(&hashes) && l[hashes..].starts_with(' ')
+        })
 }
 
 /// Counts the tokens of a slice of `text` from one tokenization of all of it: the tokens lying
@@ -777,5 +814,38 @@ mod tests {
         assert_eq!(ch.embedding_input(Some(title), &body, n), body);
         assert_eq!(ch.embedding_input(None, &body, n + 40), body);
         assert_eq!(ch.embedding_input(Some("  "), &body, n + 40), body);
+    }
+
+    #[test]
+    fn a_heading_is_never_a_chunk_alone() {
+        let ch = chunker();
+        // The section's first block (one paragraph, lines without blank lines between them)
+        // does not fit beside the heading: the heading starts the first part of it.
+        let block: String = (0..40)
+            .map(|i| format!("- step {i}: the shell expands the words of the line\n"))
+            .collect();
+        let text = format!(
+            "# Intro\n\nShort.\n\n#### 12.1.6 The processing sequence\n{block}\n## Next\n\nEnd.\n"
+        );
+        let chunks = ch.chunk(&text, c(100, 20), true);
+        assert!(
+            chunks.iter().all(|c| !headings_only(&c.text)),
+            "{chunks:#?}"
+        );
+        assert!(chunks.iter().all(|c| c.tokens <= 100));
+        let first = chunks.iter().find(|c| c.text.contains("12.1.6")).unwrap();
+        assert!(first.text.starts_with("#### 12.1.6") && first.text.contains("step 0:"));
+        assert_eq!(
+            &text[first.offset..first.offset + first.text.len()],
+            first.text
+        );
+        // Every line is still in some chunk.
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(chunks.iter().any(|c| c.text.contains(line)), "{line:?}");
+        }
+        // A heading followed directly by another heading still stays with its section.
+        assert!(headings_only("## A\n\n### B\n"));
+        assert!(!headings_only("## A\nbody"));
+        assert!(!headings_only("#hashtag"));
     }
 }
