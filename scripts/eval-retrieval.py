@@ -322,6 +322,102 @@ def fmt_row(label: str, m: dict) -> str:
     )
 
 
+def ask(client, asked: list[dict], files: dict, search_extra: dict | None):
+    """Every question of `asked` to its document's store: per question its rank (first hit
+    holding the passage, 1-based, within TOP_K) and the top 3; and the search latencies."""
+    results = []
+    latencies = []
+    for q in asked:
+        vs = files[q["doc"]][0]
+        t = time.monotonic()
+        page = client.vector_stores.search(
+            vs, query=q["question"], max_num_results=TOP_K, extra_body=search_extra
+        )
+        latencies.append(time.monotonic() - t)
+        hits = list(page.data)
+        ps = passages_of(q)
+        rank = None
+        match = None
+        for i, h in enumerate(hits[:TOP_K], 1):
+            text = norm("".join(c.text for c in h.content if getattr(c, "text", None)))
+            if any(p.hit(text) for p in ps):
+                rank = i
+                match = "full" if any(p.full_in(text) for p in ps) else "partial"
+                break
+        results.append(
+            {
+                "id": q["id"],
+                "kind": q["kind"],
+                "doc": q["doc"],
+                "rank": rank,
+                "match": match,
+                "top": [
+                    {"file": h.filename, "score": round(h.score, 4)} for h in hits[:3]
+                ],
+            }
+        )
+    return results, latencies
+
+
+def side_by_side(client, asked: list[dict], files: dict, search_extra, modes: list[str]) -> dict:
+    """The questions asked once per `search_mode`, printed as one table (hit@1 / hit@5 /
+    MRR@10 per mode, overall and per kind), with whether `hybrid` is at least the better of
+    the other modes on every kind and measure, and the identifier questions outside its top 5."""
+    per_mode = {}
+    for m in modes:
+        extra = dict(search_extra or {}, search_mode=m)
+        results, _ = ask(client, asked, files, extra)
+        per_mode[m] = results
+    rows = ["all", *KINDS]
+
+    def row_metrics(results, row):
+        return metrics([r["rank"] for r in results if row == "all" or r["kind"] == row])
+
+    table = {m: {row: row_metrics(per_mode[m], row) for row in rows} for m in modes}
+    width = 22
+    print("\nsearch modes side by side (hit@1 / hit@5 / MRR@10):")
+    print(f"  {'':<12} {'n':>4}  " + "".join(f"{m:>{width}}" for m in modes))
+    for row in rows:
+        n = table[modes[0]][row]["n"]
+        cells = []
+        for m in modes:
+            x = table[m][row]
+            cells.append(
+                f"{100 * x['hit@1']:5.1f} / {100 * x['hit@5']:5.1f} / {x['mrr@10']:.3f}"
+                if x["n"]
+                else "-"
+            )
+        print(f"  {row:<12} {n:>4}  " + "".join(f"{c:>{width}}" for c in cells))
+    summary = {"modes": table}
+    if "hybrid" in modes and len(modes) > 1:
+        others = [m for m in modes if m != "hybrid"]
+        short = [
+            f"{row} {key}"
+            for row in rows
+            if table["hybrid"][row]["n"]
+            for key in ("hit@1", "hit@5", "mrr@10")
+            if table["hybrid"][row][key] + 1e-9 < max(table[m][row][key] for m in others)
+        ]
+        print(
+            "  hybrid >= the better of "
+            + " and ".join(others)
+            + (" on every kind and measure" if not short else ": NOT on " + ", ".join(short))
+        )
+        missed = [
+            r["id"]
+            for r in per_mode["hybrid"]
+            if r["kind"] == "identifier" and (r["rank"] is None or r["rank"] > 5)
+        ]
+        n_id = sum(1 for r in per_mode["hybrid"] if r["kind"] == "identifier")
+        print(
+            f"  identifier questions in hybrid's top 5: {n_id - len(missed)} of {n_id}"
+            + (f" (outside: {', '.join(missed)})" if missed else "")
+        )
+        summary["hybrid_at_least_best_single"] = not short
+        summary["identifiers_outside_top5"] = missed
+    return summary
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -364,6 +460,13 @@ def main() -> int:
     )
     ap.add_argument("--cleanup", action="store_true", help="delete the stores and files after")
     ap.add_argument("--timeout", type=float, default=3600, help="ingestion timeout, seconds")
+    ap.add_argument(
+        "--modes",
+        default=None,
+        metavar="LIST",
+        help="also ask every question once per search_mode (e.g. vector,keyword,hybrid) and "
+        "print them side by side",
+    )
     args = ap.parse_args()
 
     search_extra = json.loads(args.search_extra) if args.search_extra else None
@@ -420,37 +523,7 @@ def main() -> int:
         return check(asked, files, chunks)
 
     # 3. Ask.
-    results = []
-    latencies = []
-    for q in asked:
-        vs = files[q["doc"]][0]
-        t = time.monotonic()
-        page = client.vector_stores.search(
-            vs, query=q["question"], max_num_results=TOP_K, extra_body=search_extra
-        )
-        latencies.append(time.monotonic() - t)
-        hits = list(page.data)
-        ps = passages_of(q)
-        rank = None
-        match = None
-        for i, h in enumerate(hits[:TOP_K], 1):
-            text = norm("".join(c.text for c in h.content if getattr(c, "text", None)))
-            if any(p.hit(text) for p in ps):
-                rank = i
-                match = "full" if any(p.full_in(text) for p in ps) else "partial"
-                break
-        results.append(
-            {
-                "id": q["id"],
-                "kind": q["kind"],
-                "doc": q["doc"],
-                "rank": rank,
-                "match": match,
-                "top": [
-                    {"file": h.filename, "score": round(h.score, 4)} for h in hits[:3]
-                ],
-            }
-        )
+    results, latencies = ask(client, asked, files, search_extra)
 
     # 4. Report.
     ranks = [r["rank"] for r in results]
@@ -488,6 +561,10 @@ def main() -> int:
         qs = {q["id"]: q for q in asked}
         for r in missed:
             print(f"  {r['id']:<8} {r['kind']:<11} rank={r['rank']}  {qs[r['id']]['question']}")
+    modes_summary = None
+    if args.modes:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        modes_summary = side_by_side(client, asked, files, search_extra, modes)
     if args.json:
         out = {
             "base_url": args.base_url,
@@ -503,6 +580,7 @@ def main() -> int:
             "by_kind": by_kind,
             "by_store": by_store,
             "questions": results,
+            "modes": modes_summary,
         }
         args.json.write_text(json.dumps(out, indent=2) + "\n")
     if args.cleanup:
