@@ -1077,8 +1077,14 @@ async fn selective_filters_on_the_graph_fill_the_page_with_the_true_nearest(s: &
     }
 }
 
+/// Of the probes of [`search_stays_correct_while_and_after_the_index_is_built`], how many an
+/// approximate subject (a Qdrant server walking its HNSW graph) may miss: 10 % (up to 2 of 60
+/// seen in 29 runs). A broken index misses nearly all; exact subjects must miss none.
+const MAX_MISSED_OF_200: usize = 20;
+const MAX_MISSED_OF_60: usize = 6;
+
 /// Searches are exact while the index builds its graphs, once they are built, and after
-/// writes that land next to them.
+/// writes that land next to them (a graph-walking subject: within a bounded recall).
 async fn search_stays_correct_while_and_after_the_index_is_built(s: &Subject) {
     let idx = s.open().await;
     let (a, b) = (store("a"), store("b"));
@@ -1110,23 +1116,30 @@ async fn search_stays_correct_while_and_after_the_index_is_built(s: &Subject) {
         let idx = idx.clone();
         let (a, probes, exact) = (a.clone(), points.clone(), s.exact());
         tokio::spawn(async move {
-            let mut checked = 0;
+            let (mut checked, mut missed) = (0, 0);
             for p in probes.iter().filter(|p| p.vector_store_id == a).take(200) {
                 let hits = find(idx.as_ref(), &a, p.vector.clone(), None, &[], 3, None)
                     .await
                     .unwrap();
                 if exact {
                     assert_eq!(hits[0].id, p.id);
-                } else {
-                    assert!(hits.iter().any(|h| h.id == p.id));
+                } else if !hits.iter().any(|h| h.id == p.id) {
+                    missed += 1;
                 }
                 checked += 1;
             }
-            checked
+            (checked, missed)
         })
     };
     idx.maintain().await.unwrap();
-    assert_eq!(during.await.unwrap(), 200);
+    let (checked, missed) = during.await.unwrap();
+    assert_eq!(checked, 200);
+    // An approximate graph search (HNSW on random 384-dim vectors, the hardest case for it)
+    // may miss a point now and then: its recall is bounded, not perfect.
+    assert!(
+        missed <= MAX_MISSED_OF_200,
+        "{missed} of 200 missed while building"
+    );
 
     assert_eq!(idx.count(None, None).await.unwrap(), 1_200);
     assert_eq!(idx.count(Some(&b), None).await.unwrap(), 400);
@@ -1135,6 +1148,7 @@ async fn search_stays_correct_while_and_after_the_index_is_built(s: &Subject) {
         {"type": "eq", "key": "even", "value": true}
     ]}))
     .unwrap();
+    let mut missed = 0;
     for p in points.iter().step_by(7).take(60) {
         let hits = find(
             idx.as_ref(),
@@ -1149,8 +1163,8 @@ async fn search_stays_correct_while_and_after_the_index_is_built(s: &Subject) {
         .unwrap();
         if s.exact() {
             assert_eq!(hits[0].id, p.id, "nearest of its own vector");
-        } else {
-            assert!(hits.iter().any(|h| h.id == p.id), "own vector in the top 5");
+        } else if !hits.iter().any(|h| h.id == p.id) {
+            missed += 1;
         }
         assert!(hits
             .iter()
@@ -1173,6 +1187,10 @@ async fn search_stays_correct_while_and_after_the_index_is_built(s: &Subject) {
             .collect();
         assert_eq!(got, want);
     }
+    assert!(
+        missed <= MAX_MISSED_OF_60,
+        "{missed} of 60 own vectors not in the top 5"
+    );
 
     // Writes after optimisation land next to the graph and are found too.
     let f0 = file("f0");
