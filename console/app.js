@@ -16,6 +16,7 @@ const state = {
   store: null, // the open store's id
   storeFiles: [], // its files
   poll: null, // the timer of the next refresh of the open store's files
+  storeLoads: 0, // requests of the store list made so far (a late answer is dropped)
   loads: 0, // counts loads of the open store's files: only the latest one is shown
 };
 
@@ -207,10 +208,20 @@ async function deleteFile(f) {
 // ---- vector stores
 
 async function loadStores() {
+  const load = ++state.storeLoads;
   const page = await api("GET", "/vector_stores?limit=100");
+  if (load !== state.storeLoads) return; // an answer to a later request came first
   state.stores = page.data;
   if (state.store && !state.stores.some((s) => s.id === state.store)) closeStore();
   renderStores();
+  // The open store still counts a file in progress that its file list shows settled: ask
+  // again shortly, so the row never stays behind its files.
+  const open = state.stores.find((s) => s.id === state.store);
+  const settled = state.storeFiles.length > 0
+    && !state.storeFiles.some((f) => f.status === "in_progress");
+  if (open && (open.file_counts || {}).in_progress && settled) {
+    setTimeout(() => loadStores().catch(report), POLL_MS);
+  }
 }
 
 function renderStores() {
