@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::anyhow;
+use ragstore_extract::text::atx_heading;
 use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter, TextSplitter};
 use tokenizers::Tokenizer;
 
@@ -234,30 +235,25 @@ impl Chunker {
         let Some(title) = title.map(str::trim).filter(|t| !t.is_empty()) else {
             return Cow::Borrowed(text);
         };
-        let first_line = text.trim_start().lines().next().unwrap_or("");
-        if first_line.trim_start_matches('#').trim() == title {
+        let first_line = text.trim_start().lines().next().unwrap_or("").trim();
+        if atx_heading(first_line).unwrap_or(first_line) == title {
             return Cow::Borrowed(text);
         }
         let room = window.saturating_sub(self.count_tokens(text));
         if room < MIN_TITLE_TOKENS {
             return Cow::Borrowed(text);
         }
-        let mut fitted = "";
-        for (i, _) in title
-            .char_indices()
-            .filter(|&(i, c)| c.is_whitespace() && !title[..i].ends_with(char::is_whitespace))
-            .chain(std::iter::once((title.len(), ' ')))
-        {
-            let prefix = &title[..i];
-            if self.count_tokens(prefix) > room {
-                break;
-            }
-            fitted = prefix;
+        // The longest run of the title's first words that fits.
+        let fitted = title
+            .split_whitespace()
+            .map(|word| &title[..offset_in(title, word) + word.len()])
+            .map(|prefix| (prefix, self.count_tokens(prefix)))
+            .take_while(|&(_, n)| n <= room)
+            .last();
+        match fitted {
+            Some((prefix, n)) if n >= MIN_TITLE_TOKENS => Cow::Owned(format!("{prefix}\n\n{text}")),
+            _ => Cow::Borrowed(text),
         }
-        if self.count_tokens(fitted) < MIN_TITLE_TOKENS {
-            return Cow::Borrowed(text);
-        }
-        Cow::Owned(format!("{fitted}\n\n{text}"))
     }
 }
 
@@ -346,13 +342,14 @@ fn split<'t, S: ChunkSizer>(
         let mut i = 0;
         while i + 1 < chunks.len() {
             let (heading, next) = (chunks[i], chunks[i + 1]);
-            let end = offset_in(text, heading) + heading.len();
+            let start = offset_in(text, heading);
+            let end = start + heading.len();
             let next_start = offset_in(text, next);
             if headings_only(heading)
                 && next_start >= end
                 && text[end..next_start].trim().is_empty()
             {
-                let span = &text[offset_in(text, heading)..next_start + next.len()];
+                let span = &text[start..next_start + next.len()];
                 let parts: Vec<&str> = TextSplitter::new(config())
                     .chunks(span)
                     .filter(|c| !c.trim().is_empty())
@@ -372,13 +369,12 @@ fn split<'t, S: ChunkSizer>(
 
 /// Whether every non-blank line of `chunk` is a Markdown ATX heading.
 fn headings_only(chunk: &str) -> bool {
-    let mut lines = chunk.lines().filter(|l| !l.trim().is_empty()).peekable();
-    lines.peek().is_some()
-        && lines.all(|l| {
-            let l = l.trim_start();
-            let hashes = l.bytes().take_while(|&b| b == b'#').count();
-            (1..=6).contains(&hashes) && l[hashes..].starts_with(' ')
-        })
+    let mut lines = chunk
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .peekable();
+    lines.peek().is_some() && lines.all(|l| atx_heading(l).is_some())
 }
 
 /// Counts the tokens of a slice of `text` from one tokenization of all of it: the tokens lying

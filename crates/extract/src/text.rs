@@ -196,6 +196,16 @@ fn finish(text: String, filename: &str) -> Result<Extracted, ExtractError> {
     })
 }
 
+/// The title of a Markdown ATX heading line (`## Title`, `## Title ##`), indentation already
+/// removed; `None` for any other line.
+pub fn atx_heading(line: &str) -> Option<&str> {
+    let hashes = line.bytes().take_while(|&b| b == b'#').count();
+    let rest = &line[hashes..];
+    ((1..=6).contains(&hashes) && (rest.is_empty() || rest.starts_with([' ', '\t'])))
+        // Closing hashes are decoration: `## Title ##`.
+        .then(|| rest.trim().trim_end_matches('#').trim_end())
+}
+
 /// A Markdown file's headings (ATX `## Title` and setext `Title` over `===`/`---`), outside
 /// fenced code blocks, as `{"section": "Title"}` locations.
 fn markdown_sections(text: &str) -> Vec<Section> {
@@ -223,11 +233,7 @@ fn markdown_sections(text: &str) -> Vec<Section> {
         }
         let mut heading = None;
         if indent < 4 {
-            let hashes = trimmed.bytes().take_while(|&b| b == b'#').count();
-            let rest = &trimmed[hashes..];
-            if (1..=6).contains(&hashes) && (rest.is_empty() || rest.starts_with([' ', '\t'])) {
-                // Closing hashes are decoration: `## Title ##`.
-                let title = rest.trim().trim_end_matches('#').trim_end();
+            if let Some(title) = atx_heading(trimmed) {
                 heading = Some((start, title));
             } else if let Some((prev_start, prev_text)) = prev {
                 let underline = trimmed.trim_end();
