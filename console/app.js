@@ -15,6 +15,7 @@ const state = {
   stores: [], // GET /v1/vector_stores
   store: null, // the open store's id
   storeFiles: [], // its files
+  filesKey: null, // their ids and statuses at the last load (null: not loaded yet)
   poll: null, // the timer of the next refresh of the open store's files
   storeLoads: 0, // requests of the store list made so far (a late answer is dropped)
   loads: 0, // counts loads of the open store's files: only the latest one is shown
@@ -214,14 +215,6 @@ async function loadStores() {
   state.stores = page.data;
   if (state.store && !state.stores.some((s) => s.id === state.store)) closeStore();
   renderStores();
-  // The open store still counts a file in progress that its file list shows settled: ask
-  // again shortly, so the row never stays behind its files.
-  const open = state.stores.find((s) => s.id === state.store);
-  const settled = state.storeFiles.length > 0
-    && !state.storeFiles.some((f) => f.status === "in_progress");
-  if (open && (open.file_counts || {}).in_progress && settled) {
-    setTimeout(() => loadStores().catch(report), POLL_MS);
-  }
 }
 
 function renderStores() {
@@ -280,6 +273,7 @@ async function deleteStore(s) {
 function openStore(id) {
   state.store = id;
   state.storeFiles = [];
+  state.filesKey = null;
   $("store-detail").hidden = false;
   renderStores();
   renderStoreFiles();
@@ -291,6 +285,7 @@ function closeStore() {
   state.loads++;
   state.store = null;
   state.storeFiles = [];
+  state.filesKey = null;
   $("store-detail").hidden = true;
 }
 
@@ -303,12 +298,16 @@ async function loadStoreFiles() {
   const load = ++state.loads;
   const page = await api("GET", `/vector_stores/${enc(id)}/files?limit=100`);
   if (load !== state.loads) return; // a newer load (or another store) took over
-  const wasBusy = state.storeFiles.some((f) => f.status === "in_progress");
+  // Any file that changed status since the last load (also one attached and failed before
+  // this load saw it in progress) changes the store's counts and the file's own status.
+  const key = page.data.map((f) => `${f.id}:${f.status}`).join(" ");
+  const changed = state.filesKey !== null && key !== state.filesKey;
+  state.filesKey = key;
   state.storeFiles = page.data;
   renderStoreFiles();
   const busy = state.storeFiles.some((f) => f.status === "in_progress");
   if (busy) state.poll = setTimeout(() => loadStoreFiles().catch(report), POLL_MS);
-  if (wasBusy && !busy) { // file counts and file statuses changed
+  if (changed && !busy) { // file counts and file statuses changed
     loadStores().catch(report);
     loadFiles().catch(report);
   }
