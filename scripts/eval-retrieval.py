@@ -301,6 +301,10 @@ def store_files(client, vs: str) -> dict[str, str]:
 # Evaluation
 
 
+def in_top5(rank: int | None) -> bool:
+    return rank is not None and rank <= 5
+
+
 def metrics(ranks: list[int | None]) -> dict:
     n = len(ranks)
     if n == 0:
@@ -308,9 +312,17 @@ def metrics(ranks: list[int | None]) -> dict:
     return {
         "n": n,
         "hit@1": sum(1 for r in ranks if r == 1) / n,
-        "hit@5": sum(1 for r in ranks if r is not None and r <= 5) / n,
+        "hit@5": sum(1 for r in ranks if in_top5(r)) / n,
         "mrr@10": sum(1 / r for r in ranks if r is not None) / n,
     }
+
+
+def by_kind(results: list[dict]) -> dict:
+    """metrics() of all the results ("all") and of each question kind."""
+    rows = {"all": metrics([r["rank"] for r in results])}
+    for k in KINDS:
+        rows[k] = metrics([r["rank"] for r in results if r["kind"] == k])
+    return rows
 
 
 def fmt_row(label: str, m: dict) -> str:
@@ -369,11 +381,7 @@ def side_by_side(client, asked: list[dict], files: dict, search_extra, modes: li
         results, _ = ask(client, asked, files, extra)
         per_mode[m] = results
     rows = ["all", *KINDS]
-
-    def row_metrics(results, row):
-        return metrics([r["rank"] for r in results if row == "all" or r["kind"] == row])
-
-    table = {m: {row: row_metrics(per_mode[m], row) for row in rows} for m in modes}
+    table = {m: by_kind(per_mode[m]) for m in modes}
     width = 22
     print("\nsearch modes side by side (hit@1 / hit@5 / MRR@10):")
     print(f"  {'':<12} {'n':>4}  " + "".join(f"{m:>{width}}" for m in modes))
@@ -406,7 +414,7 @@ def side_by_side(client, asked: list[dict], files: dict, search_extra, modes: li
         missed = [
             r["id"]
             for r in per_mode["hybrid"]
-            if r["kind"] == "identifier" and (r["rank"] is None or r["rank"] > 5)
+            if r["kind"] == "identifier" and not in_top5(r["rank"])
         ]
         n_id = sum(1 for r in per_mode["hybrid"] if r["kind"] == "identifier")
         print(
@@ -526,9 +534,8 @@ def main() -> int:
     results, latencies = ask(client, asked, files, search_extra)
 
     # 4. Report.
-    ranks = [r["rank"] for r in results]
-    overall = metrics(ranks)
-    by_kind = {k: metrics([r["rank"] for r in results if r["kind"] == k]) for k in KINDS}
+    kinds = by_kind(results)
+    overall = kinds.pop("all")
     by_store = {
         g: metrics([r["rank"] for r in results if r["doc"] in STORES[g]]) for g in stores
     }
@@ -547,7 +554,7 @@ def main() -> int:
     print(f"\n  {'':<12} {'n':>4}   hit@1   hit@5   MRR@10")
     print(fmt_row("all", overall))
     for k in KINDS:
-        print(fmt_row(k, by_kind[k]))
+        print(fmt_row(k, kinds[k]))
     for g in stores:
         print(fmt_row(f"store {g}", by_store[g]))
     partial = sum(1 for r in results if r["match"] == "partial")
@@ -556,7 +563,7 @@ def main() -> int:
     if args.baseline:
         compare(json.loads(args.baseline.read_text()), overall, results)
     if args.misses:
-        missed = [r for r in results if r["rank"] is None or r["rank"] > 5]
+        missed = [r for r in results if not in_top5(r["rank"])]
         print(f"\nno hit in the top 5 ({len(missed)}):")
         qs = {q["id"]: q for q in asked}
         for r in missed:
@@ -577,7 +584,7 @@ def main() -> int:
             "timing": timing,
             "search_p50_ms": round(1000 * statistics.median(latencies), 1),
             "overall": overall,
-            "by_kind": by_kind,
+            "by_kind": kinds,
             "by_store": by_store,
             "questions": results,
             "modes": modes_summary,
